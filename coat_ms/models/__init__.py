@@ -1,0 +1,3 @@
+from .coat import VARIANTS, CoaT
+
+__all__ = ["CoaT", "VARIANTS"]

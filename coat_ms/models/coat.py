@@ -1,0 +1,432 @@
+"""CoaT: Co-Scale Conv-Attentional Image Transformers (Xu et al., ICCV 2021) in MindSpore.
+
+Faithful to the official model (mlpc-ucsd/CoaT) and to timm's port:
+  * factorized attention  q @ (softmax_N(k)^T @ v)  -- never an N x N matrix;
+  * convolutional relative position encoding (crpe): q_img * DWConv(v_img), heads split 2/3/3 over
+    kernels 3/5/7, zero row for the CLS token, not scaled by head_dim^-0.5;
+  * convolutional position encoding (cpe): x + DWConv3x3(x) on image tokens, CLS passes through;
+  * exact (erf) GELU; LayerNorm eps 1e-6 in blocks and final norms, 1e-5 in patch embeddings;
+  * parallel blocks: bilinear half-pixel interpolation (align_corners=False) to explicit target sizes,
+    the CLS token riding along (so CLS rows are summed across scales);
+  * CoaT: norms 2-4 on the CLS tokens, Conv1d(3 -> 1) aggregate, head.  CoaT-Lite: norm4 CLS, head.
+  * any input H x W divisible by 32: grid sizes are read from the input at run time.
+
+Parameter naming rule: every parameter name equals the PyTorch (timm / official) state-dict key.
+  Layers keep torch's ``weight``/``bias`` names and shapes (see layers.py), attributes are assigned in
+  timm's order, and tied modules are real shared cells (one Parameter each).  A PyTorch state dict
+  lists a tied tensor under several keys; its first key (``cpe1.*``, ``crpe1.*``, ``mlp2.*``) is the
+  MindSpore name, the others (``serial_blocks1.0.cpe.*``, ``...factoratt_crpe.crpe.*``, ``mlp3.*``,
+  ``mlp4.*``) are aliases.  Official checkpoints also hold unused ``norm1`` (and ``norm2``/``norm3``
+  for Lite), which this model does not have.
+"""
+from mindspore import Parameter, nn, ops
+
+from .layers import (Aggregate, DepthwiseConv2d, DropPath, LayerNorm, Linear, Mlp, PatchEmbed,
+                     trunc_normal)
+
+BLOCK_NORM_EPS = 1e-6
+DEFAULT_CRPE_WINDOW = {3: 2, 5: 3, 7: 3}
+
+
+def split_cls(x):
+    """(B, 1 + N, C) -> CLS (B, 1, C), image tokens (B, N, C)."""
+    return x[:, :1], x[:, 1:]
+
+
+def tokens_to_nchw(tokens, size):
+    """Image tokens (B, H*W, C) -> (B, C, H, W)."""
+    B, _, C = tokens.shape
+    return tokens.transpose(0, 2, 1).reshape(B, C, size[0], size[1])
+
+
+def nchw_to_tokens(x):
+    """(B, C, H, W) -> image tokens (B, H*W, C)."""
+    B, C, H, W = x.shape
+    return x.reshape(B, C, H * W).transpose(0, 2, 1)
+
+
+class ConvPosEnc(nn.Cell):
+    """cpe: image tokens + depthwise 3x3 conv of themselves; the CLS token passes through."""
+
+    def __init__(self, dim, k=3):
+        super().__init__()
+        self.proj = DepthwiseConv2d(dim, k)
+
+    def construct(self, x, size):
+        cls_token, img = split_cls(x)
+        feat = tokens_to_nchw(img, size)
+        img = nchw_to_tokens(self.proj(feat) + feat)
+        return ops.concat((cls_token, img), axis=1)
+
+
+class ConvRelPosEnc(nn.Cell):
+    """crpe: q_img * DWConv(v_img), with one depthwise conv per group of heads.
+
+    ``window`` maps kernel size -> number of heads ({3: 2, 5: 3, 7: 3}), or is one int for all heads.
+    Channels are head-major (h, Ch), so each conv sees whole heads.
+    """
+
+    def __init__(self, head_chs, num_heads, window):
+        super().__init__()
+        if isinstance(window, int):
+            window = {window: num_heads}
+        if not isinstance(window, dict) or sum(window.values()) != num_heads:
+            raise ValueError(f"crpe_window must be an int or a dict kernel->heads summing to num_heads="
+                             f"{num_heads}, got {window!r}")
+        self.window = dict(window)
+        self.head_chs = head_chs
+        self.num_heads = num_heads
+        self.channel_splits = tuple(heads * head_chs for heads in window.values())
+        self.conv_list = nn.CellList([DepthwiseConv2d(heads * head_chs, kernel)
+                                      for kernel, heads in window.items()])
+
+    def construct(self, q, v, size):
+        B, h, N, Ch = q.shape
+        q_img = q[:, :, 1:]
+        v_img = v[:, :, 1:].transpose(0, 1, 3, 2).reshape(B, h * Ch, size[0], size[1])
+        if len(self.channel_splits) == 1:
+            conv_v = self.conv_list[0](v_img)
+        else:
+            parts = ops.split(v_img, self.channel_splits, axis=1)
+            outs = ()
+            for i in range(len(self.channel_splits)):
+                outs = outs + (self.conv_list[i](parts[i]),)
+            conv_v = ops.concat(outs, axis=1)
+        conv_v = conv_v.reshape(B, h, Ch, N - 1).transpose(0, 1, 3, 2)
+        ev_hat = q_img * conv_v
+        zero_cls = ops.zeros((B, h, 1, Ch), ev_hat.dtype)
+        return ops.concat((zero_cls, ev_hat), axis=2)
+
+
+class FactorAttnConvRelPosEnc(nn.Cell):
+    """Factorized attention with convolutional relative position encoding (crpe is shared)."""
+
+    def __init__(self, dim, num_heads, qkv_bias, proj_drop, shared_crpe):
+        super().__init__()
+        self.num_heads = num_heads
+        self.scale = (dim // num_heads) ** -0.5
+        self.qkv = Linear(dim, dim * 3, bias=qkv_bias)
+        self.proj = Linear(dim, dim)
+        self.proj_drop = nn.Dropout(p=proj_drop)
+        self.crpe = shared_crpe
+
+    def construct(self, x, size):
+        B, N, C = x.shape
+        h = self.num_heads
+        qkv = self.qkv(x).reshape(B, N, 3, h, C // h).transpose(2, 0, 3, 1, 4)
+        q, k, v = qkv[0], qkv[1], qkv[2]  # (B, h, N, Ch)
+
+        k_softmax = ops.softmax(k, axis=2)  # over tokens, CLS included
+        factor_att = ops.matmul(q, ops.matmul(k_softmax.transpose(0, 1, 3, 2), v))  # (B, h, N, Ch)
+        crpe = self.crpe(q, v, size)
+
+        x = self.scale * factor_att + crpe
+        x = x.transpose(0, 2, 1, 3).reshape(B, N, C)
+        return self.proj_drop(self.proj(x))
+
+
+class SerialBlock(nn.Cell):
+    """cpe -> norm1 -> conv-attention -> residual -> norm2 -> MLP -> residual."""
+
+    def __init__(self, dim, num_heads, mlp_ratio, qkv_bias, proj_drop, drop_path, shared_cpe, shared_crpe):
+        super().__init__()
+        self.cpe = shared_cpe
+        self.norm1 = LayerNorm(dim, BLOCK_NORM_EPS)
+        self.factoratt_crpe = FactorAttnConvRelPosEnc(dim, num_heads, qkv_bias, proj_drop, shared_crpe)
+        self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+        self.norm2 = LayerNorm(dim, BLOCK_NORM_EPS)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=proj_drop)
+
+    def construct(self, x, size):
+        x = self.cpe(x, size)
+        x = x + self.drop_path(self.factoratt_crpe(self.norm1(x), size))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+class ParallelBlock(nn.Cell):
+    """Conv-attention on scales 2-4, cross-scale exchange by interpolation, shared MLP.
+
+    ``align_corners=False`` is the official half-pixel bilinear; True reproduces mindcv's CoaT.
+    """
+
+    def __init__(self, dims, num_heads, mlp_ratios, qkv_bias, proj_drop, drop_path, shared_crpes,
+                 align_corners=False):
+        super().__init__()
+        if not dims[1] == dims[2] == dims[3] or not mlp_ratios[1] == mlp_ratios[2] == mlp_ratios[3]:
+            raise ValueError(f"parallel blocks need equal dims and mlp ratios for scales 2-4, "
+                             f"got embed_dims={list(dims)}, mlp_ratios={list(mlp_ratios)}")
+        self.align_corners = align_corners
+        self.norm12 = LayerNorm(dims[1], BLOCK_NORM_EPS)
+        self.norm13 = LayerNorm(dims[2], BLOCK_NORM_EPS)
+        self.norm14 = LayerNorm(dims[3], BLOCK_NORM_EPS)
+        self.factoratt_crpe2 = FactorAttnConvRelPosEnc(dims[1], num_heads, qkv_bias, proj_drop, shared_crpes[1])
+        self.factoratt_crpe3 = FactorAttnConvRelPosEnc(dims[2], num_heads, qkv_bias, proj_drop, shared_crpes[2])
+        self.factoratt_crpe4 = FactorAttnConvRelPosEnc(dims[3], num_heads, qkv_bias, proj_drop, shared_crpes[3])
+        self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+        self.norm22 = LayerNorm(dims[1], BLOCK_NORM_EPS)
+        self.norm23 = LayerNorm(dims[2], BLOCK_NORM_EPS)
+        self.norm24 = LayerNorm(dims[3], BLOCK_NORM_EPS)
+        self.mlp2 = self.mlp3 = self.mlp4 = Mlp(dims[1], int(dims[1] * mlp_ratios[1]), drop=proj_drop)
+
+    def interpolate(self, x, size, target):
+        """Resize the image tokens of x from grid ``size`` to grid ``target``; CLS rides along."""
+        cls_token, img = split_cls(x)
+        img = ops.interpolate(tokens_to_nchw(img, size), size=target, mode="bilinear",
+                              align_corners=self.align_corners)
+        return ops.concat((cls_token, nchw_to_tokens(img)), axis=1)
+
+    def construct(self, x1, x2, x3, x4, sizes):
+        _, s2, s3, s4 = sizes
+        cur2 = self.factoratt_crpe2(self.norm12(x2), s2)
+        cur3 = self.factoratt_crpe3(self.norm13(x3), s3)
+        cur4 = self.factoratt_crpe4(self.norm14(x4), s4)
+        up3_2 = self.interpolate(cur3, s3, s2)
+        up4_3 = self.interpolate(cur4, s4, s3)
+        up4_2 = self.interpolate(cur4, s4, s2)
+        down2_3 = self.interpolate(cur2, s2, s3)
+        down3_4 = self.interpolate(cur3, s3, s4)
+        down2_4 = self.interpolate(cur2, s2, s4)
+        x2 = x2 + self.drop_path(cur2 + up3_2 + up4_2)
+        x3 = x3 + self.drop_path(cur3 + up4_3 + down2_3)
+        x4 = x4 + self.drop_path(cur4 + down3_4 + down2_4)
+
+        x2 = x2 + self.drop_path(self.mlp2(self.norm22(x2)))
+        x3 = x3 + self.drop_path(self.mlp3(self.norm23(x3)))
+        x4 = x4 + self.drop_path(self.mlp4(self.norm24(x4)))
+        return x1, x2, x3, x4
+
+
+class CoaT(nn.Cell):
+    """CoaT (parallel_depth > 0) and CoaT-Lite (parallel_depth == 0).
+
+    Args:
+        patch_size: first patch embedding stride (later stages use 2); inputs must be divisible by
+            ``patch_size * 8``.
+        in_chans: input channels.  num_classes: 0 gives no head (pooled features out).
+        embed_dims, serial_depths, parallel_depth, num_heads, mlp_ratios, qkv_bias, crpe_window: architecture.
+        drop_rate: dropout before the head.  proj_drop_rate: dropout after attention / MLP projections.
+        drop_path_rate: stochastic depth, the same rate in every block (as the official model).
+        align_corners: parallel-block interpolation; False (official), True (mindcv compatibility).
+    """
+
+    def __init__(self, patch_size=4, in_chans=3, num_classes=1000, embed_dims=(64, 128, 320, 512),
+                 serial_depths=(3, 4, 6, 3), parallel_depth=0, num_heads=8, mlp_ratios=(4, 4, 4, 4),
+                 qkv_bias=True, drop_rate=0.0, proj_drop_rate=0.0, attn_drop_rate=0.0, drop_path_rate=0.0,
+                 crpe_window=None, align_corners=False):
+        super().__init__()
+        for dim in embed_dims:
+            if dim % num_heads:
+                raise ValueError(f"every embed dim must be divisible by num_heads={num_heads}, got {list(embed_dims)}")
+        del attn_drop_rate  # accepted for API compatibility: CoaT has no attention matrix to drop
+        crpe_window = crpe_window or DEFAULT_CRPE_WINDOW
+        self.patch_size = patch_size
+        self.in_chans = in_chans
+        self.num_classes = num_classes
+        self.embed_dims = tuple(embed_dims)
+        self.serial_depths = tuple(serial_depths)
+        self.parallel_depth = parallel_depth
+        self.num_features = embed_dims[-1]
+        self.align_corners = align_corners
+        self.stride = patch_size * 8
+
+        self.patch_embed1 = PatchEmbed(patch_size, in_chans, embed_dims[0])
+        self.patch_embed2 = PatchEmbed(2, embed_dims[0], embed_dims[1])
+        self.patch_embed3 = PatchEmbed(2, embed_dims[1], embed_dims[2])
+        self.patch_embed4 = PatchEmbed(2, embed_dims[2], embed_dims[3])
+        self.cls_token1 = Parameter(trunc_normal((1, 1, embed_dims[0])), name="cls_token1")
+        self.cls_token2 = Parameter(trunc_normal((1, 1, embed_dims[1])), name="cls_token2")
+        self.cls_token3 = Parameter(trunc_normal((1, 1, embed_dims[2])), name="cls_token3")
+        self.cls_token4 = Parameter(trunc_normal((1, 1, embed_dims[3])), name="cls_token4")
+        self.cpe1, self.cpe2, self.cpe3, self.cpe4 = (ConvPosEnc(d, 3) for d in embed_dims)
+        self.crpe1, self.crpe2, self.crpe3, self.crpe4 = (
+            ConvRelPosEnc(d // num_heads, num_heads, crpe_window) for d in embed_dims)
+
+        block_args = dict(num_heads=num_heads, qkv_bias=qkv_bias, proj_drop=proj_drop_rate,
+                          drop_path=drop_path_rate)
+        cpes = (self.cpe1, self.cpe2, self.cpe3, self.cpe4)
+        crpes = (self.crpe1, self.crpe2, self.crpe3, self.crpe4)
+        self.serial_blocks1, self.serial_blocks2, self.serial_blocks3, self.serial_blocks4 = (
+            nn.CellList([SerialBlock(embed_dims[i], mlp_ratio=mlp_ratios[i], shared_cpe=cpes[i],
+                                     shared_crpe=crpes[i], **block_args)
+                         for _ in range(serial_depths[i])])
+            for i in range(4))
+        if parallel_depth > 0:
+            self.parallel_blocks = nn.CellList([
+                ParallelBlock(embed_dims, mlp_ratios=mlp_ratios, shared_crpes=crpes,
+                              align_corners=align_corners, **block_args)
+                for _ in range(parallel_depth)])
+            self.norm2 = LayerNorm(embed_dims[1], BLOCK_NORM_EPS)
+            self.norm3 = LayerNorm(embed_dims[2], BLOCK_NORM_EPS)
+            self.norm4 = LayerNorm(embed_dims[3], BLOCK_NORM_EPS)
+            self.aggregate = Aggregate(3)
+        else:
+            self.parallel_blocks = None
+            self.norm4 = LayerNorm(embed_dims[3], BLOCK_NORM_EPS)
+        self.head_drop = nn.Dropout(p=drop_rate)
+        self.head = Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        self.name_parameters_by_path()
+
+    def name_parameters_by_path(self):
+        """Name each Parameter by its first attribute path (= the PyTorch state-dict key).
+
+        MindSpore renames a shared cell's parameters each time the cell is assigned somewhere;
+        this puts the canonical names back so checkpoints carry them.
+        """
+        for name, param in self.parameters_and_names():
+            param.name = name
+
+    def get_classifier(self):
+        return self.head
+
+    def reset_classifier(self, num_classes):
+        """Replace the head by a new, freshly initialised one (0: no head)."""
+        self.num_classes = num_classes
+        self.head = Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+
+    def check_input(self, x):
+        """Fail early, with the rule, on inputs CoaT cannot take."""
+        if x.ndim != 4:
+            raise ValueError(f"CoaT expects a 4-D input (batch, channels, height, width), got shape {x.shape}")
+        _, C, H, W = x.shape
+        if C != self.in_chans:
+            raise ValueError(f"CoaT was built for {self.in_chans} input channels but the input has {C} "
+                             f"(shape {x.shape}); build it with in_channels={C}")
+        if H % self.stride != 0 or W % self.stride != 0:
+            raise ValueError(f"input size {H}x{W} is not supported: CoaT needs height and width divisible "
+                             f"by {self.stride} (e.g. 224x224 or 192x256)")
+
+    def _embed(self, patch_embed, cls_token, x_nhwc):
+        """Patch-embed a channels-last map and prepend the stage's CLS token."""
+        B, H, W, _ = x_nhwc.shape
+        p = patch_embed.patch_size
+        x = patch_embed(x_nhwc)
+        cls_tokens = ops.broadcast_to(cls_token, (B, 1, cls_token.shape[2]))
+        return ops.concat((cls_tokens, x), axis=1), (H // p, W // p)
+
+    def forward_scales(self, x):
+        """Run all stages; returns the four token maps (with CLS) and their grid sizes."""
+        self.check_input(x)
+        x = x.transpose(0, 2, 3, 1)  # NHWC: patch embeddings take channels-last input
+        x1, s1 = self._embed(self.patch_embed1, self.cls_token1, x)
+        for blk in self.serial_blocks1:
+            x1 = blk(x1, s1)
+        x2, s2 = self._embed(self.patch_embed2, self.cls_token2, self._to_nhwc(x1, s1))
+        for blk in self.serial_blocks2:
+            x2 = blk(x2, s2)
+        x3, s3 = self._embed(self.patch_embed3, self.cls_token3, self._to_nhwc(x2, s2))
+        for blk in self.serial_blocks3:
+            x3 = blk(x3, s3)
+        x4, s4 = self._embed(self.patch_embed4, self.cls_token4, self._to_nhwc(x3, s3))
+        for blk in self.serial_blocks4:
+            x4 = blk(x4, s4)
+        sizes = (s1, s2, s3, s4)
+        if self.parallel_blocks is not None:
+            for blk in self.parallel_blocks:
+                x2, x3, x4 = self.cpe2(x2, s2), self.cpe3(x3, s3), self.cpe4(x4, s4)
+                x1, x2, x3, x4 = blk(x1, x2, x3, x4, sizes)
+        return (x1, x2, x3, x4), sizes
+
+    @staticmethod
+    def _to_nhwc(x, size):
+        """Tokens with CLS (B, 1 + H*W, C) -> image (B, H, W, C)."""
+        return x[:, 1:].reshape(x.shape[0], size[0], size[1], x.shape[2])
+
+    def forward_feature_maps(self, x):
+        """The four stage outputs without CLS, as (B, C_i, H/4, W/4) ... (B, C_i, H/32, W/32).
+
+        For CoaT, scales 2-4 are taken after the parallel blocks (as timm and the official model).
+        """
+        xs, sizes = self.forward_scales(x)
+        return tuple(tokens_to_nchw(xi[:, 1:], si) for xi, si in zip(xs, sizes))
+
+    def forward_features(self, x):
+        """CoaT-Lite: norm4(x4) (B, 1 + N4, C).  CoaT: (norm2(x2), norm3(x3), norm4(x4))."""
+        (_, x2, x3, x4), _ = self.forward_scales(x)
+        if self.parallel_blocks is None:
+            return self.norm4(x4)
+        return self.norm2(x2), self.norm3(x3), self.norm4(x4)
+
+    def forward_head(self, features, pre_logits=False):
+        if self.parallel_blocks is None:
+            x = features[:, 0]
+        else:
+            cls_tokens = ops.stack((features[0][:, 0], features[1][:, 0], features[2][:, 0]), axis=1)
+            x = self.aggregate(cls_tokens)  # (B, 3, C) -> (B, C)
+        x = self.head_drop(x)
+        if pre_logits:
+            return x
+        return self.head(x)
+
+    def construct(self, x):
+        return self.forward_head(self.forward_features(x))
+
+
+# ----------------------------------------------------------------------------------------------
+# Variants and their pretrained configurations (eval preprocessing as timm: 224 -> resize 248
+# bicubic, centre crop 224, ImageNet mean/std).  No weights are hosted: convert PyTorch ones with
+# ``python -m convert`` and pass ``checkpoint_path``.
+# ----------------------------------------------------------------------------------------------
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def _cfg(**kwargs):
+    cfg = dict(url="", num_classes=1000, input_size=(3, 224, 224), crop_pct=0.9, interpolation="bicubic",
+               mean=IMAGENET_MEAN, std=IMAGENET_STD, first_conv="patch_embed1.proj", classifier="head")
+    cfg.update(kwargs)
+    return cfg
+
+
+VARIANTS = {
+    "coat_tiny": dict(embed_dims=(152, 152, 152, 152), serial_depths=(2, 2, 2, 2), parallel_depth=6,
+                      mlp_ratios=(4, 4, 4, 4)),
+    "coat_mini": dict(embed_dims=(152, 216, 216, 216), serial_depths=(2, 2, 2, 2), parallel_depth=6,
+                      mlp_ratios=(4, 4, 4, 4)),
+    "coat_small": dict(embed_dims=(152, 320, 320, 320), serial_depths=(2, 2, 2, 2), parallel_depth=6,
+                       mlp_ratios=(4, 4, 4, 4)),
+    "coat_lite_tiny": dict(embed_dims=(64, 128, 256, 320), serial_depths=(2, 2, 2, 2), parallel_depth=0,
+                           mlp_ratios=(8, 8, 4, 4)),
+    "coat_lite_mini": dict(embed_dims=(64, 128, 320, 512), serial_depths=(2, 2, 2, 2), parallel_depth=0,
+                           mlp_ratios=(8, 8, 4, 4)),
+    "coat_lite_small": dict(embed_dims=(64, 128, 320, 512), serial_depths=(3, 4, 6, 3), parallel_depth=0,
+                            mlp_ratios=(8, 8, 4, 4)),
+    "coat_lite_medium": dict(embed_dims=(128, 256, 320, 512), serial_depths=(3, 6, 10, 8), parallel_depth=0,
+                             mlp_ratios=(4, 4, 4, 4)),
+}
+
+default_cfgs = {name: _cfg() for name in VARIANTS}
+
+
+def _create(variant, **kwargs):
+    model = CoaT(**dict(VARIANTS[variant], **kwargs))
+    model.pretrained_cfg = dict(default_cfgs[variant], architecture=variant)
+    return model
+
+
+def coat_tiny(**kwargs):
+    return _create("coat_tiny", **kwargs)
+
+
+def coat_mini(**kwargs):
+    return _create("coat_mini", **kwargs)
+
+
+def coat_small(**kwargs):
+    return _create("coat_small", **kwargs)
+
+
+def coat_lite_tiny(**kwargs):
+    return _create("coat_lite_tiny", **kwargs)
+
+
+def coat_lite_mini(**kwargs):
+    return _create("coat_lite_mini", **kwargs)
+
+
+def coat_lite_small(**kwargs):
+    return _create("coat_lite_small", **kwargs)
+
+
+def coat_lite_medium(**kwargs):
+    return _create("coat_lite_medium", **kwargs)

@@ -1,0 +1,170 @@
+"""Small building blocks of CoaT, written so that their parameters carry PyTorch's names.
+
+Every layer here keeps the parameter names and shapes of the matching ``torch.nn`` module
+(``weight`` / ``bias``), so a PyTorch state-dict key is also the MindSpore parameter name.
+"""
+import math
+
+import mindspore as ms
+from mindspore import Parameter, nn, ops
+from mindspore.common.initializer import TruncatedNormal, Uniform, initializer
+
+
+def trunc_normal(shape, std=0.02):
+    """Truncated normal init used by CoaT for Linear weights and CLS tokens."""
+    return initializer(TruncatedNormal(sigma=std), shape, ms.float32)
+
+
+def torch_default_uniform(shape, fan_in):
+    """PyTorch's default Conv init, U(-1/sqrt(fan_in), 1/sqrt(fan_in)), for weights and biases."""
+    return initializer(Uniform(scale=1.0 / math.sqrt(fan_in)), shape, ms.float32)
+
+
+class LayerNorm(nn.Cell):
+    """LayerNorm over the last axis with PyTorch parameter names (``weight``, ``bias``).
+
+    ``nn.LayerNorm`` calls them gamma/beta and defaults to eps 1e-7; CoaT needs 1e-6 in blocks
+    and 1e-5 in patch embeddings, so eps is always explicit here.
+    """
+
+    def __init__(self, dim, eps):
+        super().__init__()
+        self.dim = dim
+        self.eps = eps
+        self.weight = Parameter(initializer("ones", (dim,), ms.float32), name="weight")
+        self.bias = Parameter(initializer("zeros", (dim,), ms.float32), name="bias")
+        self.layer_norm = ops.LayerNorm(begin_norm_axis=-1, begin_params_axis=-1, epsilon=eps)
+
+    def construct(self, x):
+        y, _, _ = self.layer_norm(x, self.weight, self.bias)
+        return y
+
+    def extend_repr(self):
+        return f"{self.dim}, eps={self.eps}"
+
+
+class Linear(nn.Dense):
+    """``nn.Dense`` initialised as CoaT does (trunc normal std 0.02, zero bias).
+
+    ``nn.Dense`` already stores ``weight`` as (out, in) and ``bias`` like ``torch.nn.Linear``.
+    """
+
+    def __init__(self, in_features, out_features, bias=True):
+        super().__init__(in_features, out_features, has_bias=bias,
+                         weight_init=trunc_normal((out_features, in_features)),
+                         bias_init="zeros")
+
+
+class DepthwiseConv2d(nn.Cell):
+    """Depthwise k x k convolution, stride 1, 'same' zero padding, with bias.
+
+    Weight (C, 1, k, k) and bias (C,) as in ``torch.nn.Conv2d(C, C, k, padding=k//2, groups=C)``.
+    Kept as one cell so the CPU kernel can be swapped without touching the model.
+    """
+
+    def __init__(self, channels, kernel_size):
+        super().__init__()
+        self.channels = channels
+        self.kernel_size = kernel_size
+        fan_in = kernel_size * kernel_size  # in_channels / groups == 1
+        self.weight = Parameter(torch_default_uniform((channels, 1, kernel_size, kernel_size), fan_in),
+                                name="weight")
+        self.bias = Parameter(torch_default_uniform((channels,), fan_in), name="bias")
+        self.pad = kernel_size // 2
+
+    def construct(self, x):
+        return ops.conv2d(x, self.weight, self.bias, stride=1, pad_mode="pad",
+                          padding=self.pad, groups=self.channels)
+
+    def extend_repr(self):
+        return f"{self.channels}, kernel_size={self.kernel_size}"
+
+
+class PatchEmbed(nn.Cell):
+    """Non-overlapping p x p patch embedding followed by LayerNorm (eps 1e-5).
+
+    The stride-p convolution of the official model is computed as patchify + matmul, which is the
+    same sum of products and much faster than MindSpore's CPU convolution. The input is channels-last
+    (B, H, W, C) so that stages hand tokens on without transposes. ``proj.weight`` keeps the
+    Conv2d layout (D, C, p, p).
+    """
+
+    def __init__(self, patch_size, in_chans, embed_dim):
+        super().__init__()
+        self.patch_size = patch_size
+        self.in_chans = in_chans
+        self.embed_dim = embed_dim
+        self.proj = _ConvWeights(embed_dim, in_chans, patch_size)
+        self.norm = LayerNorm(embed_dim, eps=1e-5)
+
+    def construct(self, x):
+        """(B, H, W, C) -> tokens (B, H/p * W/p, D)."""
+        B, H, W, C = x.shape
+        p = self.patch_size
+        h, w = H // p, W // p
+        x = x.reshape(B, h, p, w, p, C).transpose(0, 1, 3, 2, 4, 5).reshape(B, h * w, p * p * C)
+        # (D, C, p, p) -> (D, p, p, C) to match the (kh, kw, c) order of the patches above.
+        weight = self.proj.weight.transpose(0, 2, 3, 1).reshape(self.embed_dim, p * p * C)
+        x = ops.matmul(x, weight.T) + self.proj.bias
+        return self.norm(x)
+
+
+class _ConvWeights(nn.Cell):
+    """Holds a Conv2d's ``weight`` (D, C, p, p) and ``bias`` (D,) under the name ``proj``."""
+
+    def __init__(self, out_channels, in_channels, kernel_size):
+        super().__init__()
+        fan_in = in_channels * kernel_size * kernel_size
+        self.weight = Parameter(torch_default_uniform((out_channels, in_channels, kernel_size, kernel_size),
+                                                      fan_in), name="weight")
+        self.bias = Parameter(torch_default_uniform((out_channels,), fan_in), name="bias")
+
+
+class Mlp(nn.Cell):
+    """fc1 -> exact (erf) GELU -> dropout -> fc2 -> dropout."""
+
+    def __init__(self, in_features, hidden_features, drop=0.0):
+        super().__init__()
+        self.fc1 = Linear(in_features, hidden_features)
+        self.fc2 = Linear(hidden_features, in_features)
+        self.drop = nn.Dropout(p=drop)
+
+    def construct(self, x):
+        x = ops.gelu(self.fc1(x), approximate="none")
+        x = self.drop(x)
+        return self.drop(self.fc2(x))
+
+
+class DropPath(nn.Cell):
+    """Stochastic depth: drops the whole residual branch per sample while training."""
+
+    def __init__(self, drop_prob=0.0):
+        super().__init__()
+        self.drop_prob = drop_prob
+        self.keep_prob = 1.0 - drop_prob
+
+    def construct(self, x):
+        if not self.training or self.drop_prob == 0.0:
+            return x
+        shape = (x.shape[0],) + (1,) * (x.ndim - 1)
+        mask = ops.floor(self.keep_prob + ops.rand(shape, dtype=x.dtype))
+        return x / self.keep_prob * mask
+
+    def extend_repr(self):
+        return f"drop_prob={self.drop_prob}"
+
+
+class Aggregate(nn.Cell):
+    """``torch.nn.Conv1d(3, 1, kernel_size=1)`` over the three CLS tokens, with torch's weight shape (1, 3, 1).
+
+    MindSpore's Conv1d would store (1, 3, 1, 1); a weighted sum keeps the PyTorch layout.
+    """
+
+    def __init__(self, in_channels=3):
+        super().__init__()
+        self.weight = Parameter(torch_default_uniform((1, in_channels, 1), in_channels), name="weight")
+        self.bias = Parameter(torch_default_uniform((1,), in_channels), name="bias")
+
+    def construct(self, x):
+        """(B, 3, C) -> (B, C)."""
+        return (x * self.weight).sum(axis=1) + self.bias

@@ -120,18 +120,28 @@ class _ConvWeights(nn.Cell):
         self.bias = Parameter(torch_default_uniform((out_channels,), fan_in), name="bias")
 
 
+class GELU(nn.Cell):
+    """Exact GELU, x * Phi(x) with erf (``nn.GELU()`` defaults to the tanh approximation)."""
+
+    def construct(self, x):
+        return ops.gelu(x, approximate="none")
+
+
 class Mlp(nn.Cell):
-    """fc1 -> exact (erf) GELU -> dropout -> fc2 -> dropout."""
+    """fc1 -> exact (erf) GELU -> dropout -> fc2 -> dropout.
+
+    The activation is a cell (``act``) so exporters can swap in an equivalent formulation.
+    """
 
     def __init__(self, in_features, hidden_features, drop=0.0):
         super().__init__()
         self.fc1 = Linear(in_features, hidden_features)
+        self.act = GELU()
         self.fc2 = Linear(hidden_features, in_features)
         self.drop = nn.Dropout(p=drop)
 
     def construct(self, x):
-        x = ops.gelu(self.fc1(x), approximate="none")
-        x = self.drop(x)
+        x = self.drop(self.act(self.fc1(x)))
         return self.drop(self.fc2(x))
 
 

@@ -1,7 +1,13 @@
 """create_model: build a CoaT variant by name, mindcv style, optionally loading a checkpoint."""
+import difflib
+import inspect
+
 from .checkpoint import load_checkpoint
 from .errors import CoatError
+from .models.coat import CoaT
 from .registry import get_pretrained_cfg, model_entrypoint
+
+_COAT_OPTIONS = tuple(inspect.signature(CoaT.__init__).parameters)[1:]
 
 
 def create_model(model_name, pretrained=False, num_classes=1000, in_channels=3, drop_rate=0.0,
@@ -14,6 +20,11 @@ def create_model(model_name, pretrained=False, num_classes=1000, in_channels=3, 
     what matches and reports the rest).
     """
     entrypoint = model_entrypoint(model_name)
+    for key in overrides:
+        if key not in _COAT_OPTIONS:
+            close = difflib.get_close_matches(key, _COAT_OPTIONS, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise CoatError(f"unknown model option '{key}'{hint}; valid options: {', '.join(_COAT_OPTIONS)}")
     if pretrained:
         cfg = get_pretrained_cfg(model_name)
         if not cfg.get("url"):

@@ -1,0 +1,9 @@
+"""CPU kernels for MindSpore's CPU backend (AOT-compiled C++), used only when the device target is CPU.
+
+Ascend and GPU keep MindSpore's stock operators. See docs/performance.md.
+"""
+from .dwconv import (MODE_CONV, MODE_RESIDUAL, fallback_reason, get_op, kernels_available, make_meta,
+                     pack_weights)
+
+__all__ = ["kernels_available", "fallback_reason", "get_op", "make_meta", "pack_weights", "MODE_CONV",
+           "MODE_RESIDUAL"]

@@ -1,0 +1,117 @@
+"""Channels-last depthwise convolution on token maps as a MindSpore AOT custom op (CPU only).
+
+``token_dwconv(x, weight, bias, meta)`` convolves the image tokens of ``x`` (B, T, Cx) -- image
+token (i, j) is row ``off + i * W + j`` -- over channels ``[c0, c0 + C)`` and returns (B, T, C).
+``pack_weights`` turns one or more torch-layout depthwise weights (C_i, 1, k_i, k_i) into the
+kernel's (K*K, C) tap table, so crpe's three convolutions run as one op.
+Forward and backward are C++ (dwconv.cc); gradients are checked against the stock op in tests.
+"""
+import logging
+import os
+
+import mindspore as ms
+import numpy as np
+from mindspore import ops
+
+from .build import KernelBuildError, build
+
+logger = logging.getLogger(__name__)
+
+MODE_CONV = 0  # y = conv(x) + b, leading (CLS) rows zero
+MODE_RESIDUAL = 1  # y = x + conv(x) + b, leading rows copied from x
+
+_STATE = {"checked": False, "ops": None, "reason": ""}
+
+
+def _make_ops(lib):
+    """The three Custom primitives (forward, input grad, weight grad) and the forward's bprop."""
+    fwd = ops.Custom(f"{lib}:DwConvForward", out_shape=lambda x, w, b, m: (x[0], x[1], w[1]),
+                     out_dtype=lambda x, w, b, m: x, func_type="aot")
+    bwd_x = ops.Custom(f"{lib}:DwConvBackwardInput", out_shape=lambda g, w, m, x: x,
+                       out_dtype=lambda g, w, m, x: g, func_type="aot")
+    bwd_w = ops.Custom(f"{lib}:DwConvBackwardWeight", out_shape=lambda x, g, w, m: (w[0] + 1, w[1]),
+                       out_dtype=lambda x, g, w, m: x, func_type="aot")
+
+    def bprop(x, w, b, meta, out, dout):
+        dx = bwd_x(dout, w, meta, x)
+        dwb = bwd_w(x, dout, w, meta)
+        return dx, dwb[:-1], dwb[-1], ops.zeros_like(meta)
+
+    fwd_with_grad = ops.Custom(f"{lib}:DwConvForward", out_shape=lambda x, w, b, m: (x[0], x[1], w[1]),
+                               out_dtype=lambda x, w, b, m: x, func_type="aot", bprop=bprop)
+    return fwd_with_grad, fwd, bwd_x, bwd_w
+
+
+def device_is_cpu():
+    return ms.get_context("device_target") == "CPU"
+
+
+def _self_check(fwd):
+    """Run the kernel once against the stock op on a small map; a mismatch disables it."""
+    rng = np.random.default_rng(0)
+    B, H, W, C, k = 2, 5, 6, 8, 3
+    x = rng.standard_normal((B, 1 + H * W, C)).astype(np.float32)
+    w = rng.standard_normal((C, 1, k, k)).astype(np.float32)
+    b = rng.standard_normal((C,)).astype(np.float32)
+    img = ms.Tensor(x[:, 1:].reshape(B, H, W, C).transpose(0, 3, 1, 2))
+    ref = ops.conv2d(img, ms.Tensor(w), ms.Tensor(b), stride=1, pad_mode="pad", padding=k // 2, groups=C)
+    ref = ref.asnumpy().reshape(B, C, H * W).transpose(0, 2, 1)
+    taps = w.reshape(C, k * k).T.copy()
+    got = fwd(ms.Tensor(x), ms.Tensor(taps), ms.Tensor(b), make_meta(H, W, 1, 0, C, k, (k,) * C, MODE_CONV))
+    got = got.asnumpy()
+    err = float(np.abs(got[:, 1:] - ref).max())
+    if err > 1e-4 or np.abs(got[:, 0]).max() != 0:
+        raise KernelBuildError(f"kernel disagrees with ops.conv2d on the self-check (max abs error {err:.3g})")
+
+
+def kernels_available():
+    """True when the C++ kernel should be used: CPU target, not disabled, built and self-checked.
+
+    Set ``COAT_MS_CPU_KERNELS=0`` to force the stock operators. A build or check failure is logged
+    once as a warning and the model falls back to the stock op.
+    """
+    if os.environ.get("COAT_MS_CPU_KERNELS", "1") == "0" or not device_is_cpu():
+        return False
+    if not _STATE["checked"]:
+        _STATE["checked"] = True
+        try:
+            made = _make_ops(build("dwconv.cc"))
+            _self_check(made[1])
+            _STATE["ops"] = made
+        except Exception as exc:  # any failure means: use the stock op, loudly
+            _STATE["reason"] = str(exc)
+            logger.warning("coat_ms: CPU depthwise-conv kernel unavailable, using the stock op: %s", exc)
+    return _STATE["ops"] is not None
+
+
+def fallback_reason():
+    return _STATE["reason"]
+
+
+def get_op():
+    """The forward primitive (with bprop); call only after ``kernels_available()`` returned True."""
+    return _STATE["ops"][0]
+
+
+def get_grad_ops():
+    """(input-grad, weight-grad) primitives, for tests."""
+    return _STATE["ops"][2], _STATE["ops"][3]
+
+
+def make_meta(H, W, off, c0, C, K, ks, mode):
+    """The kernel's int32 descriptor [H, W, off, c0, C, K, mode, k_0..k_{C-1}]."""
+    return ms.Tensor([H, W, off, c0, C, K, mode] + list(ks), ms.int32)
+
+
+def pack_weights(weights, kernel_sizes):
+    """Depthwise weights [(C_i, 1, k_i, k_i)] -> taps (K*K, sum C_i), each kernel centred in K x K."""
+    K = max(kernel_sizes)
+    parts = ()
+    for w, k in zip(weights, kernel_sizes):
+        w = w.reshape(w.shape[0], k, k)
+        p = (K - k) // 2
+        if p:
+            w = ops.pad(w, (p, p, p, p))
+        parts = parts + (w.reshape(w.shape[0], K * K),)
+    taps = parts[0] if len(parts) == 1 else ops.concat(parts, axis=0)
+    return taps.transpose(1, 0)

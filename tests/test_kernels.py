@@ -1,0 +1,132 @@
+"""The CPU depthwise-conv kernel (coat_ms/kernels) against MindSpore's stock conv2d, forward and backward,
+plus the fallback to the stock op when the kernel cannot be built."""
+import logging
+
+import mindspore as ms
+import numpy as np
+import pytest
+from mindspore import nn, ops
+
+from coat_ms.kernels import dwconv as D
+from coat_ms.kernels.build import KernelBuildError, build
+
+H, W, C0 = 5, 7, 3
+SPLITS = ((3, 3), (4, 5), (4, 7))  # (channels, kernel) as crpe's 3/5/7 groups, small
+KS = tuple(k for n, k in SPLITS for _ in range(n))
+C = len(KS)
+CX = C0 + C + 4  # the kernel reads a channel window [C0, C0 + C) of a wider tensor (v inside qkv)
+
+
+@pytest.fixture(scope="module")
+def kernel():
+    ms.set_context(mode=ms.GRAPH_MODE)
+    assert D.kernels_available(), D.fallback_reason()
+    return D.get_op()
+
+
+def _data(batch=2, seed=1):
+    rng = np.random.default_rng(seed)
+    x = ms.Tensor(rng.standard_normal((batch, 1 + H * W, CX)).astype(np.float32))
+    ws = [ms.Tensor(rng.standard_normal((n, 1, k, k)).astype(np.float32)) for n, k in SPLITS]
+    bs = [ms.Tensor(rng.standard_normal((n,)).astype(np.float32)) for n, _ in SPLITS]
+    g = ms.Tensor(rng.standard_normal((batch, 1 + H * W, C)).astype(np.float32))
+    return x, ws, bs, g
+
+
+class KernelLoss(nn.Cell):
+    def __init__(self, op, g, mode):
+        super().__init__()
+        self.op, self.g, self.mode = op, g, mode
+
+    def construct(self, x, w0, w1, w2, b0, b1, b2):
+        taps = D.pack_weights([w0, w1, w2], [k for _, k in SPLITS])
+        meta = D.make_meta(H, W, 1, C0, C, 7, KS, self.mode)
+        y = self.op(x, taps, ops.concat((b0, b1, b2)), meta)
+        return (y * self.g).sum(), y
+
+
+class StockLoss(nn.Cell):
+    """The same function with ops.conv2d on NCHW maps, CLS row handled by concat."""
+
+    def __init__(self, g, mode):
+        super().__init__()
+        self.g, self.mode = g, mode
+
+    def construct(self, x, w0, w1, w2, b0, b1, b2):
+        B = x.shape[0]
+        img = x[:, 1:, C0:C0 + C].reshape(B, H, W, C).transpose(0, 3, 1, 2)
+        parts = ops.split(img, tuple(n for n, _ in SPLITS), axis=1)
+        outs = (ops.conv2d(parts[0], w0, b0, pad_mode="pad", padding=1, groups=w0.shape[0]),
+                ops.conv2d(parts[1], w1, b1, pad_mode="pad", padding=2, groups=w1.shape[0]),
+                ops.conv2d(parts[2], w2, b2, pad_mode="pad", padding=3, groups=w2.shape[0]))
+        y = ops.concat(outs, axis=1).reshape(B, C, H * W).transpose(0, 2, 1)
+        if self.mode == D.MODE_RESIDUAL:
+            y = ops.concat((x[:, :1, C0:C0 + C], y + x[:, 1:, C0:C0 + C]), axis=1)
+        else:
+            y = ops.concat((ops.zeros((B, 1, C), ms.float32), y), axis=1)
+        return (y * self.g).sum(), y
+
+
+def _rel(a, b):
+    a, b = a.asnumpy(), b.asnumpy()
+    return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-12))
+
+
+@pytest.mark.parametrize("mode", [D.MODE_CONV, D.MODE_RESIDUAL])
+@pytest.mark.parametrize("exec_mode", [ms.GRAPH_MODE, ms.PYNATIVE_MODE])
+def test_forward_and_gradients_match_stock_conv(kernel, mode, exec_mode):
+    ms.set_context(mode=exec_mode)
+    try:
+        x, ws, bs, g = _data()
+        args = (x, *ws, *bs)
+        ours, ref = KernelLoss(kernel, g, mode), StockLoss(g, mode)
+        assert _rel(ours(*args)[1], ref(*args)[1]) <= 1e-6
+        grad_ours = ms.grad(ours, grad_position=tuple(range(7)), has_aux=True)(*args)[0]
+        grad_ref = ms.grad(ref, grad_position=tuple(range(7)), has_aux=True)(*args)[0]
+        for a, b in zip(grad_ours, grad_ref):
+            assert a.shape == b.shape
+            assert _rel(a, b) <= 1e-5
+        # channels outside the window get no gradient; the CLS row only in residual mode
+        dx = grad_ours[0].asnumpy()
+        assert np.all(dx[:, :, :C0] == 0) and np.all(dx[:, :, C0 + C:] == 0)
+        assert np.any(dx[:, 0, C0:C0 + C] != 0) == (mode == D.MODE_RESIDUAL)
+    finally:
+        ms.set_context(mode=ms.GRAPH_MODE)
+
+
+def test_kernel_detects_a_wrong_shape(kernel):
+    x, ws, bs, _ = _data()
+    taps = D.pack_weights(ws, [k for _, k in SPLITS])
+    bad_meta = D.make_meta(H + 1, W, 1, C0, C, 7, KS, D.MODE_CONV)  # H*W no longer matches the tokens
+    with pytest.raises(RuntimeError):
+        kernel(x, taps, ops.concat(bs), bad_meta).asnumpy()
+
+
+def test_build_failure_falls_back_with_a_warning(monkeypatch, tmp_path, caplog):
+    monkeypatch.setenv("COAT_MS_KERNEL_CACHE", str(tmp_path))
+    monkeypatch.setenv("CXX", str(tmp_path / "no-such-compiler"))
+    with pytest.raises(KernelBuildError):
+        build("dwconv.cc")
+    saved = dict(D._STATE)
+    D._STATE.update(checked=False, ops=None, reason="")
+    try:
+        with caplog.at_level(logging.WARNING):
+            assert D.kernels_available() is False
+        assert "using the stock op" in caplog.text
+        assert "no-such-compiler" in D.fallback_reason()
+    finally:
+        D._STATE.clear()
+        D._STATE.update(saved)
+
+
+def test_disabled_by_environment(monkeypatch):
+    monkeypatch.setenv("COAT_MS_CPU_KERNELS", "0")
+    assert D.kernels_available() is False
+
+
+def test_build_is_cached(tmp_path, monkeypatch):
+    monkeypatch.setenv("COAT_MS_KERNEL_CACHE", str(tmp_path))
+    lib = build("dwconv.cc")
+    mtime = (tmp_path / lib.split("/")[-1]).stat().st_mtime_ns
+    assert build("dwconv.cc") == lib
+    assert (tmp_path / lib.split("/")[-1]).stat().st_mtime_ns == mtime

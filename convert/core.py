@@ -57,6 +57,7 @@ class ConversionResult:
     params: dict            # MindSpore name -> float32 numpy array, exactly the model's names
     variant: str
     report: ConversionReport
+    model_kwargs: dict = dataclasses.field(default_factory=dict)  # constructor switches the weights need
 
 
 def to_numpy(value):
@@ -210,3 +211,22 @@ def ms_to_torch(params, model_name, num_classes=None, in_chans=None):
         for alias in lay.aliases[name]:
             out[alias] = arrays[name]
     return out
+
+
+def mindcv_to_ms(params, model_name=None, progress=None):
+    """Convert a mindcv 0.3.0 CoaT checkpoint ({name: array}) to coat_ms parameters.
+
+    The result reproduces mindcv's outputs with ``create_model(variant, align_corners=True)``.
+    """
+    from .mindcv_rules import MODEL_KWARGS, mindcv_to_torch
+    pre = ConversionReport()
+    arrays = {k: (v.asnumpy() if hasattr(v, "asnumpy") else to_numpy(v)) for k, v in params.items()}
+    torch_named = mindcv_to_torch(arrays, pre)
+    result = torch_to_ms(torch_named, model_name, progress=progress)
+    rep = result.report
+    rep.dropped[:0] = pre.dropped
+    rep.renamed, rep.merged, rep.reshaped = pre.renamed, pre.merged, pre.reshaped + rep.reshaped
+    rep.notes.append(f"mindcv checkpoint: build the model with {MODEL_KWARGS} "
+                     f"(e.g. create_model('{result.variant}', align_corners=True))")
+    result.model_kwargs = dict(MODEL_KWARGS)
+    return result

@@ -159,3 +159,124 @@ def build_pair(name, img_size=224, seed=0, num_classes=1000):
     params, how = torch_to_ms_params(pt.state_dict(), name, list(ms_model.parameters_dict()))
     load_params(ms_model, params, f"{name} weights via {how}")
     return Pair(name, img_size, seed, pt, ms_model, arch, weights_via=how)
+
+
+# ---------------------------------------------------------------------------------------------
+# Gradients and one optimizer step
+# ---------------------------------------------------------------------------------------------
+
+ADAMW = dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.05)
+
+
+class _LossNet(ms.nn.Cell):
+    """Mean cross-entropy of the model's logits against fixed labels."""
+
+    def __init__(self, model):
+        super().__init__(auto_prefix=False)  # keep the model's parameter names unprefixed
+        self.model = model
+
+    def construct(self, x, y):
+        return ms.ops.cross_entropy(self.model(x), y)
+
+
+class _TrainStep(ms.nn.Cell):
+    """loss, grads = value_and_grad(loss); optimizer(grads) -- one Cell so GRAPH_MODE compiles it whole."""
+
+    def __init__(self, model, optimizer):
+        super().__init__(auto_prefix=False)  # keep the model's parameter names unprefixed
+        self.loss_net = _LossNet(model)
+        self.optimizer = optimizer
+        self.grad_fn = ms.value_and_grad(self.loss_net, None, weights=optimizer.parameters)
+
+    def construct(self, x, y):
+        loss, grads = self.grad_fn(x, y)
+        self.optimizer(grads)
+        return loss
+
+
+def torch_param_names(model):
+    """timm's parameter names, each tied tensor once (torch dedups named_parameters)."""
+    return [n for n, _ in model.named_parameters()]
+
+
+def torch_loss_grads(model, x, labels):
+    """(loss, d loss / d input, {param name: grad}) for mean cross-entropy, in PyTorch."""
+    model.zero_grad(set_to_none=True)
+    xt = torch.from_numpy(x).requires_grad_(True)
+    loss = torch.nn.functional.cross_entropy(model(xt), torch.from_numpy(labels).long())
+    loss.backward()
+    grads = {n: p.grad.detach().numpy().copy() for n, p in model.named_parameters()}
+    model.zero_grad(set_to_none=True)
+    return float(loss.detach()), xt.grad.numpy().copy(), grads
+
+
+def ms_loss_grads(model, x, labels, mode="pynative"):
+    """(loss, d loss / d input, {param name: grad}) in MindSpore, via value_and_grad."""
+    params = model.trainable_params()
+    grad_fn = ms.value_and_grad(_LossNet(model), grad_position=0, weights=params)
+    with ms_mode(mode):
+        loss, (gx, gw) = grad_fn(ms.Tensor(x), ms.Tensor(labels))
+    return float(loss.asnumpy()), gx.asnumpy(), {p.name: g.asnumpy() for p, g in zip(params, gw)}
+
+
+def torch_adamw_step(model, x, labels, cfg=ADAMW):
+    """One torch.optim.AdamW step; returns (loss, {name: updated weight})."""
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], betas=cfg["betas"], eps=cfg["eps"],
+                            weight_decay=cfg["weight_decay"])
+    opt.zero_grad()
+    loss = torch.nn.functional.cross_entropy(model(torch.from_numpy(x)), torch.from_numpy(labels).long())
+    loss.backward()
+    opt.step()
+    return float(loss.detach()), {n: p.detach().numpy().copy() for n, p in model.named_parameters()}
+
+
+def ms_optimizer(params, kind, cfg=ADAMW, step=1):
+    """MindSpore optimizer equal to torch.optim.AdamW(cfg).
+
+    ``adamw``: ``mindspore.experimental.optim.AdamW`` has torch's definition (decoupled decay
+    lr*wd*w, bias-corrected moments); ``mindspore.mint.optim.AdamW`` is the same but has no CPU kernel.
+    ``adamweightdecay``: ``nn.AdamWeightDecay`` has no bias correction and adds wd*w to the update;
+    at step t it equals torch's AdamW with lr' = lr*sqrt(1-b2^t)/(1-b1^t), eps' = eps*sqrt(1-b2^t),
+    wd' = wd*(1-b1^t)/sqrt(1-b2^t) -- exact for a single step; for a run, eps' would have to follow t.
+    """
+    b1, b2 = cfg["betas"]
+    if kind == "adamw":
+        from mindspore.experimental.optim import AdamW  # noqa: PLC0415
+        return AdamW(params, lr=cfg["lr"], betas=(b1, b2), eps=cfg["eps"], weight_decay=cfg["weight_decay"])
+    if kind == "adamweightdecay":
+        c1, c2 = 1 - b1 ** step, (1 - b2 ** step) ** 0.5
+        return ms.nn.AdamWeightDecay(params, learning_rate=cfg["lr"] * c2 / c1, beta1=b1, beta2=b2,
+                                     eps=cfg["eps"] * c2, weight_decay=cfg["weight_decay"] * c1 / c2)
+    raise ValueError(f"unknown optimizer kind {kind!r}")
+
+
+def ms_adamw_step(model, x, labels, kind="adamw", mode="pynative", cfg=ADAMW):
+    """One MindSpore optimizer step; returns (loss, {name: updated weight})."""
+    params = model.trainable_params()
+    step = _TrainStep(model, ms_optimizer(params, kind, cfg))
+    with ms_mode(mode):
+        loss = step(ms.Tensor(x), ms.Tensor(labels))
+    return float(loss.asnumpy()), {p.name: p.asnumpy().copy() for p in params}
+
+
+def step_excess(w_pt, w_ms, w0, g_pt, g_ms, cfg=ADAMW, tol=None):
+    """Elements of one tensor whose post-step difference exceeds ``tol * max|w_pt|``, with their bound.
+
+    At step 1 Adam's update is lr * g / (|g| + eps): its derivative in g is lr * eps / (|g| + eps)^2,
+    which is lr / eps near g = 0.  A gradient rounding difference |g_ms - g_pt| (measured) therefore
+    moves the weight by at most  lr * |g_ms - g_pt| * eps / (min(|g_ms|, |g_pt|) + eps)^2  (mean value
+    theorem).  Returns rows (index, w_pt, w_ms, |diff|, g_pt, g_ms, bound) for the offending elements;
+    an element is *explained* when |diff| <= bound + tol * max|w_pt|.
+    """
+    from .metrics import STEP_RTOL  # noqa: PLC0415
+    tol = STEP_RTOL if tol is None else tol
+    scale = float(np.abs(w_pt).max()) or 1.0
+    diff = np.abs(w_ms.astype(np.float64) - w_pt)
+    idx = np.argwhere(diff > tol * scale)
+    rows = []
+    for i in map(tuple, idx):
+        gp, gm = float(g_pt[i]), float(g_ms[i])
+        bound = cfg["lr"] * abs(gm - gp) * cfg["eps"] / (min(abs(gp), abs(gm)) + cfg["eps"]) ** 2
+        rows.append(dict(index=i, w0=float(w0[i]), w_pt=float(w_pt[i]), w_ms=float(w_ms[i]), diff=float(diff[i]),
+                         g_pt=gp, g_ms=gm, bound=bound, explained=bool(diff[i] <= bound + tol * scale)))
+    return rows

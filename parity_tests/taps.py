@@ -43,7 +43,7 @@ class MsTapNet(nn.Cell):
     """
 
     def __init__(self, model):
-        super().__init__()
+        super().__init__(auto_prefix=False)  # keep the model's parameter names unprefixed
         self.model = model
         self.has_parallel = model.parallel_blocks is not None
 

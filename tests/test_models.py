@@ -1,0 +1,237 @@
+"""The CoaT family in MindSpore: construction, shapes, modes, API, errors, and faithfulness to timm."""
+import mindspore as ms
+import numpy as np
+import pytest
+from mindspore import nn
+
+import coat_ms
+from coat_ms.flops import count_macs, count_params
+from conftest import random_images
+
+VARIANTS = ["coat_tiny", "coat_mini", "coat_small", "coat_lite_tiny", "coat_lite_mini", "coat_lite_small",
+            "coat_lite_medium"]
+
+# Official unique parameter counts (millions) and GMACs at 224 (CoaT paper / official repo).
+OFFICIAL_PARAMS_M = {"coat_tiny": 5.50, "coat_mini": 10.34, "coat_small": 21.69, "coat_lite_tiny": 5.72,
+                     "coat_lite_mini": 11.01, "coat_lite_small": 19.84, "coat_lite_medium": 44.57}
+OFFICIAL_GMACS = {"coat_lite_tiny": 1.6, "coat_lite_mini": 2.0, "coat_lite_small": 3.96, "coat_tiny": 4.35,
+                  "coat_mini": 6.82, "coat_lite_medium": 9.81, "coat_small": 12.61}
+
+_built = {}
+
+
+def built(name):
+    """One eval-mode model per variant for the whole session (graph compiles are cached per cell)."""
+    if name not in _built:
+        model = coat_ms.create_model(name)
+        model.set_train(False)
+        _built[name] = model
+    return _built[name]
+
+
+def test_list_models_names_the_seven_variants():
+    assert coat_ms.list_models() == sorted(VARIANTS)
+    assert coat_ms.list_models("coat_lite_*") == sorted(v for v in VARIANTS if "lite" in v)
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_unique_parameter_count_matches_official(name):
+    count = count_params(built(name)) / 1e6
+    assert abs(count - OFFICIAL_PARAMS_M[name]) / OFFICIAL_PARAMS_M[name] < 1e-3, count
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_mac_count_matches_official_within_2_percent(name):
+    gmacs = count_macs(built(name), (224, 224)) / 1e9
+    assert abs(gmacs - OFFICIAL_GMACS[name]) / OFFICIAL_GMACS[name] < 0.02, gmacs
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_forward_square_and_non_square_in_graph_mode(name, graph_mode):
+    model = built(name)
+    for size in ((224, 224), (192, 256)):
+        x = random_images((1, 3) + size, seed=1)
+        first = model(x).asnumpy()
+        assert first.shape == (1, 1000)
+        assert np.isfinite(first).all()
+        np.testing.assert_array_equal(model(x).asnumpy(), first)  # eval is deterministic
+
+
+@pytest.mark.parametrize("name", ["coat_lite_tiny", "coat_tiny"])
+def test_graph_and_pynative_agree(name):
+    model = built(name)
+    x = random_images((2, 3, 224, 224), seed=2)
+    ms.set_context(mode=ms.GRAPH_MODE)
+    try:
+        graph = model(x).asnumpy()
+    finally:
+        ms.set_context(mode=ms.PYNATIVE_MODE)
+    pynative = model(x).asnumpy()
+    assert np.abs(graph - pynative).max() <= 1e-5
+
+
+def test_tied_modules_are_one_parameter():
+    model = built("coat_tiny")
+    assert model.serial_blocks1[0].cpe is model.cpe1 and model.serial_blocks1[1].cpe is model.cpe1
+    assert model.serial_blocks2[0].factoratt_crpe.crpe is model.crpe2
+    block = model.parallel_blocks[0]
+    assert block.factoratt_crpe3.crpe is model.crpe3
+    assert block.mlp2 is block.mlp3 is block.mlp4
+    names = [p.name for p in model.get_parameters()]
+    assert len(names) == len(set(names))
+    assert "cpe1.proj.weight" in names and "parallel_blocks.0.mlp2.fc1.weight" in names
+    assert not any(".mlp3." in n or ".cpe." in n or ".crpe." in n for n in names)
+
+
+def test_parameter_names_are_pytorch_state_dict_keys():
+    """The rule of the model file: MindSpore names = timm's keys minus the aliases of tied modules."""
+    timm = pytest.importorskip("timm")
+    for name in ("coat_lite_tiny", "coat_tiny"):
+        torch_names = set(dict(timm.create_model(name).named_parameters()))  # torch dedups tied params
+        ms_shapes = {p.name: tuple(p.shape) for p in built(name).get_parameters()}
+        assert set(ms_shapes) == torch_names
+        torch_shapes = {k: tuple(v.shape) for k, v in timm.create_model(name).named_parameters()}
+        assert ms_shapes == torch_shapes
+
+
+def _copy_timm_weights(model, timm_model):
+    state = timm_model.state_dict()
+    for name, param in model.parameters_dict().items():
+        param.set_data(ms.Tensor(state[name].detach().numpy()))
+
+
+@pytest.mark.parametrize("name,size", [("coat_lite_tiny", (224, 224)), ("coat_tiny", (224, 224)),
+                                       ("coat_tiny", (192, 256))])
+def test_logits_match_timm(name, size, graph_mode):
+    """Same weights, same input: the official semantics, to fp32 rounding (incl. non-square parallel blocks)."""
+    torch = pytest.importorskip("torch")
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    reference = timm.create_model(name, img_size=size).eval()
+    with torch.no_grad():  # non-trivial norms and biases, so every parameter matters
+        for p in reference.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    model = coat_ms.create_model(name)
+    model.set_train(False)
+    _copy_timm_weights(model, reference)
+    x = np.random.RandomState(3).rand(2, 3, *size).astype(np.float32)
+    with torch.no_grad():
+        expected = reference(torch.from_numpy(x)).numpy()
+    got = model(ms.Tensor(x)).asnumpy()
+    assert np.abs(got - expected).max() / np.abs(expected).max() <= 2e-5
+
+
+def test_in_channels_and_num_classes(graph_mode):
+    model = coat_ms.create_model("coat_lite_tiny", in_channels=1, num_classes=10)
+    model.set_train(False)
+    assert tuple(model.patch_embed1.proj.weight.shape) == (64, 1, 4, 4)
+    assert model(random_images((2, 1, 64, 96))).shape == (2, 10)
+
+
+@pytest.mark.parametrize("name", ["coat_lite_tiny", "coat_tiny"])
+def test_headless_model_returns_pooled_features(name, graph_mode):
+    model = coat_ms.create_model(name, num_classes=0)
+    model.set_train(False)
+    assert not any(p.name.startswith("head.") for p in model.get_parameters())
+    assert model(random_images((2, 3, 64, 64))).shape == (2, model.num_features)
+
+
+@pytest.mark.parametrize("name", ["coat_lite_tiny", "coat_tiny"])
+def test_stage_feature_maps(name):
+    model = built(name)
+    maps = model.forward_feature_maps(random_images((2, 3, 192, 256)))
+    expected = [(2, c, 192 // s, 256 // s) for c, s in zip(model.embed_dims, (4, 8, 16, 32))]
+    assert [tuple(m.shape) for m in maps] == expected
+
+
+def test_reset_classifier_and_replacing_the_head(graph_mode):
+    model = coat_ms.create_model("coat_lite_tiny")
+    model.reset_classifier(5)
+    model.set_train(False)
+    assert model(random_images((1, 3, 64, 64))).shape == (1, 5)
+    assert tuple(model.parameters_dict()["head.weight"].shape) == (5, 320)
+
+    model = coat_ms.create_model("coat_tiny")
+    model.head = nn.Dense(model.num_features, 7)  # what mindcv users do for transfer learning
+    model.set_train(False)
+    assert model(random_images((1, 3, 64, 64))).shape == (1, 7)
+    assert tuple(model.parameters_dict()["head.weight"].shape) == (7, 152)
+
+
+def test_align_corners_switch_changes_only_the_parallel_interpolation(graph_mode):
+    official = coat_ms.create_model("coat_tiny", parallel_depth=1)
+    mindcv_like = coat_ms.create_model("coat_tiny", parallel_depth=1, align_corners=True)
+    for p in official.get_parameters():
+        mindcv_like.parameters_dict()[p.name].set_data(p.data)
+    official.set_train(False)
+    mindcv_like.set_train(False)
+    x = random_images((1, 3, 64, 64))
+    assert np.abs(official(x).asnumpy() - mindcv_like(x).asnumpy()).max() > 1e-4
+    assert official.parallel_blocks[0].align_corners is False
+    assert mindcv_like.parallel_blocks[0].align_corners is True
+
+
+def test_unknown_model_name_lists_known_ones():
+    with pytest.raises(coat_ms.UnknownModelError) as err:
+        coat_ms.create_model("coat_huge")
+    assert "coat_huge" in str(err.value) and "coat_lite_tiny" in str(err.value)
+
+
+def test_unknown_option_is_named():
+    with pytest.raises(coat_ms.CoatError, match="embed_dim"):
+        coat_ms.create_model("coat_tiny", embed_dim=3)
+
+
+def test_pretrained_without_hosted_weights_says_how_to_convert():
+    with pytest.raises(coat_ms.CoatError, match="convert"):
+        coat_ms.create_model("coat_lite_tiny", pretrained=True)
+
+
+@pytest.mark.parametrize("mode", [ms.GRAPH_MODE, ms.PYNATIVE_MODE])
+def test_bad_input_sizes_and_channels_are_clear_errors(mode):
+    model = coat_ms.create_model("coat_lite_tiny", embed_dims=(32, 32, 32, 32), serial_depths=(1, 1, 1, 1))
+    model.set_train(False)
+    ms.set_context(mode=mode)
+    try:
+        with pytest.raises(ValueError, match=r"224x200 .*divisible by 32"):
+            model(random_images((1, 3, 224, 200)))
+        with pytest.raises(ValueError, match="3 input channels but the input has 1"):
+            model(random_images((1, 1, 64, 64)))
+    finally:
+        ms.set_context(mode=ms.PYNATIVE_MODE)
+
+
+def test_checkpoint_round_trip_is_strict(tmp_path, graph_mode):
+    small = dict(embed_dims=(32, 32, 32, 32), serial_depths=(1, 1, 1, 1), parallel_depth=1)
+    source = coat_ms.create_model("coat_tiny", num_classes=10, **small)
+    path = str(tmp_path / "m.ckpt")
+    ms.save_checkpoint(source, path)
+    target = coat_ms.create_model("coat_tiny", num_classes=10, checkpoint_path=path, **small)
+    for a, b in zip(source.get_parameters(), target.get_parameters()):
+        assert a.name == b.name
+        np.testing.assert_array_equal(a.asnumpy(), b.asnumpy())
+
+    with pytest.raises(coat_ms.CheckpointError, match=r"head.weight: checkpoint \(10, 32\) vs model \(5, 32\)"):
+        coat_ms.create_model("coat_tiny", num_classes=5, checkpoint_path=path, **small)
+    with pytest.raises(coat_ms.CheckpointError, match="missing"):
+        coat_ms.create_model("coat_tiny", num_classes=10, checkpoint_path=path,
+                             **dict(small, parallel_depth=2))
+    relaxed = coat_ms.create_model("coat_tiny", num_classes=5, checkpoint_path=path, strict=False, **small)
+    np.testing.assert_array_equal(relaxed.parameters_dict()["cpe1.proj.weight"].asnumpy(),
+                                  source.parameters_dict()["cpe1.proj.weight"].asnumpy())
+
+    truncated = tmp_path / "truncated.ckpt"
+    truncated.write_bytes(open(path, "rb").read()[:1000])
+    with pytest.raises(coat_ms.CheckpointError, match="truncated or not a MindSpore"):
+        coat_ms.load_checkpoint(target, str(truncated))
+    with pytest.raises(coat_ms.CheckpointError, match="not found"):
+        coat_ms.load_checkpoint(target, str(tmp_path / "nope.ckpt"))
+
+
+def test_buildable_through_mindcv_create_model():
+    import coat_ms.mindcv_compat  # noqa: F401  (registers coat_ms_* names)
+    from mindcv.models import create_model as mindcv_create_model
+
+    model = mindcv_create_model("coat_ms_lite_tiny", num_classes=10, in_channels=1)
+    assert isinstance(model, coat_ms.CoaT)
+    assert (model.num_classes, model.in_chans) == (10, 1)

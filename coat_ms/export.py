@@ -1,0 +1,320 @@
+"""Export a CoaT Cell to MINDIR / ONNX / AIR, and trust the file only after checking it.
+
+* MINDIR: written with ``mindspore.export``, then loaded back with ``mindspore.load`` +
+  ``nn.GraphCell`` in a fresh Python process and run on the same random input as the live Cell;
+  relative difference (max |a - b| / max |b|) must be <= 1e-6.
+* ONNX: MindSpore's exporter has neither Erf nor ResizeBilinearV2, so during export the exact GELU
+  cells are swapped for :class:`coat_ms.onnx_gelu.OnnxGELU` and the parallel blocks' bilinear
+  resizes for the same half-pixel interpolation written as a constant matrix product; the file is
+  then run with onnxruntime and compared with the unmodified Cell (relative <= 1e-4).
+* AIR: only with an Ascend backend; elsewhere a clear error before anything is compiled.
+
+Files are written under a temporary name in the target folder and moved into place only after
+the check passed, so a failed or interrupted export never leaves a file behind.
+"""
+import contextlib
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+from .errors import CoatError
+
+FORMATS = {"MINDIR": ".mindir", "ONNX": ".onnx", "AIR": ".air"}
+TOLERANCES = {"MINDIR": 1e-6, "ONNX": 1e-4, "AIR": None}
+
+
+class ExportError(CoatError):
+    """Export refused (bad path, format not available here) or the written file failed its check."""
+
+
+@dataclasses.dataclass
+class ExportResult:
+    path: str
+    file_format: str
+    input_shape: tuple
+    max_abs_diff: float = None
+    rel_diff: float = None
+    tolerance: float = None
+    verified_by: str = ""
+    seconds: float = 0.0
+
+    def summary(self):
+        lines = [f"wrote {self.path} ({self.file_format}, input {'x'.join(map(str, self.input_shape))}, "
+                 f"{os.path.getsize(self.path) / 2**20:.1f} MiB, {self.seconds:.1f} s)"]
+        if self.rel_diff is not None:
+            lines.append(f"verified with {self.verified_by}: max |diff| {self.max_abs_diff:.3g}, "
+                         f"relative {self.rel_diff:.3g} <= {self.tolerance:g}")
+        else:
+            lines.append(f"not verified: {self.verified_by}")
+        return "\n".join(lines)
+
+
+def relative_diff(actual, expected):
+    """(max |a - e|, max |a - e| / max |e|) as Python floats."""
+    actual = np.asarray(actual, dtype=np.float64)
+    expected = np.asarray(expected, dtype=np.float64)
+    if actual.shape != expected.shape:
+        raise ExportError(f"exported model returns shape {actual.shape}, the Cell {expected.shape}")
+    abs_diff = float(np.max(np.abs(actual - expected))) if actual.size else 0.0
+    return abs_diff, abs_diff / max(float(np.max(np.abs(expected))), 1e-12)
+
+
+def backend_name():
+    import mindspore as ms
+    return ms.get_context("device_target")
+
+
+def check_format(file_format, device_target=None):
+    """Normalise the format name and refuse what this backend cannot write."""
+    fmt = str(file_format).upper()
+    if fmt not in FORMATS:
+        raise ExportError(f"unknown file format '{file_format}'; choose one of {', '.join(FORMATS)}")
+    if fmt == "AIR":
+        backend = device_target or backend_name()
+        if backend != "Ascend":
+            raise ExportError(f"AIR export needs an Ascend backend (this MindSpore runs on {backend}); "
+                              f"export MINDIR here and convert it on an Ascend machine, or rerun there with "
+                              f"--device_target Ascend")
+    return fmt
+
+
+def output_path(file_name, file_format):
+    """``file_name`` with the format's extension (added unless already there)."""
+    ext = FORMATS[file_format]
+    path = os.path.abspath(os.fspath(file_name))
+    return path if path.lower().endswith(ext) else path + ext
+
+
+def check_writable(path):
+    folder = os.path.dirname(path) or "."
+    if not os.path.isdir(folder):
+        raise ExportError(f"cannot write {path}: folder {folder} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ExportError(f"cannot write {path}: folder {folder} is not writable")
+    if os.path.isdir(path):
+        raise ExportError(f"cannot write {path}: it is a folder")
+
+
+def example_input(batch_size, image_size, in_chans=3, seed=0):
+    """The random (B, C, H, W) float32 input used for export and for the check."""
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((batch_size, in_chans, image_size[0], image_size[1])).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------------------------
+# ONNX-compatible forms of the two operators the exporter lacks
+# ----------------------------------------------------------------------------------------------
+
+def _bilinear_axis(n_in, n_out):
+    """(n_out, n_in) weights of 1-D half-pixel linear interpolation (align_corners=False, no antialias)."""
+    weights = np.zeros((n_out, n_in), dtype=np.float64)
+    scale = n_in / n_out
+    for o in range(n_out):
+        src = max((o + 0.5) * scale - 0.5, 0.0)
+        i0 = min(int(np.floor(src)), n_in - 1)
+        i1 = min(i0 + 1, n_in - 1)
+        frac = src - i0
+        weights[o, i0] += 1.0 - frac
+        weights[o, i1] += frac
+    return weights
+
+
+def bilinear_matrix(size, target):
+    """(Ht*Wt, Hs*Ws) matrix M with  tokens_target = M @ tokens_source  (row-major grids)."""
+    return np.kron(_bilinear_axis(size[0], target[0]), _bilinear_axis(size[1], target[1])).astype(np.float32)
+
+
+def _constexpr(fn):
+    from mindspore.ops import constexpr
+    return constexpr(fn)
+
+
+@_constexpr
+def _bilinear_tensor(size, target):
+    import mindspore as ms
+    return ms.Tensor(bilinear_matrix(size, target))
+
+
+def _make_onnx_parallel_block():
+    """A ParallelBlock subclass whose interpolate is a constant-matrix product (exports as MatMul)."""
+    from mindspore import ops
+
+    from .models.coat import ParallelBlock
+
+    class OnnxParallelBlock(ParallelBlock):
+        def interpolate(self, x, size, target):
+            # Grid sizes are compile-time constants, so the matrix is folded into the graph.
+            cls_token, img = x[:, :1], x[:, 1:]
+            img = ops.matmul(_bilinear_tensor(size, target), img)
+            return ops.concat((cls_token, img), axis=1)
+
+    return ParallelBlock, OnnxParallelBlock
+
+
+@contextlib.contextmanager
+def onnx_compatible(model):
+    """Temporarily give ``model`` ONNX-exportable GELU and interpolation; restored on exit."""
+    from .models.layers import Mlp
+    from .onnx_gelu import OnnxGELU
+
+    base, onnx_block = _make_onnx_parallel_block()
+    swapped_acts, swapped_blocks = [], []
+    try:
+        for _, cell in model.cells_and_names():
+            if isinstance(cell, Mlp) and not isinstance(cell.act, OnnxGELU):
+                swapped_acts.append((cell, cell.act))
+                cell.act = OnnxGELU()
+            elif type(cell) is base:
+                if cell.align_corners:
+                    raise ExportError("ONNX export supports the official half-pixel interpolation only "
+                                      "(model built with align_corners=True)")
+                swapped_blocks.append(cell)
+                cell.__class__ = onnx_block
+        yield model
+    finally:
+        for cell, act in swapped_acts:
+            cell.act = act
+        for cell in swapped_blocks:
+            cell.__class__ = base
+
+
+# ----------------------------------------------------------------------------------------------
+# Checks
+# ----------------------------------------------------------------------------------------------
+
+_WORKER = "from coat_ms.export import _mindir_worker; _mindir_worker()"
+
+
+def verify_mindir_fresh(jobs, timeout=900):
+    """Run MindIR files in a fresh process: jobs = [(mindir_path, input_array)] -> list of outputs.
+
+    The child imports only mindspore and numpy, loads each file with ``mindspore.load`` and runs it
+    through ``nn.GraphCell``; nothing of this process (graphs, parameters) is reused.
+    """
+    with tempfile.TemporaryDirectory(prefix="coat_verify_") as tmp:
+        spec = []
+        for i, (path, array) in enumerate(jobs):
+            inp, out = os.path.join(tmp, f"in{i}.npy"), os.path.join(tmp, f"out{i}.npy")
+            np.save(inp, array)
+            spec.append({"mindir": os.fspath(path), "input": inp, "output": out})
+        env = dict(os.environ, GLOG_v=os.environ.get("GLOG_v", "3"))
+        proc = subprocess.run([sys.executable, "-c", _WORKER, json.dumps(spec)], capture_output=True,
+                              text=True, timeout=timeout, env=env)
+        if proc.returncode != 0:
+            tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+            raise ExportError(f"the MindIR file could not be loaded and run in a fresh process: {tail}")
+        return [np.load(item["output"]) for item in spec]
+
+
+def _mindir_worker():
+    """Child side of verify_mindir_fresh (argv[1]: JSON job list)."""
+    import mindspore as ms
+    from mindspore import nn
+
+    ms.set_context(mode=ms.GRAPH_MODE)
+    for job in json.loads(sys.argv[1]):
+        net = nn.GraphCell(ms.load(job["mindir"]))
+        out = net(ms.Tensor(np.load(job["input"])))
+        np.save(job["output"], out.asnumpy())
+    sys.stdout.flush()
+    os._exit(0)
+
+
+def run_onnx(path, array):
+    """Run an ONNX file with onnxruntime on one input; returns the first output."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise ExportError("onnxruntime is not installed: pip install 'coat_ms[export]'") from None
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(os.fspath(path), options, providers=["CPUExecutionProvider"])
+    return session.run(None, {session.get_inputs()[0].name: array})[0]
+
+
+# ----------------------------------------------------------------------------------------------
+# Export
+# ----------------------------------------------------------------------------------------------
+
+def _write(model, tensor, tmp_base, fmt):
+    """Write ``model`` under ``tmp_base`` + extension; returns the written path."""
+    import mindspore as ms
+
+    path = tmp_base + FORMATS[fmt]
+    if fmt == "ONNX":
+        with onnx_compatible(model):
+            ms.onnx.export(model, tensor, file_name=path, input_names=["image"], output_names=["logits"])
+    else:
+        ms.export(model, tensor, file_name=tmp_base, file_format=fmt)
+    if not os.path.isfile(path) or os.path.getsize(path) == 0:
+        raise ExportError(f"MindSpore did not write {fmt} file {path}")
+    return path
+
+
+def export_model(model, file_name, file_format="MINDIR", batch_size=1, image_size=None, seed=0,
+                 verify=True, device_target=None, reference=None):
+    """Export ``model`` to ``file_name`` (extension added) and check the file; returns ExportResult.
+
+    ``image_size`` (H, W) defaults to the model's pretrained input size; H and W must be multiples of
+    the model's stride (32).  ``reference``, if given, is the Cell's output on the example input
+    (saves recomputing it when several files are written from one model).
+    """
+    import mindspore as ms
+
+    start = time.perf_counter()
+    fmt = check_format(file_format, device_target)
+    if image_size is None:
+        image_size = tuple(getattr(model, "pretrained_cfg", {}).get("input_size", (3, 224, 224))[-2:])
+    image_size = tuple(int(s) for s in image_size)
+    stride = getattr(model, "stride", 32)
+    if len(image_size) != 2 or min(image_size) <= 0 or any(s % stride for s in image_size):
+        raise ExportError(f"image size {image_size} is not supported: height and width must be positive "
+                          f"multiples of {stride}")
+    if int(batch_size) < 1:
+        raise ExportError(f"batch size must be >= 1, got {batch_size}")
+    final = output_path(file_name, fmt)
+    check_writable(final)
+
+    model.set_train(False)
+    array = example_input(int(batch_size), image_size, getattr(model, "in_chans", 3), seed)
+    tensor = ms.Tensor(array)
+    if verify and fmt != "AIR" and reference is None:
+        reference = model(tensor).asnumpy()
+
+    folder = os.path.dirname(final)
+    fd, tmp_base = tempfile.mkstemp(prefix=f".{os.path.basename(final)}.", suffix=".tmp", dir=folder)
+    os.close(fd)
+    os.unlink(tmp_base)  # only its unique name is used
+    written = tmp_base + FORMATS[fmt]
+    result = ExportResult(final, fmt, array.shape)
+    try:
+        written = _write(model, tensor, tmp_base, fmt)
+        if verify and fmt == "MINDIR":
+            out = verify_mindir_fresh([(written, array)])[0]
+            result.verified_by = "mindspore.load + nn.GraphCell in a fresh process"
+        elif verify and fmt == "ONNX":
+            out = run_onnx(written, array)
+            result.verified_by = "onnxruntime (CPU)"
+        else:
+            out = None
+            result.verified_by = ("AIR files run only on Ascend (compile it with ATC to check)"
+                                  if fmt == "AIR" else "verification switched off")
+        if out is not None:
+            result.max_abs_diff, result.rel_diff = relative_diff(out, reference)
+            result.tolerance = TOLERANCES[fmt]
+            if not result.rel_diff <= result.tolerance:
+                raise ExportError(f"{fmt} file disagrees with the Cell: relative difference {result.rel_diff:.3g} "
+                                  f"> {result.tolerance:g} (max |diff| {result.max_abs_diff:.3g}); file not written")
+        os.replace(written, final)
+    finally:
+        for leftover in (written, tmp_base):
+            if os.path.exists(leftover):
+                os.remove(leftover)
+    result.seconds = time.perf_counter() - start
+    return result

@@ -205,12 +205,7 @@ def ms_to_torch(params, model_name, num_classes=None, in_chans=None):
                 ([f"{len(unknown)} unknown ({_first(unknown)})"] if unknown else []) + \
                 ([f"{len(wrong)} with other shapes ({_first(wrong, 3)})"] if wrong else [])
         raise ConversionError(f"parameters do not match {model_name}: {'; '.join(parts)}")
-    out = {}
-    for name in lay.names:
-        out[name] = arrays[name]
-        for alias in lay.aliases[name]:
-            out[alias] = arrays[name]
-    return out
+    return {key: arrays[lay.canonical(key)] for key in lay.torch_keys}
 
 
 def mindcv_to_ms(params, model_name=None, progress=None):

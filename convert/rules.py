@@ -31,14 +31,7 @@ class Layout:
     shapes: dict        # name -> shape tuple
     aliases: dict       # MindSpore name -> tuple of alias keys (empty for untied parameters)
     alias_of: dict      # alias key -> MindSpore name
-
-    def torch_keys(self):
-        """Every key a PyTorch state_dict of this architecture lists, in model order."""
-        keys = []
-        for name in self.names:
-            keys.append(name)
-            keys.extend(self.aliases[name])
-        return keys
+    torch_keys: tuple   # every key a PyTorch state_dict of this architecture lists, in PyTorch's order
 
     def canonical(self, key):
         """MindSpore name for a PyTorch key (itself or the name it aliases), else None."""
@@ -65,9 +58,10 @@ def layout(variant, num_classes=1000, in_chans=3):
     model = getattr(coat_model, variant)(num_classes=num_classes, in_chans=in_chans)
     params = model.parameters_dict()
     names = tuple(params)
-    paths = {}
-    for path, param in _parameter_paths(model):
+    paths, order = {}, []
+    for path, param in _parameter_paths(model):  # same walk order as torch's state_dict()
         paths.setdefault(id(param), []).append(path)
+        order.append(path)
     aliases, alias_of = {}, {}
     by_id = {id(p): n for n, p in params.items()}
     for pid, group in paths.items():
@@ -77,7 +71,7 @@ def layout(variant, num_classes=1000, in_chans=3):
         for other in others:
             alias_of[other] = name
     shapes = {n: tuple(int(d) for d in p.shape) for n, p in params.items()}
-    return Layout(variant, num_classes, in_chans, names, shapes, aliases, alias_of)
+    return Layout(variant, num_classes, in_chans, names, shapes, aliases, alias_of, tuple(order))
 
 
 def architecture_of(shapes):

@@ -1,0 +1,139 @@
+"""Data-parallel start-up for single process, msrun and mpirun (CPU included).
+
+msrun sets MindSpore's dynamic-cluster variables (MS_ROLE, MS_NODE_ID, MS_WORKER_NUM, MS_SCHED_*)
+itself.  MindSpore's CPU backend does not understand OpenMPI's launch, so under ``mpirun`` on CPU we
+map OMPI_COMM_WORLD_RANK/SIZE onto the same dynamic cluster: every rank becomes a worker and rank 0
+also starts the scheduler process (with the OpenMPI/PMIx variables removed, so it is not mistaken for
+an MPI rank).
+"""
+import atexit
+import dataclasses
+import logging
+import os
+import socket
+import subprocess
+import sys
+import time
+import zlib
+
+logger = logging.getLogger("coat_ms")
+
+
+@dataclasses.dataclass
+class DistInfo:
+    rank: int = 0
+    size: int = 1
+    launcher: str = "single"
+
+    @property
+    def is_main(self):
+        return self.rank == 0
+
+
+_SCHEDULER = None
+
+
+def _mpi_rank_size():
+    rank = os.environ.get("OMPI_COMM_WORLD_RANK", os.environ.get("PMIX_RANK"))
+    size = os.environ.get("OMPI_COMM_WORLD_SIZE")
+    if rank is None or size is None:
+        return None
+    return int(rank), int(size)
+
+
+def _sched_port():
+    """One port per mpirun job, the same on every rank (derived from the job's PMIx namespace)."""
+    if os.environ.get("MS_SCHED_PORT"):
+        return int(os.environ["MS_SCHED_PORT"])
+    job = os.environ.get("PMIX_NAMESPACE", os.environ.get("OMPI_MCA_ess_base_jobid", "coat"))
+    return 20000 + zlib.crc32(job.encode()) % 20000
+
+
+def _start_scheduler(size, host, port):
+    """Rank 0 starts MindSpore's scheduler: a plain process that joins the cluster as MS_SCHED."""
+    global _SCHEDULER
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OMPI_", "PMIX_", "OPAL_", "PRTE_"))}
+    env.update(MS_ROLE="MS_SCHED", MS_WORKER_NUM=str(size), MS_SCHED_HOST=host, MS_SCHED_PORT=str(port),
+               GLOG_v=env.get("GLOG_v", "3"))
+    code = "from mindspore.communication import init; init()"
+    log = open(os.environ.get("COAT_SCHED_LOG", os.devnull), "wb")
+    _SCHEDULER = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=log, stderr=log)
+    atexit.register(_stop_scheduler)
+
+
+def _stop_scheduler():
+    """Wait for the scheduler we started (call after the workers released communication)."""
+    if _SCHEDULER is not None and _SCHEDULER.poll() is None:
+        try:
+            _SCHEDULER.wait(timeout=30)  # it exits by itself once the workers have finalised
+        except subprocess.TimeoutExpired:
+            _SCHEDULER.kill()
+
+
+def map_mpirun_to_dynamic_cluster(device_target):
+    """Under mpirun on CPU, set MS_ROLE & co. from OpenMPI's variables; returns True if it did."""
+    mpi = _mpi_rank_size()
+    if mpi is None or os.environ.get("MS_ROLE") or device_target not in (None, "CPU"):
+        return False
+    rank, size = mpi
+    host = os.environ.get("MS_SCHED_HOST", "127.0.0.1")
+    port = _sched_port()
+    os.environ.update(MS_ROLE="MS_WORKER", MS_NODE_ID=str(rank), MS_WORKER_NUM=str(size),
+                      MS_SCHED_HOST=host, MS_SCHED_PORT=str(port))
+    if rank == 0:
+        _start_scheduler(size, host, port)
+    _wait_for_port(host, port)
+    return True
+
+
+def _wait_for_port(host, port, timeout=300):
+    """Register only once the scheduler listens: a refused first attempt costs MindSpore ~20-60 s of back-off."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with socket.create_connection((host, port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"MindSpore scheduler at {host}:{port} did not start within {timeout} s")
+
+
+def launched_distributed():
+    return bool(os.environ.get("MS_ROLE") or _mpi_rank_size() or os.environ.get("RANK_TABLE_FILE"))
+
+
+def init_distributed(distribute, device_target=None):
+    """Join the cluster when asked (or when a launcher started us); set data-parallel gradient averaging."""
+    import mindspore as ms
+    from mindspore.communication import get_group_size, get_rank, init
+
+    if not distribute:
+        return DistInfo()
+    launcher = "mpirun" if _mpi_rank_size() else ("msrun" if os.environ.get("MS_ROLE") else "rank_table")
+    if map_mpirun_to_dynamic_cluster(device_target):
+        launcher = "mpirun (mapped onto MindSpore's dynamic cluster)"
+    init()
+    rank, size = get_rank(), get_group_size()
+    ms.reset_auto_parallel_context()
+    # gradients_mean: the reducer averages, so N ranks x B/N samples == one process x B samples.
+    ms.set_auto_parallel_context(parallel_mode=ms.ParallelMode.DATA_PARALLEL, gradients_mean=True, device_num=size)
+    return DistInfo(rank=rank, size=size, launcher=launcher)
+
+
+def shutdown_distributed(info):
+    """Leave the cluster: a last barrier, then rank 0 stops the scheduler it started.
+
+    The CLIs exit with os._exit (no atexit handlers), and a worker that exits without unregistering
+    would keep the scheduler waiting for its timeout.
+    """
+    if info.size > 1:
+        import numpy as np
+        import mindspore as ms
+        from mindspore import ops
+        ops.AllReduce()(ms.Tensor(np.zeros(1, np.float32))).asnumpy()  # everyone is done with collectives
+    if _SCHEDULER is not None and _SCHEDULER.poll() is None:
+        _SCHEDULER.terminate()
+        try:
+            _SCHEDULER.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            _SCHEDULER.kill()

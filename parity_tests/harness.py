@@ -5,6 +5,7 @@ weights perturbed away from their 0 / 1 initialisation so every parameter matter
 MindSpore model receives them through ``convert.torch_to_ms``, the product's own converter.
 """
 import contextlib
+import re
 import dataclasses
 
 import mindspore as ms
@@ -280,3 +281,114 @@ def step_excess(w_pt, w_ms, w0, g_pt, g_ms, cfg=ADAMW, tol=None):
         rows.append(dict(index=i, w0=float(w0[i]), w_pt=float(w_pt[i]), w_ms=float(w_ms[i]), diff=float(diff[i]),
                          g_pt=gp, g_ms=gm, bound=bound, explained=bool(diff[i] <= bound + tol * scale)))
     return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# mindcv 0.3.0's CoaT (its own parameter names) loaded with the same weights
+# ---------------------------------------------------------------------------------------------
+
+_MINDCV_RULES = [  # mindcv name pattern -> coat_ms name (ties resolved to the canonical owner)
+    (re.compile(r"^serial_blocks(\d)\.\d+\.cpe\."), r"cpe\1."),
+    (re.compile(r"^serial_blocks(\d)\.\d+\.factoratt_crpe\.crpe\."), r"crpe\1."),
+    (re.compile(r"^parallel_blocks\.\d+\.factoratt_crpe(\d)\.crpe\."), r"crpe\1."),
+    (re.compile(r"^parallel_blocks\.(\d+)\.mlp[34]\."), r"parallel_blocks.\1.mlp2."),
+    (re.compile(r"\.gamma$"), ".weight"),
+    (re.compile(r"\.beta$"), ".bias"),
+]
+_QKV = re.compile(r"^(.*\.factoratt_crpe\d?)\.([qkv])\.(weight|bias)$")
+
+
+def _cpes_rule(name):
+    """mindcv's parallel blocks hold the shared cpes as ``cpes.{i}``: cpes.1 -> cpe2."""
+    m = re.match(r"^parallel_blocks\.\d+\.cpes\.(\d)\.(.*)$", name)
+    return f"cpe{int(m.group(1)) + 1}.{m.group(2)}" if m else name
+
+
+def mindcv_value(name, ours):
+    """The array for mindcv parameter ``name`` taken from coat_ms parameters ``ours`` ({name: array})."""
+    m = _QKV.match(name)
+    if m:
+        prefix, which, kind = m.groups()
+        qkv = ours[f"{prefix}.qkv.{kind}"]
+        c = qkv.shape[0] // 3
+        i = "qkv".index(which)
+        return qkv[i * c:(i + 1) * c]
+    mapped = _cpes_rule(name)
+    for pattern, repl in _MINDCV_RULES:
+        mapped = pattern.sub(repl, mapped)
+    return ours[mapped]
+
+
+def build_mindcv(name, img_size, ours, num_classes=1000):
+    """mindcv's CoaT for ``name`` (variant or tiny arch) with coat_ms's weights ``ours`` copied in."""
+    from mindcv.models.coat import CoaT as MindcvCoaT  # noqa: PLC0415
+    _, _, arch = arch_of(name)
+    model = MindcvCoaT(image_size=img_size, patch_size=4, num_classes=num_classes,
+                       embed_dims=list(arch["embed_dims"]), serial_depths=list(arch["serial_depths"]),
+                       parallel_depth=arch.get("parallel_depth", 0), num_heads=8,
+                       mlp_ratios=list(arch["mlp_ratios"]), qkv_bias=True)
+    model.set_train(False)
+    values = {}
+    for pname, param in model.parameters_dict().items():
+        value = np.asarray(mindcv_value(pname, ours), np.float32)
+        if value.size != int(np.prod(param.shape)):
+            raise ValueError(f"mindcv {pname} {tuple(param.shape)} vs coat_ms value {value.shape}")
+        values[pname] = ms.Parameter(ms.Tensor(value.reshape(param.shape)), name=pname)
+    not_loaded, unused = ms.load_param_into_net(model, values, strict_load=True)
+    if not_loaded or unused:
+        raise RuntimeError(f"mindcv load incomplete: not loaded {not_loaded[:5]}, unused {unused[:5]}")
+    return model
+
+
+def mindcv_taps(model, x, tap_list):
+    """{tap: array} from mindcv in PyNative via forward hooks (mindcv cells have the same module names)."""
+    cells = dict(model.cells_and_names())
+    captured = {}
+    handles = []
+
+    def hook_for(name):
+        def hook(_cell, _inputs, output):
+            if name.startswith("parallel_blocks."):
+                for s in (2, 3, 4):
+                    captured[f"{name}.x{s}"] = output[s - 1].asnumpy().copy()
+            elif name == "aggregate":
+                captured[name] = output.asnumpy().reshape(output.shape[0], -1).copy()
+            else:
+                captured[name] = output.asnumpy().copy()
+        return hook
+
+    for block in {taps.tap_block(n) for n in tap_list if n != "logits"}:
+        handles.append(cells[block].register_forward_hook(hook_for(block)))
+    try:
+        with ms_mode("pynative"):
+            logits = model(ms.Tensor(x))
+    finally:
+        for h in handles:
+            h.remove()
+    captured["logits"] = logits.asnumpy()
+    return {n: captured[n] for n in tap_list if n in captured}
+
+
+def _official_serial_construct(self, x, size):
+    """The official SerialBlock order: x = cpe(x); x = x + attn(norm1(x)); x = x + mlp(norm2(x))."""
+    x = self.cpe(x, size)
+    x = x + self.drop_path(self.factoratt_crpe(self.norm1(x), size))
+    return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+def patch_mindcv_serial_blocks(model):
+    """Diagnosis only: give mindcv's serial blocks the official residual order (PyNative).
+
+    mindcv 0.3.0 computes x + attn(norm1(cpe(x))), dropping cpe's output from the residual path;
+    the official model (and timm, coat_ms) carries cpe(x) on.  With this patch the remaining
+    difference to coat_ms(align_corners=True) is rounding, which proves that this is the only other
+    semantic difference.
+    """
+    import types  # noqa: PLC0415
+    from mindcv.models.coat import SerialBlock as MindcvSerialBlock  # noqa: PLC0415
+    count = 0
+    for _, cell in model.cells_and_names():
+        if isinstance(cell, MindcvSerialBlock):
+            cell.construct = types.MethodType(_official_serial_construct, cell)
+            count += 1
+    return count

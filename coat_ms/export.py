@@ -158,6 +158,23 @@ def _make_onnx_parallel_block():
 
 
 @contextlib.contextmanager
+def stock_operators(model):
+    """Temporarily route every cell that has a CPU C++ kernel (``use_kernel``) to its stock operators.
+
+    Exported files must hold only MindSpore's own operators: an AOT custom op points at a local .so
+    and cannot run on Ascend, nor export to ONNX.
+    """
+    switched = [cell for _, cell in model.cells_and_names() if getattr(cell, "use_kernel", False) is True]
+    try:
+        for cell in switched:
+            cell.use_kernel = False
+        yield model
+    finally:
+        for cell in switched:
+            cell.use_kernel = True
+
+
+@contextlib.contextmanager
 def onnx_compatible(model):
     """Temporarily give ``model`` ONNX-exportable GELU and interpolation; restored on exit."""
     from .models.layers import Mlp
@@ -257,6 +274,22 @@ def _write(model, tensor, tmp_base, fmt):
     return path
 
 
+def _write_metadata(model, final, fmt, input_shape):
+    """``<file>.json`` next to the export: input shape and the eval preprocessing, for predict."""
+    from .evaluation import atomic_write, eval_settings
+
+    settings = eval_settings(getattr(model, "pretrained_cfg", {}), image_size=input_shape[-2:])
+    meta = {"format": fmt, "architecture": getattr(model, "pretrained_cfg", {}).get("architecture"),
+            "input_shape": list(input_shape), "num_classes": getattr(model, "num_classes", None),
+            "preprocessing": {"crop_pct": settings.crop_pct, "interpolation": settings.interpolation,
+                              "mean": list(settings.mean), "std": list(settings.std)}}
+
+    def dump(tmp):
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(meta, f, indent=2)
+    atomic_write(final + ".json", dump)
+
+
 def export_model(model, file_name, file_format="MINDIR", batch_size=1, image_size=None, seed=0,
                  verify=True, device_target=None, reference=None):
     """Export ``model`` to ``file_name`` (extension added) and check the file; returns ExportResult.
@@ -284,6 +317,11 @@ def export_model(model, file_name, file_format="MINDIR", batch_size=1, image_siz
     model.set_train(False)
     array = example_input(int(batch_size), image_size, getattr(model, "in_chans", 3), seed)
     tensor = ms.Tensor(array)
+    with stock_operators(model):
+        return _export_checked(model, final, fmt, array, tensor, verify, reference, start)
+
+
+def _export_checked(model, final, fmt, array, tensor, verify, reference, start):
     if verify and fmt != "AIR" and reference is None:
         reference = model(tensor).asnumpy()
 
@@ -311,6 +349,7 @@ def export_model(model, file_name, file_format="MINDIR", batch_size=1, image_siz
             if not result.rel_diff <= result.tolerance:
                 raise ExportError(f"{fmt} file disagrees with the Cell: relative difference {result.rel_diff:.3g} "
                                   f"> {result.tolerance:g} (max |diff| {result.max_abs_diff:.3g}); file not written")
+        _write_metadata(model, final, fmt, array.shape)
         os.replace(written, final)
     finally:
         for leftover in (written, tmp_base):

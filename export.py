@@ -1,0 +1,73 @@
+"""Export a CoaT checkpoint to MINDIR / ONNX / AIR and verify the written file against the live network.
+
+    python export.py --model_name coat_mini --ckpt_file X.ckpt --file_format MINDIR
+    python export.py --model_name coat_lite_tiny --ckpt_file X.ckpt --file_format ONNX --image_size 256 256
+
+MINDIR is loaded back in a fresh process (mindspore.load + nn.GraphCell) and must match the Cell within
+1e-6 relative; ONNX is run with onnxruntime (1e-4 relative).  AIR needs an Ascend backend.
+"""
+import argparse
+import json
+import os
+
+from coat_ms.cli import run_cli
+
+
+def build_parser():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model_name", "--model", required=True, help="CoaT variant, e.g. coat_lite_tiny, coat_mini")
+    p.add_argument("--ckpt_file", "--ckpt_path", default="",
+                   help="MindSpore .ckpt to export (strictly loaded); without it random weights are exported")
+    p.add_argument("--file_format", default="MINDIR", type=str.upper, choices=["MINDIR", "ONNX", "AIR"])
+    p.add_argument("--file_name", default=None,
+                   help="output path without or with extension (default: <model_name> in the current folder)")
+    p.add_argument("--device_target", default=None, choices=["CPU", "GPU", "Ascend"],
+                   help="backend to compile on (default: the one MindSpore was built for)")
+    p.add_argument("--batch_size", type=int, default=1, help="batch size baked into the file (default 1)")
+    p.add_argument("--image_size", type=int, nargs=2, metavar=("H", "W"), default=None,
+                   help="input height and width, multiples of 32 (default: the model's 224 224)")
+    p.add_argument("--num_classes", type=int, default=None,
+                   help="classes of the head (default: read from the checkpoint, else 1000)")
+    p.add_argument("--model_args", default=None,
+                   help="JSON dict of constructor overrides for custom configs, e.g. '{\"embed_dims\": [32,32,32,32]}'")
+    p.add_argument("--no_verify", action="store_true", help="skip the check of the written file (not advised)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random check input")
+    return p
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    # Exported files must hold MindSpore's stock operators only, not the CPU C++ kernels.
+    os.environ["COAT_MS_CPU_KERNELS"] = "0"
+    import mindspore as ms
+
+    from coat_ms.errors import CoatError
+    from coat_ms.export import check_format, check_writable, export_model, output_path
+    from coat_ms.predict import build_model_from_checkpoint
+
+    if args.device_target:
+        try:
+            ms.set_device(args.device_target)
+        except Exception as exc:  # MindSpore raises RuntimeError/ValueError with long texts
+            raise CoatError(f"cannot use device_target {args.device_target} with this MindSpore build "
+                            f"({str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__})") from None
+    ms.set_context(mode=ms.GRAPH_MODE)
+    fmt = check_format(args.file_format, args.device_target)      # before any slow work
+    final = output_path(args.file_name or args.model_name, fmt)
+    check_writable(final)
+    if args.batch_size < 1:
+        raise CoatError(f"--batch_size must be >= 1, got {args.batch_size}")
+
+    try:
+        model_args = json.loads(args.model_args) if args.model_args else None
+    except ValueError as exc:
+        raise CoatError(f"--model_args is not valid JSON: {exc}") from None
+    model = build_model_from_checkpoint(args.model_name, args.ckpt_file or None, args.num_classes, model_args)
+    result = export_model(model, final, fmt, batch_size=args.batch_size, image_size=args.image_size,
+                          seed=args.seed, verify=not args.no_verify, device_target=args.device_target)
+    print(result.summary())
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

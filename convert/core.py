@@ -213,7 +213,7 @@ def mindcv_to_ms(params, model_name=None, progress=None):
 
     The result reproduces mindcv's outputs with ``create_model(variant, align_corners=True)``.
     """
-    from .mindcv_rules import MODEL_KWARGS, mindcv_to_torch
+    from .mindcv_rules import SERIAL_SWITCH, mindcv_to_torch, model_kwargs
     pre = ConversionReport()
     arrays = {k: (v.asnumpy() if hasattr(v, "asnumpy") else to_numpy(v)) for k, v in params.items()}
     torch_named = mindcv_to_torch(arrays, pre)
@@ -221,7 +221,11 @@ def mindcv_to_ms(params, model_name=None, progress=None):
     rep = result.report
     rep.dropped[:0] = pre.dropped
     rep.renamed, rep.merged, rep.reshaped = pre.renamed, pre.merged, pre.reshaped + rep.reshaped
-    rep.notes.append(f"mindcv checkpoint: build the model with {MODEL_KWARGS} "
-                     f"(e.g. create_model('{result.variant}', align_corners=True))")
-    result.model_kwargs = dict(MODEL_KWARGS)
+    kwargs = model_kwargs()
+    args = ", ".join(f"{k}={v}" for k, v in kwargs.items())
+    rep.notes.append(f"mindcv checkpoint: build the model as create_model('{result.variant}', {args})")
+    if SERIAL_SWITCH not in kwargs:
+        rep.notes.append(f"warning: this coat_ms has no '{SERIAL_SWITCH}' switch, so it cannot reproduce mindcv's "
+                         f"serial-block residual; outputs will differ from mindcv's (use --verify to measure)")
+    result.model_kwargs = kwargs
     return result

@@ -9,6 +9,7 @@ paths are aliases in the coat_ms layout, so ``torch_to_ms`` maps them back.  min
 also reach the cpes as ``parallel_blocks.J.cpes.K``; that is stage K+1's ``cpe``.
 Its parallel blocks interpolate with align_corners=True: build coat_ms with ``align_corners=True``.
 """
+import inspect
 import re
 
 import numpy as np
@@ -19,7 +20,23 @@ from .errors import ConversionError
 
 QKV = re.compile(r"^(.*\.factoratt_crpe\d?)\.([qkv])\.(weight|bias)$")
 CPES = re.compile(r"^parallel_blocks\.\d+\.cpes\.(\d)\.(.*)$")
-MODEL_KWARGS = {"align_corners": True}
+# mindcv 0.3.0 also differs in the serial block: its attention residual adds to the block *input*
+# (x + attn(norm1(cpe(x)))) where the official model adds to the cpe output.  coat_ms reproduces
+# that only if CoaT has this switch (False = mindcv's rule); see docs/convert.md.
+SERIAL_SWITCH = "cpe_residual"
+
+
+def model_kwargs():
+    """Constructor switches that make coat_ms compute what mindcv's CoaT computes."""
+    from coat_ms.models.coat import CoaT
+    kwargs = {"align_corners": True}
+    if SERIAL_SWITCH in inspect.signature(CoaT.__init__).parameters:
+        kwargs[SERIAL_SWITCH] = False
+    return kwargs
+
+
+def fully_supported():
+    return SERIAL_SWITCH in model_kwargs()
 
 
 def is_mindcv(names):

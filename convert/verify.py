@@ -56,7 +56,8 @@ def timm_logits(state_dict, variant, x, num_classes, in_chans):
     except ImportError:
         raise ConversionError("--verify against PyTorch needs torch and timm ('pip install torch timm')") from None
     from .core import to_numpy
-    model = timm.create_model(variant, pretrained=False, num_classes=num_classes, in_chans=in_chans).eval()
+    model = timm.create_model(variant, pretrained=False, num_classes=num_classes, in_chans=in_chans,
+                              img_size=x.shape[-1]).eval()  # timm's CoaT takes only the size it was built for
     wanted = model.state_dict()
     tensors = {}
     for key, value in state_dict.items():

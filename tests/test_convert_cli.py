@@ -1,0 +1,158 @@
+"""The convert CLI and its bad inputs: each a one-line error, non-zero exit, no output file left."""
+import hashlib
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)  # convert/ lives at the repo root
+
+import convert  # noqa: E402
+from convert import cli  # noqa: E402
+from convert.errors import ConversionError  # noqa: E402
+from coat_ms.errors import CoatError  # noqa: E402
+
+torch = pytest.importorskip("torch")
+timm = pytest.importorskip("timm")
+
+
+@pytest.fixture(scope="session")
+def lite_tiny_sd():
+    torch.manual_seed(0)
+    model = timm.create_model("coat_lite_tiny", img_size=64)
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+@pytest.fixture(scope="session")
+def lite_tiny_pth(lite_tiny_sd, tmp_path_factory):
+    path = tmp_path_factory.mktemp("src") / "coat_lite_tiny.pth"
+    torch.save(lite_tiny_sd, path)
+    return str(path)
+
+
+def no_outputs(folder):
+    return [p for p in os.listdir(folder) if p.startswith(("out", ".out"))] == []
+
+
+def run_main(args, tmp_path, match):
+    out = str(tmp_path / "out.ckpt")
+    with pytest.raises(CoatError, match=match) as info:  # what run_cli prints as one line
+        cli.main(args + ["--out", out])
+    assert "\n" not in str(info.value)
+    assert no_outputs(tmp_path)
+    return str(info.value)
+
+
+def save(obj, tmp_path, name="src.pth"):
+    path = tmp_path / name
+    torch.save(obj, path)
+    return str(path)
+
+
+def test_truncated_pth(lite_tiny_pth, tmp_path):
+    data = open(lite_tiny_pth, "rb").read()
+    (tmp_path / "cut.pth").write_bytes(data[: len(data) // 2])
+    run_main(["--src", str(tmp_path / "cut.pth")], tmp_path, "truncated or not a PyTorch checkpoint")
+
+
+def test_corrupt_safetensors_and_ckpt_and_empty(tmp_path):
+    (tmp_path / "bad.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\": 1" + b"x" * 40)
+    run_main(["--src", str(tmp_path / "bad.safetensors")], tmp_path, "not a valid .safetensors")
+    (tmp_path / "bad.ckpt").write_bytes(os.urandom(256))
+    run_main(["--src", str(tmp_path / "bad.ckpt")], tmp_path, "truncated or not a MindSpore")
+    (tmp_path / "empty.pth").write_bytes(b"")
+    run_main(["--src", str(tmp_path / "empty.pth")], tmp_path, "empty or truncated")
+    run_main(["--src", str(tmp_path / "missing.pth")], tmp_path, "not found")
+
+
+def test_other_architecture(tmp_path):
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.Flatten(), torch.nn.Linear(8, 10))
+    run_main(["--src", save(net.state_dict(), tmp_path)], tmp_path, "not a CoaT checkpoint")
+
+
+def test_other_variant_names_mismatched_shapes(lite_tiny_pth, tmp_path):
+    msg = run_main(["--src", lite_tiny_pth, "--model", "coat_lite_mini"], tmp_path, "coat_lite_tiny checkpoint")
+    assert "patch_embed3.proj.weight (256, 128, 2, 2) vs model (320, 128, 2, 2)" in msg
+
+
+def test_unknown_and_missing_keys(lite_tiny_sd, tmp_path):
+    extra = dict(lite_tiny_sd, **{"extra.weight": torch.zeros(3)})
+    run_main(["--src", save(extra, tmp_path)], tmp_path, r"1 unknown keys \(extra.weight\)")
+    lacking = {k: v for k, v in lite_tiny_sd.items() if k != "head.bias"}
+    run_main(["--src", save(lacking, tmp_path)], tmp_path, r"1 missing keys \(head.bias\)")
+
+
+def test_tied_copies_must_be_equal(lite_tiny_sd, tmp_path):
+    edited = dict(lite_tiny_sd)
+    edited["serial_blocks1.1.cpe.proj.weight"] = edited["cpe1.proj.weight"] + 1e-3
+    run_main(["--src", save(edited, tmp_path)], tmp_path, "tied weights differ: serial_blocks1.1.cpe.proj.weight")
+
+
+def test_unwritable_output_and_bad_flags(lite_tiny_pth, lite_tiny_sd, tmp_path):
+    with pytest.raises(ConversionError, match="does not exist"):
+        cli.main(["--src", lite_tiny_pth, "--out", str(tmp_path / "no" / "such" / "out.ckpt")])
+    (tmp_path / "adir").mkdir()
+    with pytest.raises(ConversionError, match="is a directory"):
+        cli.main(["--src", lite_tiny_pth, "--out", str(tmp_path / "adir")])
+    run_main(["--src", lite_tiny_pth, "--ema"], tmp_path, "no EMA weights")
+    run_main(["--src", lite_tiny_pth, "--format", "pth"], tmp_path, "not an output of --to ms")
+    run_main(["--src", lite_tiny_pth, "--model", "resnet50"], tmp_path, "unknown model 'resnet50'")
+
+
+def test_ema_container(lite_tiny_sd, tmp_path):
+    ema = {k: v + 1.0 for k, v in lite_tiny_sd.items()}
+    src = save({"model": lite_tiny_sd, "model_ema": ema, "epoch": 3}, tmp_path)
+    cli.main(["--src", src, "--out", str(tmp_path / "ema.ckpt"), "--ema"])
+    meta = json.loads((tmp_path / "ema.ckpt.json").read_text())
+    assert meta["source_container"] == "model_ema"
+    from coat_ms.checkpoint import read_checkpoint
+    got = read_checkpoint(str(tmp_path / "ema.ckpt"))["head.bias"].asnumpy()
+    np.testing.assert_array_equal(got, ema["head.bias"].numpy())
+
+
+def cli_run(args, block_torch=False, timeout=300):
+    """python -m convert in a fresh interpreter (optionally with torch made unimportable)."""
+    code = ("import sys, runpy\n"
+            + ("sys.modules['torch'] = None\n" if block_torch else "")
+            + f"sys.argv = ['convert'] + {args!r}\nrunpy.run_module('convert', run_name='__main__')\n")
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+def test_cli_success_with_verify_and_metadata(lite_tiny_pth, tmp_path):
+    out = tmp_path / "w.ckpt"
+    proc = cli_run(["--src", lite_tiny_pth, "--out", str(out), "--verify", "--image-size", "64"])
+    assert proc.returncode == 0, proc.stderr
+    assert "model: coat_lite_tiny (inferred" in proc.stdout
+    assert "tied groups collapsed: 32 (64 duplicate keys" in proc.stdout
+    assert "-> OK" in proc.stdout
+    meta = json.loads((tmp_path / "w.ckpt.json").read_text())
+    assert meta["source_sha256"] == hashlib.sha256(open(lite_tiny_pth, "rb").read()).hexdigest()
+    assert meta["variant"] == "coat_lite_tiny" and meta["converter_version"] == convert.__version__
+    assert meta["verify_rel_error"] <= 2e-5
+
+
+def test_cli_bad_input_is_one_line(lite_tiny_pth, tmp_path):
+    out = tmp_path / "out.ckpt"
+    proc = cli_run(["--src", lite_tiny_pth, "--out", str(out), "--model", "coat_lite_small"])
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: --model coat_lite_small does not match"), proc.stderr
+    assert no_outputs(tmp_path)
+
+
+def test_safetensors_converts_without_torch_and_pth_says_what_to_install(lite_tiny_sd, lite_tiny_pth, tmp_path):
+    from safetensors.torch import save_file
+    save_file({k: v.contiguous() for k, v in lite_tiny_sd.items() if ".cpe." not in k and ".crpe." not in k},
+              str(tmp_path / "w.safetensors"))
+    proc = cli_run(["--src", str(tmp_path / "w.safetensors"), "--out", str(tmp_path / "w.ckpt")], block_torch=True)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "w.ckpt").is_file()
+    proc = cli_run(["--src", lite_tiny_pth, "--out", str(tmp_path / "out.ckpt")], block_torch=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == ("error: reading a .pth file needs PyTorch: install it with 'pip install torch' "
+                                   "(the CPU build is enough), or convert a .safetensors file instead")
+    assert no_outputs(tmp_path)

@@ -278,7 +278,7 @@ def step_excess(w_pt, w_ms, w0, g_pt, g_ms, cfg=ADAMW, tol=None):
     for i in map(tuple, idx):
         gp, gm = float(g_pt[i]), float(g_ms[i])
         bound = cfg["lr"] * abs(gm - gp) * cfg["eps"] / (min(abs(gp), abs(gm)) + cfg["eps"]) ** 2
-        rows.append(dict(index=i, w0=float(w0[i]), w_pt=float(w_pt[i]), w_ms=float(w_ms[i]), diff=float(diff[i]),
+        rows.append(dict(index=tuple(int(k) for k in i), w0=float(w0[i]), w_pt=float(w_pt[i]), w_ms=float(w_ms[i]), diff=float(diff[i]),
                          g_pt=gp, g_ms=gm, bound=bound, explained=bool(diff[i] <= bound + tol * scale)))
     return rows
 

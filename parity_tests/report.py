@@ -1,0 +1,271 @@
+"""Parity report: ``python -m parity_tests.report --variants all --out reports/``.
+
+Runs the forward (every tap), gradient, AdamW-step and mindcv studies, writes
+  <out>/parity.md              a Markdown table per variant and tap (+ gradients, step, mindcv)
+  <out>/<variant>_depth.png    relative error by depth, one line per forward run
+  <out>/results.json           every number, machine readable
+  <out>/summary.txt            the one-screen summary printed at the end
+and exits non-zero if any counted comparison fails.
+"""
+import argparse
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+
+from coat_ms.cli import run_cli
+from coat_ms.errors import CoatError
+from coat_ms.models.coat import VARIANTS
+
+ORDER = ["coat_lite_tiny", "coat_lite_mini", "coat_lite_small", "coat_lite_medium", "coat_tiny", "coat_mini",
+         "coat_small"]
+EXTRA_RESOLUTION = {"coat_lite_tiny": 384, "coat_tiny": 384}   # timm accepts them when built with img_size
+MINDCV_VARIANTS = ("coat_lite_tiny", "coat_tiny")
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog="python -m parity_tests.report",
+                                description="Layer-by-layer parity of coat_ms (MindSpore) against timm's CoaT "
+                                            "(PyTorch): forward taps, gradients, one AdamW step, mindcv.")
+    p.add_argument("--variants", default="all",
+                   help="'all' or a comma-separated list of: " + ", ".join(ORDER))
+    p.add_argument("--out", default="reports", help="output folder (default: reports)")
+    p.add_argument("--seed", type=int, default=0, help="seed for weights, inputs and labels (default 0)")
+    p.add_argument("--skip", default="", help="comma-separated studies to skip: grad, step, mindcv, extra-res, "
+                                              "pynative, graph")
+    return p.parse_args(argv)
+
+
+def plan(variants, skip):
+    """The list of (study kind, variant, kwargs) to run."""
+    jobs = []
+    for v in variants:
+        if "graph" not in skip:
+            jobs.append(("forward", v, dict(img_size=224, batch=2, mode="graph")))
+        if "pynative" not in skip:
+            jobs.append(("forward", v, dict(img_size=224, batch=1, mode="pynative")))
+        if v in EXTRA_RESOLUTION and "extra-res" not in skip:
+            jobs.append(("forward", v, dict(img_size=EXTRA_RESOLUTION[v], batch=1, mode="graph")))
+        if "grad" not in skip:
+            jobs.append(("grad", v, dict(img_size=224, batch=2, mode="pynative")))
+        if "step" not in skip:
+            jobs.append(("step", v, dict(img_size=224, batch=2, mode="pynative")))
+        if v in MINDCV_VARIANTS and "mindcv" not in skip:
+            jobs.append(("mindcv", v, dict(img_size=224, batch=2)))
+    return jobs
+
+
+def run_jobs(jobs, seed):
+    from tqdm import tqdm  # noqa: PLC0415
+    from . import studies  # noqa: PLC0415  (heavy imports after argument checks)
+    results, last_grads = [], {}
+    bar = tqdm(jobs, unit="study", file=sys.stderr)
+    for kind, variant, kw in bar:
+        bar.set_description(f"{variant} {kind} {' '.join(str(v) for v in kw.values())}")
+        if kind == "forward":
+            results.append(studies.forward_study(variant, seed=seed, **kw))
+        elif kind == "grad":
+            s = studies.grad_study(variant, seed=seed, **kw)
+            last_grads[variant] = s.extra.pop("grads")
+            results.append(s)
+        elif kind == "step":
+            results.append(studies.step_study(variant, seed=seed, grads=last_grads.pop(variant, None), **kw))
+        elif kind == "mindcv":
+            results.extend(studies.mindcv_study(variant, seed=seed, **kw))
+    return results
+
+
+# ------------------------------------------------------------------------------------------ output
+
+def _fmt(x):
+    return f"{x:.2e}"
+
+
+def forward_table(forward):
+    """One row per tap, one rel-error column per forward run."""
+    names = [c.name for c in forward[0].comparisons]
+    head = "| tap | shape | " + " | ".join(f"rel ({s.label})" for s in forward) + \
+           " | max abs (worst) | cosine (min) | pass |"
+    lines = [head, "|" + "---|" * (len(forward) + 5)]
+    for i, name in enumerate(names):
+        comps = [s.comparisons[i] for s in forward if i < len(s.comparisons)]
+        ok = all(c.passed for c in comps)
+        lines.append(f"| {name} | {comps[0].as_row()['shape']} | " + " | ".join(_fmt(c.rel) for c in comps) +
+                     f" | {_fmt(max(c.max_abs for c in comps))} | {min(c.cosine for c in comps):.9f} | "
+                     f"{'yes' if ok else '**NO**'} |")
+    return lines
+
+
+def worst_rows(study, n=8):
+    rows = sorted(study.comparisons, key=lambda c: -c.rel)[:n]
+    lines = ["| tensor | shape | max abs | max abs ref | rel | tol | pass |", "|---|---|---|---|---|---|---|"]
+    for c in rows:
+        status = "yes" if c.within_tol else ("yes (explained)" if c.explained else "**NO**")
+        lines.append(f"| {c.name} | {c.as_row()['shape']} | {_fmt(c.max_abs)} | {_fmt(c.ref_max)} | {_fmt(c.rel)} | "
+                     f"{c.tol:g} | {status} |")
+    return lines
+
+
+def step_section(study, n=10):
+    flagged = study.extra.get("flagged", [])
+    lines = worst_rows(study)
+    n_over = sum(1 for c in study.comparisons[1:] if not c.within_tol)
+    lines += ["", f"{n_over} of {len(study.comparisons) - 1} tensors exceed 1e-5 on their own; "
+                  f"{len(flagged)} elements are over the tolerance, "
+                  f"{sum(r['explained'] for r in flagged)} of them within the bound "
+                  "lr * |g_ms - g_pt| * eps / (min(|g_ms|, |g_pt|) + eps)^2 + 1e-5 * max|w_pt| "
+                  "(Adam's step-1 update lr * g / (|g| + eps) has slope lr / eps at g = 0)."]
+    if flagged:
+        lines += ["", "Largest excess elements (diff / bound):", "",
+                  "| tensor | index | w0 | w_pt | w_ms | diff | g_pt | g_ms | bound | explained |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        for r in sorted(flagged, key=lambda r: -r["diff"] / max(r["bound"], 1e-30))[:n]:
+            lines.append(f"| {r['tensor']} | {r['index']} | {r['w0']:.6g} | {r['w_pt']:.7g} | {r['w_ms']:.7g} | "
+                         f"{_fmt(r['diff'])} | {_fmt(r['g_pt'])} | {_fmt(r['g_ms'])} | {_fmt(r['bound'])} | "
+                         f"{'yes' if r['explained'] else '**NO**'} |")
+    return lines
+
+
+def markdown(results, variants, elapsed, header):
+    lines = ["# coat_ms parity report", "", *header, "",
+             f"Tolerances: forward rel <= 2e-5 at every tap; gradients rel <= 1e-4 per tensor; AdamW step rel <= 1e-5 "
+             f"per tensor (rel = max|ms - ref| / max|ref|). Total time {elapsed:.0f} s.", ""]
+    for v in variants:
+        mine = [s for s in results if s.variant == v]
+        lines += [f"## {v}", ""]
+        forward = [s for s in mine if s.kind == "forward"]
+        if forward:
+            lines += [f"![relative error by depth]({v}_depth.png)", ""]
+            base = [s for s in forward if s.label.startswith("224")]
+            lines += forward_table(base or forward) + [""]
+            for s in forward:
+                if s not in base:
+                    lines += [f"Other resolution ({s.label}): worst rel {_fmt(max(c.rel for c in s.comparisons))} at "
+                              f"{max(s.comparisons, key=lambda c: c.rel).name}, "
+                              f"{'pass' if s.passed else '**FAIL** at ' + ', '.join(s.failed_names)}.", ""]
+            lines += [f"Weights: {forward[0].notes[0]}.", ""]
+        for s in mine:
+            if s.kind == "grad":
+                lines += [f"### Gradients ({s.label})", "", s.notes[0] + ".", ""] + worst_rows(s) + [""]
+            elif s.kind == "step":
+                lines += [f"### One optimizer step ({s.label})", "", s.notes[0] + ".", ""] + step_section(s) + [""]
+            elif s.kind == "mindcv":
+                lines += [f"### {s.label}", "", *(n + "" for n in s.notes), ""]
+                w = max(s.comparisons, key=lambda c: c.rel)
+                first_fail = s.failed_names[0] if s.failed_names else None
+                lines += [f"Worst rel {_fmt(w.rel)} at {w.name}; "
+                          + (f"first tap over tolerance: {first_fail}" if first_fail else "every tap within 2e-5")
+                          + ("" if s.counted else " (informational)") + ".", ""]
+    return "\n".join(lines) + "\n"
+
+
+def summary(results, variants, elapsed):
+    lines = [f"{'variant':18s} {'forward worst rel (tap)':42s} {'grad worst':>10s} {'step':>14s} {'mindcv':>8s}  status"]
+    for v in variants:
+        mine = [s for s in results if s.variant == v]
+        fw = [c for s in mine if s.kind == "forward" for c in s.comparisons]
+        w = max(fw, key=lambda c: c.rel) if fw else None
+        g = [s for s in mine if s.kind == "grad"]
+        st = [s for s in mine if s.kind == "step"]
+        mc = [s for s in mine if s.kind == "mindcv" and s.counted]
+        ok = all(s.passed for s in mine if s.counted)
+        gtxt = _fmt(max(c.rel for c in g[0].comparisons)) if g else "-"
+        stxt = "-"
+        if st:
+            n_exp = sum(c.explained and not c.within_tol for c in st[0].comparisons)
+            stxt = ("ok" if st[0].passed else "FAIL") + (f" ({n_exp} expl)" if n_exp else "")
+        mtxt = ("ok" if mc[0].passed else "FAIL") if mc else "-"
+        ftxt = f"{_fmt(w.rel)} ({w.name})" if w else "-"
+        lines.append(f"{v:18s} {ftxt:42s} {gtxt:>10s} {stxt:>14s} {mtxt:>8s}  {'PASS' if ok else 'FAIL'}")
+    failed = [f"{s.variant} {s.kind} {s.label}: {', '.join(s.failed_names[:4])}"
+              for s in results if s.counted and not s.passed]
+    lines.append(f"{len([s for s in results if s.counted])} studies, {len(failed)} failed, {elapsed:.0f} s")
+    lines += ["FAILED: " + f for f in failed]
+    return "\n".join(lines) + "\n"
+
+
+def plot(forward, path):
+    import matplotlib  # noqa: PLC0415
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+    fig, ax = plt.subplots(figsize=(max(6, len(forward[0].comparisons) * 0.22), 4))
+    for s in forward:
+        ax.semilogy(range(len(s.comparisons)), [max(c.rel, 1e-12) for c in s.comparisons], marker="o", ms=3,
+                    label=s.label)
+    names = [c.name for c in forward[0].comparisons]
+    ax.axhline(2e-5, color="red", ls="--", lw=1, label="tolerance 2e-5")
+    ax.set_xticks(range(len(names)))
+    ax.set_xticklabels(names, rotation=90, fontsize=6)
+    ax.set_ylabel("max|ms - timm| / max|timm|")
+    ax.set_title(f"{forward[0].variant}: relative error by depth")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110), binary=True)
+    plt.close(fig)
+
+
+def atomic_write(path, writer, binary=False):
+    """Write through a temp file in the same folder, then os.replace: never a half-written file."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp_", suffix=os.path.basename(path))
+    try:
+        with os.fdopen(fd, "wb" if binary else "w") as f:
+            writer(f)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def to_json(results):
+    return [dict(kind=s.kind, variant=s.variant, label=s.label, passed=s.passed, counted=s.counted,
+                 seconds=round(s.seconds, 2), notes=s.notes, comparisons=[c.as_row() for c in s.comparisons],
+                 flagged=s.extra.get("flagged", [])) for s in results]
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.variants == "all":
+        variants = list(ORDER)
+    else:
+        variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+        unknown = [v for v in variants if v not in VARIANTS]
+        if unknown or not variants:
+            raise CoatError(f"unknown variant(s) {', '.join(unknown) or '(none given)'}; choose from "
+                            f"{', '.join(ORDER)} or 'all'")
+    skip = {s.strip() for s in args.skip.split(",") if s.strip()}
+    bad = skip - {"grad", "step", "mindcv", "extra-res", "pynative", "graph"}
+    if bad:
+        raise CoatError(f"unknown --skip value(s) {', '.join(sorted(bad))}")
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise CoatError(f"--out {args.out} exists and is not a folder")
+    os.makedirs(args.out, exist_ok=True)
+
+    import mindspore as ms  # noqa: PLC0415
+    import timm  # noqa: PLC0415
+    import torch  # noqa: PLC0415
+    logging.getLogger("coat_ms").setLevel(logging.WARNING)  # keep the progress bar readable
+    t0 = time.time()
+    results = run_jobs(plan(variants, skip), args.seed)
+    elapsed = time.time() - t0
+    header = [f"Reference: timm {timm.__version__} (torch {torch.__version__}); "
+              f"coat_ms on MindSpore {ms.__version__}, CPU, fp32; seed {args.seed}.",
+              "Command: `python -m parity_tests.report " + " ".join(argv if argv is not None else sys.argv[1:]) + "`"]
+    for v in variants:
+        forward = [s for s in results if s.variant == v and s.kind == "forward"]
+        if forward:
+            plot(forward, os.path.join(args.out, f"{v}_depth.png"))
+    text = summary(results, variants, elapsed)
+    atomic_write(os.path.join(args.out, "parity.md"), lambda f: f.write(markdown(results, variants, elapsed, header)))
+    atomic_write(os.path.join(args.out, "results.json"), lambda f: json.dump(to_json(results), f, indent=1, default=float))
+    atomic_write(os.path.join(args.out, "summary.txt"), lambda f: f.write(text))
+    print(text, end="")
+    print(f"report: {os.path.join(args.out, 'parity.md')}")
+    return 0 if all(s.passed for s in results if s.counted) else 1
+
+
+if __name__ == "__main__":
+    run_cli(main)

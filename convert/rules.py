@@ -55,7 +55,13 @@ def layout(variant, num_classes=1000, in_chans=3):
     """The Layout of ``variant`` (built once per configuration, then cached)."""
     if variant not in coat_model.VARIANTS:
         raise ConversionError(f"unknown model '{variant}'; known: {', '.join(coat_model.VARIANTS)}")
-    model = getattr(coat_model, variant)(num_classes=num_classes, in_chans=in_chans)
+    try:  # only names and shapes are needed: skip the random initialisation (most of the build time)
+        from mindspore.nn.utils import no_init_parameters
+    except ImportError:  # older MindSpore
+        import contextlib
+        no_init_parameters = contextlib.nullcontext
+    with no_init_parameters():
+        model = getattr(coat_model, variant)(num_classes=num_classes, in_chans=in_chans)
     params = model.parameters_dict()
     names = tuple(params)
     paths, order = {}, []

@@ -156,3 +156,20 @@ def test_safetensors_converts_without_torch_and_pth_says_what_to_install(lite_ti
     assert proc.stderr.strip() == ("error: reading a .pth file needs PyTorch: install it with 'pip install torch' "
                                    "(the CPU build is enough), or convert a .safetensors file instead")
     assert no_outputs(tmp_path)
+
+
+def test_mindspore_safetensors_output_and_reverse(lite_tiny_pth, lite_tiny_sd, tmp_path):
+    import mindspore as ms
+    import coat_ms
+    from coat_ms.checkpoint import load_state
+    out = tmp_path / "w.safetensors"
+    cli.main(["--src", lite_tiny_pth, "--out", str(out)])  # format from the extension
+    params = ms.load_checkpoint(str(out), format="safetensors")
+    model = coat_ms.create_model("coat_lite_tiny")
+    load_state(model, params)  # strict: every name and shape
+    np.testing.assert_array_equal(params["cpe2.proj.weight"].asnumpy(), lite_tiny_sd["cpe2.proj.weight"].numpy())
+    back = tmp_path / "back.pth"
+    cli.main(["--to", "torch", "--src", str(out), "--out", str(back), "--model", "coat_lite_tiny"])
+    restored = torch.load(back, weights_only=True)
+    assert list(restored) == list(lite_tiny_sd)
+    assert all(torch.equal(restored[k], v) for k, v in lite_tiny_sd.items())

@@ -8,6 +8,7 @@ import pytest
 from mindspore import nn, ops
 
 from coat_ms.kernels import dwconv as D
+from coat_ms.kernels import loader
 from coat_ms.kernels.build import KernelBuildError, build
 
 H, W, C0 = 5, 7, 3
@@ -107,16 +108,16 @@ def test_build_failure_falls_back_with_a_warning(monkeypatch, tmp_path, caplog):
     monkeypatch.setenv("CXX", str(tmp_path / "no-such-compiler"))
     with pytest.raises(KernelBuildError):
         build("dwconv.cc")
-    saved = dict(D._STATE)
-    D._STATE.update(checked=False, ops=None, reason="")
+    saved = loader.forget("dwconv")
     try:
         with caplog.at_level(logging.WARNING):
             assert D.kernels_available() is False
         assert "using the stock op" in caplog.text
         assert "no-such-compiler" in D.fallback_reason()
     finally:
-        D._STATE.clear()
-        D._STATE.update(saved)
+        loader.forget("dwconv")
+        loader.restore("dwconv", saved)
+    assert D.kernels_available()  # the real kernel is back for later tests
 
 
 def test_disabled_by_environment(monkeypatch):
@@ -130,3 +131,22 @@ def test_build_is_cached(tmp_path, monkeypatch):
     mtime = (tmp_path / lib.split("/")[-1]).stat().st_mtime_ns
     assert build("dwconv.cc") == lib
     assert (tmp_path / lib.split("/")[-1]).stat().st_mtime_ns == mtime
+
+
+def test_gelu_kernel_matches_stock_exact_gelu_forward_and_backward():
+    from coat_ms.kernels.gelu import gelu_kernel
+    ms.set_context(mode=ms.GRAPH_MODE)
+    fused = gelu_kernel()
+    assert fused is not None
+    rng = np.random.default_rng(3)
+    x = ms.Tensor((rng.standard_normal((2, 9, 16)) * 3).astype(np.float32))
+    g = ms.Tensor(rng.standard_normal((2, 9, 16)).astype(np.float32))
+
+    def ours(t):
+        return (fused(t) * g).sum()
+
+    def stock(t):
+        return (ops.gelu(t, approximate="none") * g).sum()
+
+    assert _rel(fused(x), ops.gelu(x, approximate="none")) <= 1e-6
+    assert _rel(ms.grad(ours)(x), ms.grad(stock)(x)) <= 1e-5

@@ -2,8 +2,9 @@
 
 Ascend and GPU keep MindSpore's stock operators. See docs/performance.md.
 """
-from .dwconv import (MODE_CONV, MODE_RESIDUAL, fallback_reason, get_op, kernels_available, make_meta,
-                     pack_weights)
+from .dwconv import (MODE_CONV, MODE_RESIDUAL, fallback_reason, get_op, kernel_size_table, kernels_available,
+                     make_meta, pack_weights)
+from .gelu import gelu_kernel
 
-__all__ = ["kernels_available", "fallback_reason", "get_op", "make_meta", "pack_weights", "MODE_CONV",
-           "MODE_RESIDUAL"]
+__all__ = ["kernels_available", "fallback_reason", "get_op", "make_meta", "pack_weights", "kernel_size_table",
+           "gelu_kernel", "MODE_CONV", "MODE_RESIDUAL"]

@@ -6,21 +6,15 @@ token (i, j) is row ``off + i * W + j`` -- over channels ``[c0, c0 + C)`` and re
 kernel's (K*K, C) tap table, so crpe's three convolutions run as one op.
 Forward and backward are C++ (dwconv.cc); gradients are checked against the stock op in tests.
 """
-import logging
-import os
-
 import mindspore as ms
 import numpy as np
 from mindspore import ops
 
+from . import loader
 from .build import KernelBuildError, build
-
-logger = logging.getLogger(__name__)
 
 MODE_CONV = 0  # y = conv(x) + b, leading (CLS) rows zero
 MODE_RESIDUAL = 1  # y = x + conv(x) + b, leading rows copied from x
-
-_STATE = {"checked": False, "ops": None, "reason": ""}
 
 
 def _make_ops(lib):
@@ -42,10 +36,6 @@ def _make_ops(lib):
     return fwd_with_grad, fwd, bwd_x, bwd_w
 
 
-def device_is_cpu():
-    return ms.get_context("device_target") == "CPU"
-
-
 def _self_check(fwd):
     """Run the kernel once against the stock op on a small map; a mismatch disables it."""
     rng = np.random.default_rng(0)
@@ -64,48 +54,52 @@ def _self_check(fwd):
         raise KernelBuildError(f"kernel disagrees with ops.conv2d on the self-check (max abs error {err:.3g})")
 
 
+def _load():
+    made = _make_ops(build("dwconv.cc"))
+    _self_check(made[1])
+    return made
+
+
 def kernels_available():
-    """True when the C++ kernel should be used: CPU target, not disabled, built and self-checked.
+    """True when the C++ depthwise kernel is used: CPU target, not disabled, built and self-checked.
 
     Set ``COAT_MS_CPU_KERNELS=0`` to force the stock operators. A build or check failure is logged
     once as a warning and the model falls back to the stock op.
     """
-    if os.environ.get("COAT_MS_CPU_KERNELS", "1") == "0" or not device_is_cpu():
-        return False
-    if not _STATE["checked"]:
-        _STATE["checked"] = True
-        try:
-            made = _make_ops(build("dwconv.cc"))
-            _self_check(made[1])
-            _STATE["ops"] = made
-        except Exception as exc:  # any failure means: use the stock op, loudly
-            _STATE["reason"] = str(exc)
-            logger.warning("coat_ms: CPU depthwise-conv kernel unavailable, using the stock op: %s", exc)
-    return _STATE["ops"] is not None
+    return loader.load("dwconv", _load) is not None
 
 
 def fallback_reason():
-    return _STATE["reason"]
+    return loader.reason("dwconv")
 
 
 def get_op():
     """The forward primitive (with bprop); call only after ``kernels_available()`` returned True."""
-    return _STATE["ops"][0]
-
-
-def get_grad_ops():
-    """(input-grad, weight-grad) primitives, for tests."""
-    return _STATE["ops"][2], _STATE["ops"][3]
+    return loader.load("dwconv", _load)[0]
 
 
 def make_meta(H, W, off, c0, C, K, ks, mode):
-    """The kernel's int32 descriptor [H, W, off, c0, C, K, mode, k_0..k_{C-1}]."""
-    return ms.Tensor([H, W, off, c0, C, K, mode] + list(ks), ms.int32)
+    """The kernel's int32 descriptor [H, W, off, c0, C, K, mode, k_0..k_{C-1}].
+
+    ``ks`` may be a tuple or a ready int32 Tensor (cells keep one, so graph compilation does not
+    fold a few hundred constants at every call site).
+    """
+    head = ms.Tensor((H, W, off, c0, C, K, mode), ms.int32)
+    if isinstance(ks, ms.Tensor):
+        return ops.concat((head, ks), axis=0)
+    return ops.concat((head, ms.Tensor(tuple(ks), ms.int32)), axis=0)
+
+
+def kernel_size_table(ks):
+    """Per-channel kernel sizes as the int32 Tensor ``make_meta`` takes."""
+    return ms.Tensor(np.asarray(ks, dtype=np.int32))
 
 
 def pack_weights(weights, kernel_sizes):
     """Depthwise weights [(C_i, 1, k_i, k_i)] -> taps (K*K, sum C_i), each kernel centred in K x K."""
     K = max(kernel_sizes)
+    if len(weights) == 1:
+        return weights[0].reshape(weights[0].shape[0], K * K).transpose(1, 0)
     parts = ()
     for w, k in zip(weights, kernel_sizes):
         w = w.reshape(w.shape[0], k, k)

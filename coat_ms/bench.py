@@ -1,0 +1,414 @@
+"""CPU benchmark: coat_ms (GRAPH_MODE) vs timm (torch.inference_mode) vs mindcv 0.3.0 (GRAPH_MODE).
+
+    python -m coat_ms.bench                       # coat_lite_tiny and coat_tiny, batch 1 and 8
+    python -m coat_ms.bench --models all --reps 7 --out benchmarks/results
+
+Every (framework, model, task) lives in its own worker process, so peak resident memory is that
+framework's alone. The parent drives the workers round-robin, one timed call at a time, so load
+changes on the machine hit every framework alike; medians are reported. A large fp32 matmul (torch
+and MindSpore) is timed in the same rounds and gives the practical GFLOP/s limit. FLOPs come from
+``coat_ms.flops.count_macs`` (2 FLOPs per MAC).
+"""
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+DEFAULT_MODELS = ("coat_lite_tiny", "coat_tiny")
+IMAGE = 224
+MATMUL_N = 2048
+
+
+# ---------------------------------------------------------------------------------------------
+# Workers: one framework + model + task per process; commands arrive as JSON lines on stdin.
+# ---------------------------------------------------------------------------------------------
+
+def _peak_rss_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+class _MindSporeWorker:
+    def __init__(self, framework, model_name, task):
+        import mindspore as ms
+        import numpy as np
+        ms.set_context(mode=ms.GRAPH_MODE)
+        self.ms, self.np, self.task = ms, np, task
+        if framework == "mindcv":
+            import mindcv
+            self.model = mindcv.create_model(model_name, num_classes=1000)
+        else:
+            import coat_ms
+            self.model = coat_ms.create_model(model_name)
+        self.model.set_train(task == "train")
+        self.inputs = {}
+        if task == "train":
+            from mindspore import nn
+            self.opt = nn.AdamWeightDecay(self.model.trainable_params(), learning_rate=1e-4, weight_decay=0.05)
+            loss_fn = nn.CrossEntropyLoss()
+            model, opt = self.model, self.opt
+
+            def forward(x, y):
+                return loss_fn(model(x), y)
+
+            grad_fn = ms.value_and_grad(forward, None, opt.parameters)
+
+            @ms.jit
+            def step(x, y):
+                loss, grads = grad_fn(x, y)
+                opt(grads)
+                return loss
+            self.step = step
+
+    def _batch(self, batch):
+        if batch not in self.inputs:
+            rng = self.np.random.default_rng(batch)
+            x = self.ms.Tensor(rng.standard_normal((batch, 3, IMAGE, IMAGE)).astype(self.np.float32))
+            y = self.ms.Tensor(rng.integers(0, 1000, batch).astype(self.np.int32))
+            self.inputs[batch] = (x, y)
+        return self.inputs[batch]
+
+    def call(self, batch):
+        x, y = self._batch(batch)
+        start = time.perf_counter()
+        if self.task == "train":
+            self.step(x, y).asnumpy()
+        else:
+            self.model(x).asnumpy()
+        return time.perf_counter() - start
+
+
+class _TorchWorker:
+    def __init__(self, framework, model_name, task):
+        import timm
+        import torch
+        torch.manual_seed(0)
+        self.torch, self.task = torch, task
+        self.model = timm.create_model(model_name)
+        self.model.train(task == "train")
+        self.inputs = {}
+        if task == "train":
+            self.opt = torch.optim.AdamW(self.model.parameters(), lr=1e-4, weight_decay=0.05)
+            self.loss_fn = torch.nn.CrossEntropyLoss()
+
+    def call(self, batch):
+        torch = self.torch
+        if batch not in self.inputs:
+            gen = torch.Generator().manual_seed(batch)
+            self.inputs[batch] = (torch.randn(batch, 3, IMAGE, IMAGE, generator=gen),
+                                  torch.randint(0, 1000, (batch,), generator=gen))
+        x, y = self.inputs[batch]
+        start = time.perf_counter()
+        if self.task == "train":
+            self.opt.zero_grad(set_to_none=True)
+            self.loss_fn(self.model(x), y).backward()
+            self.opt.step()
+        else:
+            with torch.inference_mode():
+                self.model(x)
+        return time.perf_counter() - start
+
+
+class _MatmulWorker:
+    """fp32 N x N matmul in torch and MindSpore: the practical GFLOP/s limit of this CPU."""
+
+    def __init__(self, framework, model_name, task):
+        import numpy as np
+        self.framework = framework
+        a = np.random.default_rng(0).standard_normal((MATMUL_N, MATMUL_N)).astype(np.float32)
+        if framework == "torch-matmul":
+            import torch
+            self.a = torch.from_numpy(a)
+            self.fn = lambda: torch.matmul(self.a, self.a)
+        else:
+            import mindspore as ms
+            from mindspore import ops
+            self.a = ms.Tensor(a)
+            self.fn = lambda: ops.matmul(self.a, self.a).asnumpy()
+
+    def call(self, batch):
+        start = time.perf_counter()
+        self.fn()
+        return time.perf_counter() - start
+
+
+def worker_main(spec):
+    framework, model_name, task = spec.split(":")
+    os.environ.setdefault("GLOG_v", "3")
+    cls = {"coat_ms": _MindSporeWorker, "mindcv": _MindSporeWorker, "timm": _TorchWorker,
+           "torch-matmul": _MatmulWorker, "ms-matmul": _MatmulWorker}[framework]
+    worker = cls(framework, model_name, task)
+    out = sys.stdout
+    for line in sys.stdin:
+        cmd = json.loads(line)
+        if cmd["cmd"] == "quit":
+            break
+        reply = {}
+        try:
+            if cmd["cmd"] == "call":
+                reply["seconds"] = worker.call(cmd["batch"])
+            reply["peak_rss_mb"] = _peak_rss_mb()
+        except Exception as exc:  # reported to the parent, which marks the entry as failed
+            reply["error"] = f"{type(exc).__name__}: {exc}"
+        out.write("@@" + json.dumps(reply) + "\n")
+        out.flush()
+    out.flush()
+    os._exit(0)  # skip MindSpore's noisy interpreter teardown
+
+
+class Worker:
+    """Parent-side handle of one worker process."""
+
+    def __init__(self, framework, model_name, task):
+        self.key = (framework, model_name, task)
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # so workers import this coat_ms
+        env = dict(os.environ, GLOG_v="3", PYTHONWARNINGS="ignore",
+                   PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
+        self.proc = subprocess.Popen([sys.executable, "-m", "coat_ms.bench", "--worker",
+                                      f"{framework}:{model_name}:{task}"],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                     text=True, env=env)
+        self.failed = None
+
+    def ask(self, **cmd):
+        if self.failed:
+            return {"error": self.failed}
+        try:
+            self.proc.stdin.write(json.dumps(cmd) + "\n")
+            self.proc.stdin.flush()
+            for line in self.proc.stdout:
+                if line.startswith("@@"):
+                    reply = json.loads(line[2:])
+                    if "error" in reply:
+                        self.failed = reply["error"]
+                    return reply
+        except (BrokenPipeError, OSError) as exc:
+            self.failed = f"worker died: {exc}"
+            return {"error": self.failed}
+        self.failed = f"worker exited (code {self.proc.wait()})"
+        return {"error": self.failed}
+
+    def close(self):
+        try:
+            self.proc.stdin.write('{"cmd": "quit"}\n')
+            self.proc.stdin.flush()
+        except OSError:
+            pass
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+# ---------------------------------------------------------------------------------------------
+# Parent: interleaved rounds, medians, ratios, report.
+# ---------------------------------------------------------------------------------------------
+
+def _log(msg):
+    sys.stderr.write(msg + "\n")
+    sys.stderr.flush()
+
+
+def _median(xs):
+    return statistics.median(xs) if xs else None
+
+
+def run_benchmark(args):
+    from coat_ms.flops import count_macs
+    models = list(DEFAULT_MODELS) if args.models == "default" else (
+        ["coat_tiny", "coat_mini", "coat_small", "coat_lite_tiny", "coat_lite_mini", "coat_lite_small",
+         "coat_lite_medium"] if args.models == "all" else args.models.split(","))
+    frameworks = [f for f in ("coat_ms", "timm", "mindcv") if f not in args.skip]
+    result = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                          "load_avg_start": os.getloadavg()},
+              "settings": vars(args).copy(), "models": {}, "matmul": {}}
+    # the matmul limit, interleaved with everything else
+    mm = [Worker(f, "-", "mm") for f in ("torch-matmul", "ms-matmul")]
+    mm_times = {w.key[0]: [] for w in mm}
+
+    def matmul_round():
+        for w in mm:
+            r = w.ask(cmd="call", batch=0)
+            if "seconds" in r:
+                mm_times[w.key[0]].append(r["seconds"])
+
+    for w in mm:
+        w.ask(cmd="call", batch=0)  # warm-up
+    for name in models:
+        macs = count_macs(name, (IMAGE, IMAGE))
+        entry = {"gmacs": macs / 1e9, "infer": {}, "train": {}, "compile_first_call_s": {}, "peak_rss_mb": {}}
+        result["models"][name] = entry
+        tasks = [(f, "infer") for f in frameworks]
+        if not args.no_train:
+            tasks += [(f, "train") for f in ("coat_ms", "timm") if f in frameworks]
+        for batch in args.batches:
+            for task_kind in ("infer", "train"):
+                if task_kind == "train" and (args.no_train or batch != args.train_batch):
+                    continue
+                keys = [(f, t) for f, t in tasks if t == task_kind]
+                workers = {}
+                for f, t in keys:  # one process per framework at this batch: memory is its own
+                    _log(f"[{name}] {f} {t} batch {batch}: starting worker, compile + first call ...")
+                    w = Worker(f, name, t)
+                    start = time.perf_counter()
+                    r = w.ask(cmd="call", batch=batch)
+                    first = time.perf_counter() - start
+                    if "error" in r:
+                        _log(f"[{name}] {f} {t} batch {batch}: FAILED: {r['error']}")
+                        w.close()
+                        continue
+                    entry["compile_first_call_s"][f"{f}/{t}/b{batch}"] = first
+                    workers[f] = w
+                    _log(f"[{name}] {f} {t} batch {batch}: first call {first:.1f} s (incl. process start)")
+                times = {f: [] for f in workers}
+                reps = max(args.reps, 1)
+                for rep in range(reps):
+                    for f, w in workers.items():
+                        if f == "mindcv" and rep >= args.mindcv_reps:
+                            continue
+                        r = w.ask(cmd="call", batch=batch)
+                        if "seconds" in r:
+                            times[f].append(r["seconds"])
+                    matmul_round()
+                    _log(f"[{name}] {task_kind} batch {batch}: round {rep + 1}/{reps} " + ", ".join(
+                        f"{f} {times[f][-1] * 1000:.0f} ms" for f in times if times[f]))
+                for f, w in workers.items():
+                    rss = w.ask(cmd="rss").get("peak_rss_mb")
+                    w.close()
+                    med = _median(times[f])
+                    if med is None:
+                        continue
+                    entry[task_kind][f"{f}/b{batch}"] = {"median_s": med, "img_per_s": batch / med,
+                                                         "reps": len(times[f]), "times_s": times[f]}
+                    if task_kind == "infer":
+                        entry["peak_rss_mb"][f"{f}/b{batch}"] = rss
+    for w in mm:
+        w.close()
+    for f, ts in mm_times.items():
+        med = _median(ts)
+        if med:
+            result["matmul"][f] = {"n": MATMUL_N, "median_s": med, "gflops": 2 * MATMUL_N ** 3 / med / 1e9,
+                                   "reps": len(ts)}
+    result["machine"]["load_avg_end"] = os.getloadavg()
+    return result
+
+
+def _ratio(a, b):
+    return a / b if a and b else None
+
+
+def summarize(result):
+    """Rows of the ratio table (also what the Markdown shows)."""
+    limit = max((v["gflops"] for v in result["matmul"].values()), default=None)
+    rows = []
+    for name, e in result["models"].items():
+        for key, v in sorted(e["infer"].items()):
+            fw, b = key.split("/")
+            gflops = 2 * e["gmacs"] * v["img_per_s"]
+            rows.append({"model": name, "task": "infer", "framework": fw, "batch": int(b[1:]),
+                         "img_per_s": v["img_per_s"], "latency_ms": v["median_s"] * 1000,
+                         "gflops": gflops, "eff": gflops / limit if limit else None,
+                         "first_call_s": e["compile_first_call_s"].get(f"{fw}/infer/{b}"),
+                         "peak_rss_mb": e["peak_rss_mb"].get(key)})
+        for key, v in sorted(e["train"].items()):
+            fw, b = key.split("/")
+            rows.append({"model": name, "task": "train", "framework": fw, "batch": int(b[1:]),
+                         "img_per_s": v["img_per_s"], "latency_ms": v["median_s"] * 1000, "gflops": None,
+                         "eff": None, "first_call_s": e["compile_first_call_s"].get(f"{fw}/train/{b}"),
+                         "peak_rss_mb": None})
+    for r in rows:
+        base = {x["framework"]: x for x in rows
+                if x["model"] == r["model"] and x["task"] == r["task"] and x["batch"] == r["batch"]}
+        r["vs_timm"] = _ratio(r["img_per_s"], base.get("timm", {}).get("img_per_s"))
+        r["vs_mindcv"] = _ratio(r["img_per_s"], base.get("mindcv", {}).get("img_per_s"))
+    return rows, limit
+
+
+def _fmt(v, spec):
+    return "-" if v is None else format(v, spec)
+
+
+def to_markdown(result):
+    rows, limit = summarize(result)
+    m = result["machine"]
+    lines = [f"CPU: {m['cpus']} cores, load average {m['load_avg_start'][0]:.1f} at start, "
+             f"{m['load_avg_end'][0]:.1f} at end; fp32, {IMAGE}x{IMAGE}, medians of interleaved repetitions.",
+             "Matmul limit ({0}x{0} fp32): ".format(MATMUL_N) + ", ".join(
+                 f"{k} {v['gflops']:.0f} GFLOP/s" for k, v in result["matmul"].items()), "",
+             "| model | task | framework | batch | img/s | latency ms | x timm | x mindcv | GFLOP/s | % of matmul | "
+             "compile+first s | peak RSS MB |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['model']} | {r['task']} | {r['framework']} | {r['batch']} | {r['img_per_s']:.2f} | "
+                     f"{r['latency_ms']:.0f} | {_fmt(r['vs_timm'], '.2f')} | {_fmt(r['vs_mindcv'], '.1f')} | "
+                     f"{_fmt(r['gflops'], '.1f')} | {_fmt(r['eff'] * 100 if r['eff'] else None, '.1f')} | "
+                     f"{_fmt(r['first_call_s'], '.1f')} | {_fmt(r['peak_rss_mb'], '.0f')} |")
+    return "\n".join(lines) + "\n"
+
+
+def _atomic_write(path, text):
+    d = os.path.dirname(os.path.abspath(path))
+    os.makedirs(d, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp_")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def build_parser():
+    p = argparse.ArgumentParser(prog="python -m coat_ms.bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", default="default",
+                   help="'default' (coat_lite_tiny,coat_tiny), 'all', or a comma-separated list")
+    p.add_argument("--batches", default="1,8", help="comma-separated inference batch sizes (default 1,8)")
+    p.add_argument("--reps", type=int, default=5, help="timed repetitions per framework (default 5)")
+    p.add_argument("--mindcv-reps", type=int, default=2, help="repetitions for mindcv, which is slow (default 2)")
+    p.add_argument("--train-batch", type=int, default=8, help="batch of the training-step comparison (default 8)")
+    p.add_argument("--no-train", action="store_true", help="skip the training-step comparison")
+    p.add_argument("--skip", default="", help="frameworks to leave out, comma-separated (coat_ms,timm,mindcv)")
+    p.add_argument("--out", default="benchmarks/results", help="directory for bench.json and bench.md")
+    p.add_argument("--worker", help=argparse.SUPPRESS)
+    return p
+
+
+def main(argv=None):
+    from coat_ms.errors import CoatError
+    args = build_parser().parse_args(argv)
+    if args.worker:
+        worker_main(args.worker)
+        return 0
+    try:
+        args.batches = [int(b) for b in args.batches.split(",") if b]
+    except ValueError:
+        raise CoatError(f"--batches must be comma-separated integers, got {args.batches!r}") from None
+    if not args.batches or min(args.batches) < 1 or args.reps < 1 or args.mindcv_reps < 1 or args.train_batch < 1:
+        raise CoatError("--batches, --reps, --mindcv-reps and --train-batch must be positive")
+    if args.train_batch not in args.batches:
+        args.batches.append(args.train_batch)
+    args.skip = [s for s in args.skip.split(",") if s]
+    import coat_ms
+    names = coat_ms.list_models()
+    wanted = [] if args.models in ("default", "all") else args.models.split(",")
+    unknown = [n for n in wanted if n not in names]
+    if unknown:
+        raise CoatError(f"unknown model(s) {', '.join(unknown)}; known: {', '.join(names)}")
+    result = run_benchmark(args)
+    md = to_markdown(result)
+    _atomic_write(os.path.join(args.out, "bench.json"), json.dumps(result, indent=2))
+    _atomic_write(os.path.join(args.out, "bench.md"), md)
+    print(md)
+    print(f"wrote {os.path.join(args.out, 'bench.json')} and {os.path.join(args.out, 'bench.md')}")
+    return 0
+
+
+if __name__ == "__main__":
+    if "--worker" in sys.argv:
+        main()
+    else:
+        from coat_ms.cli import run_cli
+        run_cli(main)

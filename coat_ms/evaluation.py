@@ -306,6 +306,9 @@ def atomic_write(path, write_fn):
     os.close(fd)
     try:
         write_fn(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp files are private; the result should not be
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

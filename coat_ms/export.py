@@ -92,13 +92,26 @@ def output_path(file_name, file_format):
 
 
 def check_writable(path):
+    """Fail early (before compiling anything) if ``path`` cannot be created: try a temp file there."""
     folder = os.path.dirname(path) or "."
     if not os.path.isdir(folder):
         raise ExportError(f"cannot write {path}: folder {folder} does not exist")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise ExportError(f"cannot write {path}: folder {folder} is not writable")
     if os.path.isdir(path):
         raise ExportError(f"cannot write {path}: it is a folder")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".coat_probe.", dir=folder)
+        os.close(fd)
+        os.remove(probe)
+    except OSError as exc:
+        raise ExportError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+def publish(tmp, final):
+    """Move a finished temp file into place with ordinary permissions (mkstemp makes it private)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    os.replace(tmp, final)
 
 
 def example_input(batch_size, image_size, in_chans=3, seed=0):
@@ -259,6 +272,23 @@ def run_onnx(path, array):
 # Export
 # ----------------------------------------------------------------------------------------------
 
+def _fresh_cell_class():
+    from mindspore import nn
+
+    class Fresh(nn.Cell):
+        def __init__(self, net):
+            super().__init__(auto_prefix=False)  # keep the parameter names of ``net``
+            self.net = net
+
+        def construct(self, x):
+            return self.net(x)
+    return Fresh
+
+
+def _Fresh(net):
+    return _fresh_cell_class()(net)
+
+
 def _write(model, tensor, tmp_base, fmt):
     """Write ``model`` under ``tmp_base`` + extension; returns the written path."""
     import mindspore as ms
@@ -266,7 +296,9 @@ def _write(model, tensor, tmp_base, fmt):
     path = tmp_base + FORMATS[fmt]
     if fmt == "ONNX":
         with onnx_compatible(model):
-            ms.onnx.export(model, tensor, file_name=path, input_names=["image"], output_names=["logits"])
+            # A new wrapper cell each time: MindSpore caches the 'export.onnx' graph per cell and input
+            # shape, and exporting a cached graph a second time fails inside the exporter.
+            ms.onnx.export(_Fresh(model), tensor, file_name=path, input_names=["image"], output_names=["logits"])
     else:
         ms.export(model, tensor, file_name=tmp_base, file_format=fmt)
     if not os.path.isfile(path) or os.path.getsize(path) == 0:
@@ -350,7 +382,7 @@ def _export_checked(model, final, fmt, array, tensor, verify, reference, start):
                 raise ExportError(f"{fmt} file disagrees with the Cell: relative difference {result.rel_diff:.3g} "
                                   f"> {result.tolerance:g} (max |diff| {result.max_abs_diff:.3g}); file not written")
         _write_metadata(model, final, fmt, array.shape)
-        os.replace(written, final)
+        publish(written, final)
     finally:
         for leftover in (written, tmp_base):
             if os.path.exists(leftover):

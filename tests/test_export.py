@@ -1,0 +1,181 @@
+"""Export: MINDIR round trip in a fresh process, ONNX parity with onnxruntime, the Cell and timm, bad input.
+
+Default run: both architectures (CoaT-Lite, and CoaT with parallel blocks) as narrow one-block
+versions of coat_lite_tiny / coat_tiny, at 224x224 and 64x96.  The full coat_lite_tiny and coat_tiny
+run behind the slow marker:  .venv/bin/python -m pytest -q -m slow tests/test_export.py
+"""
+import math
+import os
+import subprocess
+import sys
+
+import mindspore as ms
+import numpy as np
+import pytest
+import torch
+
+import coat_ms
+from coat_ms.export import (ExportError, bilinear_matrix, example_input, export_model, relative_diff, run_onnx,
+                            verify_mindir_fresh)
+from coat_ms.onnx_gelu import OnnxGELU
+
+ms.set_context(mode=ms.GRAPH_MODE)
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+NARROW = {"coat_lite_tiny": dict(embed_dims=(32, 32, 32, 32), serial_depths=(1, 1, 1, 1)),
+          "coat_tiny": dict(embed_dims=(32, 32, 32, 32), serial_depths=(1, 1, 1, 1), parallel_depth=1)}
+SIZES = [(224, 224), (64, 96)]
+
+
+def timm_and_ms(name, **arch):
+    """A timm model with seeded random weights and the MindSpore model holding the same weights."""
+    import timm
+
+    torch.manual_seed(0)
+    tm = timm.create_model(name, pretrained=False, **arch).eval()
+    state = tm.state_dict()
+    with torch.no_grad():  # random but not tiny head, so logits are well spread
+        for key in ("head.weight", "head.bias"):
+            state[key].mul_(20.0)
+    model = coat_ms.create_model(name, **arch)
+    for pname, param in model.parameters_dict().items():
+        param.set_data(ms.Tensor(state[pname].numpy()))  # parameter names equal timm's keys
+    model.set_train(False)
+    return tm, model
+
+
+def export_all(name, arch, folder):
+    """Export MINDIR and ONNX at every size; returns the results.
+
+    ONNX files are checked by the library on writing; the MindIR files of one model are checked
+    together in one fresh process by the tests (one MindSpore start instead of one per file).
+    """
+    tm, model = timm_and_ms(name, **arch)
+    out = {}
+    for size in SIZES:
+        x = example_input(1, size)
+        ref = model(ms.Tensor(x)).asnumpy()
+        base = os.path.join(folder, f"{name}_{size[0]}x{size[1]}")
+        out[size] = dict(x=x, ref=ref,
+                         mindir=export_model(model, base, "MINDIR", image_size=size, verify=False),
+                         onnx=export_model(model, base, "ONNX", image_size=size, reference=ref))
+    return tm, model, out
+
+
+@pytest.fixture(scope="module", params=sorted(NARROW))
+def exported(request, tmp_path_factory):
+    name = request.param
+    tm, model, out = export_all(name, NARROW[name], tmp_path_factory.mktemp(f"export_{name}"))
+    return name, tm, model, out
+
+
+def check_exports(name, tm, out):
+    items = list(out.values())
+    # MINDIR: mindspore.load + nn.GraphCell in a fresh process, against the live Cell.
+    outs = verify_mindir_fresh([(it["mindir"].path, it["x"]) for it in items])
+    for size, item, got in zip(out, items, outs):
+        assert relative_diff(got, item["ref"])[1] <= 1e-6, (name, size)
+        assert got.shape == item["ref"].shape
+    for size, item in out.items():
+        mres, ores = item["mindir"], item["onnx"]
+        assert os.path.isfile(mres.path) and mres.path.endswith(".mindir")
+        assert mres.input_shape == (1, 3) + size
+        # ONNX: run it again here with onnxruntime, against the Cell's output.
+        got = run_onnx(ores.path, item["x"])
+        _, rel = relative_diff(got, item["ref"])
+        assert rel <= 1e-4, (name, size, rel)
+        assert ores.rel_diff <= 1e-4
+        # No temp files left next to the results.
+        assert not [f for f in os.listdir(os.path.dirname(mres.path)) if f.endswith(".tmp") or ".tmp." in f]
+    # timm (PyTorch) accepts 224 only for CoaT: the ONNX file against the reference implementation.
+    item = out[(224, 224)]
+    with torch.no_grad():
+        want = tm(torch.from_numpy(item["x"])).numpy()
+    _, rel = relative_diff(run_onnx(item["onnx"].path, item["x"]), want)
+    assert rel <= 1e-4, (name, rel)
+
+
+def test_mindir_and_onnx_round_trip(exported):
+    name, tm, _, out = exported
+    check_exports(name, tm, out)
+
+
+def test_failed_check_leaves_no_file(exported, tmp_path):
+    """A file that disagrees with the Cell is refused and nothing is left behind."""
+    _, _, model, out = exported
+    item = out[(64, 96)]
+    with pytest.raises(ExportError, match="disagrees"):
+        export_model(model, tmp_path / "bad", "ONNX", image_size=(64, 96), reference=item["ref"] + 1.0)
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["coat_lite_tiny", "coat_tiny"])
+def test_full_variants_round_trip(name, tmp_path):
+    """Full coat_lite_tiny / coat_tiny (several minutes each on 2 CPU cores)."""
+    tm, _, out = export_all(name, {}, tmp_path)
+    check_exports(name, tm, out)
+
+
+def test_onnx_gelu_within_1e6_of_exact_erf(tmp_path):
+    x = np.concatenate([np.linspace(-12, 12, 48001), np.random.default_rng(0).standard_normal(20000) * 3])
+    x = x.astype(np.float32)
+    exact = np.array([v * 0.5 * (1.0 + math.erf(v / math.sqrt(2.0))) for v in x.astype(np.float64)])
+    ours = OnnxGELU()(ms.Tensor(x)).asnumpy()
+    assert np.abs(ours - exact).max() <= 1e-6
+    # the same formula survives ONNX export
+    ms.onnx.export(OnnxGELU(), ms.Tensor(x), file_name=str(tmp_path / "gelu.onnx"), input_names=["x"])
+    assert np.abs(run_onnx(tmp_path / "gelu.onnx", x) - exact).max() <= 1e-6
+
+
+@pytest.mark.parametrize("size,target", [((7, 7), (14, 14)), ((14, 14), (7, 7)), ((3, 4), (12, 16)),
+                                         ((14, 14), (4, 4)), ((6, 8), (3, 4))])
+def test_bilinear_matrix_matches_torch_half_pixel(size, target):
+    x = np.random.default_rng(1).standard_normal((1, 5) + size).astype(np.float32)
+    want = torch.nn.functional.interpolate(torch.from_numpy(x), size=target, mode="bilinear",
+                                           align_corners=False).numpy()
+    tokens = x.reshape(1, 5, -1).transpose(0, 2, 1)
+    got = (bilinear_matrix(size, target) @ tokens).transpose(0, 2, 1).reshape(want.shape)
+    assert np.abs(got - want).max() <= 1e-5
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+
+def run_export(*args):
+    return subprocess.run([sys.executable, os.path.join(REPO, "export.py"), *map(str, args)], capture_output=True,
+                          text=True, timeout=600, cwd=REPO)
+
+
+def assert_clean_error(proc, *words):
+    assert proc.returncode != 0
+    err = proc.stderr.strip().splitlines()
+    assert err and err[-1].startswith("error: "), proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    for word in words:
+        assert word in err[-1], err[-1]
+
+
+def test_cli_air_refused_on_cpu(tmp_path):
+    proc = run_export("--model_name", "coat_lite_tiny", "--file_format", "AIR", "--file_name", tmp_path / "m")
+    assert_clean_error(proc, "AIR", "Ascend")
+    assert os.listdir(tmp_path) == []
+
+
+def test_cli_unwritable_and_missing_paths(tmp_path):
+    assert_clean_error(run_export("--model_name", "coat_lite_tiny", "--file_name", "/proc/coat_export"),
+                       "cannot write")
+    assert_clean_error(run_export("--model_name", "coat_lite_tiny", "--file_name", tmp_path / "no" / "m"),
+                       "does not exist")
+    assert_clean_error(run_export("--model_name", "coat_lite_tiny", "--ckpt_file", tmp_path / "none.ckpt",
+                                  "--file_name", tmp_path / "m"), "not found")
+    assert_clean_error(run_export("--model_name", "coat_nano", "--file_name", tmp_path / "m"), "unknown model")
+    assert os.listdir(tmp_path) == []
+
+
+def test_cli_wrong_checkpoint_for_model(tmp_path):
+    """A coat_lite_tiny checkpoint given for coat_tiny: names/shapes do not match -> clear error, no file."""
+    small = coat_ms.create_model("coat_lite_tiny", **NARROW["coat_lite_tiny"])
+    ms.save_checkpoint(small, str(tmp_path / "lite.ckpt"))
+    proc = run_export("--model_name", "coat_tiny", "--ckpt_file", tmp_path / "lite.ckpt", "--file_name", tmp_path / "m")
+    assert_clean_error(proc, "does not match")
+    assert sorted(os.listdir(tmp_path)) == ["lite.ckpt"]

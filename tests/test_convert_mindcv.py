@@ -11,6 +11,7 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # repo root: convert/
 
 import mindspore as ms  # noqa: E402
+from mindspore.nn.utils import no_init_parameters  # noqa: E402
 import coat_ms  # noqa: E402
 import convert  # noqa: E402
 from convert import mindcv_rules, ms_io  # noqa: E402
@@ -29,12 +30,13 @@ def mindcv_refs(tmp_path_factory):
     x = np.random.RandomState(0).standard_normal((1, 3, 224, 224)).astype(np.float32)
     refs = {}
     for i, name in enumerate(NAMES):
-        model = mindcv_models.create_model(name)
+        with no_init_parameters():  # skip mindcv's init: every weight is drawn below
+            model = mindcv_models.create_model(name)
         model.set_train(False)
         rng = np.random.RandomState(10 + i)
         for p in model.get_parameters():  # LayerNorm gamma/beta too, so a swapped norm would show
-            value = p.asnumpy()
-            p.set_data(ms.Tensor((value + 0.05 * rng.standard_normal(value.shape)).astype(np.float32)))
+            value = 0.05 * rng.standard_normal(p.shape) + (1.0 if p.name.endswith("gamma") else 0.0)
+            p.set_data(ms.Tensor(value.astype(np.float32)))
         path = str(folder / f"{name}.ckpt")
         ms.save_checkpoint(model, path)
         params = {k: v.asnumpy() for k, v in ms.load_checkpoint(path).items()}
@@ -47,7 +49,8 @@ def rel_err(out, ref):
 
 
 def logits(result, x, **kwargs):
-    model = coat_ms.create_model(result.variant, **kwargs)
+    with no_init_parameters():  # every parameter is loaded below
+        model = coat_ms.create_model(result.variant, **kwargs)
     model.set_train(False)
     from coat_ms.checkpoint import load_state
     load_state(model, {k: ms.Parameter(ms.Tensor(v), name=k) for k, v in result.params.items()})

@@ -39,10 +39,15 @@ class TimmCache:
     def model(self, name):
         if name not in self.models:
             torch.manual_seed(VARIANTS.index(name))
-            model = timm.create_model(name, img_size=self.size).eval()
+            with torch.device("meta"):  # skip timm's init: every weight is drawn below anyway
+                model = timm.create_model(name, img_size=self.size)
+            model = model.to_empty(device="cpu").eval()
             with torch.no_grad():
-                for p in model.parameters():  # parameters() visits tied tensors once: ties stay tied
-                    p.add_(torch.randn_like(p) * 0.05)
+                for key, p in model.named_parameters():  # visits tied tensors once: ties stay tied
+                    if p.ndim == 1 and "norm" in key and key.endswith("weight"):
+                        p.uniform_(0.5, 1.5)
+                    else:
+                        p.normal_(0.0, 0.05)
             self.models[name] = model
         return self.models[name]
 
@@ -59,7 +64,10 @@ def timm_cache():
 
 
 def coat_ms_logits(ckpt_path, name, x, **kwargs):
-    model = coat_ms.create_model(name, checkpoint_path=ckpt_path, **kwargs)  # strict load
+    from mindspore.nn.utils import no_init_parameters
+    with no_init_parameters():  # every parameter comes from the checkpoint
+        model = coat_ms.create_model(name, **kwargs)
+    coat_ms.load_checkpoint(model, ckpt_path)  # strict: any missing / unused / mis-shaped name fails
     model.set_train(False)
     return model(ms.Tensor(x)).asnumpy()
 
@@ -137,7 +145,9 @@ def test_round_trip_pth_ckpt_pth_bit_exact(name, timm_cache, tmp_path):
     assert list(loaded) == list(sd)  # same keys, same order as timm's state_dict
     for key, value in sd.items():
         assert loaded[key].dtype == value.dtype and torch.equal(loaded[key], value), key
-    fresh = timm.create_model(name, img_size=SIZE).eval()
+    with torch.device("meta"):
+        fresh = timm.create_model(name, img_size=SIZE)
+    fresh = fresh.to_empty(device="cpu").eval()
     fresh.load_state_dict(loaded, strict=True)
     with torch.no_grad():
         assert np.array_equal(fresh(torch.from_numpy(timm_cache.x)).numpy(), timm_cache.reference(name))

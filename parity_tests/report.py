@@ -32,26 +32,43 @@ def parse_args(argv):
     p.add_argument("--variants", default="all",
                    help="'all' or a comma-separated list of: " + ", ".join(ORDER))
     p.add_argument("--out", default="reports", help="output folder (default: reports)")
+    p.add_argument("--profile", choices=["standard", "full"], default="standard",
+                   help="standard: the committed report's plan (~15-20 min on 2 cores); full: every variant x "
+                        "batch 1/2 x graph/pynative, gradients at batch 2, AdamW step for all (hours)")
     p.add_argument("--seed", type=int, default=0, help="seed for weights, inputs and labels (default 0)")
     p.add_argument("--skip", default="", help="comma-separated studies to skip: grad, step, mindcv, extra-res, "
                                               "pynative, graph")
     return p.parse_args(argv)
 
 
-def plan(variants, skip):
-    """The list of (study kind, variant, kwargs) to run."""
+def plan(variants, skip, profile="standard"):
+    """The list of (study kind, variant, kwargs) to run.
+
+    standard: every variant forward (224, batch 2, PyNative) and gradients (224, batch 1); GRAPH_MODE
+      for coat_lite_tiny (batch 2) and coat_tiny (batch 1); 384 for coat_lite_tiny; the AdamW step and
+      mindcv for coat_lite_tiny and coat_tiny.  About 15-20 min on a busy 2-core CPU.
+    full: every variant in both modes at batch 1 and 2, gradients at batch 2, the AdamW step for
+      every variant, 384 for coat_lite_tiny and coat_tiny (hours on a 2-core CPU).
+    """
+    full = profile == "full"
     jobs = []
     for v in variants:
-        if "graph" not in skip:
-            jobs.append(("forward", v, dict(img_size=224, batch=2, mode="graph")))
+        focus = v in MINDCV_VARIANTS
         if "pynative" not in skip:
-            jobs.append(("forward", v, dict(img_size=224, batch=1, mode="pynative")))
-        if v in EXTRA_RESOLUTION and "extra-res" not in skip:
-            jobs.append(("forward", v, dict(img_size=EXTRA_RESOLUTION[v], batch=1, mode="graph")))
+            jobs.append(("forward", v, dict(img_size=224, batch=2, mode="pynative")))
+            if full:
+                jobs.append(("forward", v, dict(img_size=224, batch=1, mode="pynative")))
+        if "graph" not in skip and (full or focus):
+            for batch in ((1, 2) if full else ((2,) if v == "coat_lite_tiny" else (1,))):
+                jobs.append(("forward", v, dict(img_size=224, batch=batch, mode="graph")))
+        if "extra-res" not in skip and v in EXTRA_RESOLUTION and (full or v == "coat_lite_tiny"):
+            jobs.append(("forward", v, dict(img_size=EXTRA_RESOLUTION[v], batch=1, mode="pynative")))
         if "grad" not in skip:
-            jobs.append(("grad", v, dict(img_size=224, batch=2, mode="pynative")))
-        if "step" not in skip:
-            jobs.append(("step", v, dict(img_size=224, batch=2, mode="pynative")))
+            jobs.append(("grad", v, dict(img_size=224, batch=2 if (full or v == "coat_lite_tiny") else 1,
+                                         mode="pynative")))
+        if "step" not in skip and (full or focus):
+            batch = 2 if (full or v == "coat_lite_tiny") else 1
+            jobs.append(("step", v, dict(img_size=224, batch=batch, mode="pynative")))
         if v in MINDCV_VARIANTS and "mindcv" not in skip:
             jobs.append(("mindcv", v, dict(img_size=224, batch=2)))
     return jobs
@@ -68,10 +85,10 @@ def run_jobs(jobs, seed):
             results.append(studies.forward_study(variant, seed=seed, **kw))
         elif kind == "grad":
             s = studies.grad_study(variant, seed=seed, **kw)
-            last_grads[variant] = s.extra.pop("grads")
+            last_grads[(variant, kw["batch"])] = s.extra.pop("grads")
             results.append(s)
         elif kind == "step":
-            results.append(studies.step_study(variant, seed=seed, grads=last_grads.pop(variant, None), **kw))
+            results.append(studies.step_study(variant, seed=seed, grads=last_grads.pop((variant, kw["batch"]), None), **kw))
         elif kind == "mindcv":
             results.extend(studies.mindcv_study(variant, seed=seed, **kw))
     return results
@@ -249,7 +266,7 @@ def main(argv=None):
     import torch  # noqa: PLC0415
     logging.getLogger("coat_ms").setLevel(logging.WARNING)  # keep the progress bar readable
     t0 = time.time()
-    results = run_jobs(plan(variants, skip), args.seed)
+    results = run_jobs(plan(variants, skip, args.profile), args.seed)
     elapsed = time.time() - t0
     header = [f"Reference: timm {timm.__version__} (torch {torch.__version__}); "
               f"coat_ms on MindSpore {ms.__version__}, CPU, fp32; seed {args.seed}.",

@@ -174,8 +174,9 @@ def torch_to_ms(state_dict, model_name=None, progress=None):
             report.collapsed.append((name, tuple(present[1:])))
         if value.shape != lay.shapes[name]:
             raise ConversionError(f"{present[0]} has shape {value.shape}, {model_name} expects {lay.shapes[name]}")
-        if value.dtype != np.float32:
-            report.retyped.append((name, str(getattr(source, "dtype", value.dtype))))
+        source_dtype = str(getattr(source, "dtype", value.dtype)).replace("torch.", "")
+        if source_dtype != "float32":
+            report.retyped.append((name, source_dtype))
         params[name] = np.ascontiguousarray(value, dtype=np.float32)
         report.numel += value.size
         if progress:
@@ -189,8 +190,11 @@ def ms_to_torch(params, model_name, num_classes=None, in_chans=None):
 
     Tied parameters are written under every key PyTorch lists them, so timm loads it strictly.
     """
+    from coat_ms.checkpoint import TRAINING_STATE_PREFIXES
     arrays = {}
     for name, value in params.items():
+        if name.startswith(TRAINING_STATE_PREFIXES):  # optimizer moments, step counters: not weights
+            continue
         arrays[name] = value.asnumpy() if hasattr(value, "asnumpy") else to_numpy(value)
     shapes = _shapes(arrays)
     head_classes, head_chans = rules.head_config(shapes)

@@ -173,3 +173,21 @@ def test_mindspore_safetensors_output_and_reverse(lite_tiny_pth, lite_tiny_sd, t
     restored = torch.load(back, weights_only=True)
     assert list(restored) == list(lite_tiny_sd)
     assert all(torch.equal(restored[k], v) for k, v in lite_tiny_sd.items())
+
+
+def test_half_precision_source_is_reported_and_widened(lite_tiny_sd):
+    half = {k: v.half() for k, v in lite_tiny_sd.items()}
+    result = convert.torch_to_ms(half)
+    assert len(result.report.retyped) == len(result.params)
+    assert result.report.retyped[0][1] == "float16"
+    assert all(v.dtype == np.float32 for v in result.params.values())
+    np.testing.assert_array_equal(result.params["head.weight"], half["head.weight"].float().numpy())
+
+
+def test_reverse_sets_training_state_aside_and_rejects_foreign_names(lite_tiny_sd):
+    params = convert.torch_to_ms(lite_tiny_sd).params
+    with_state = dict(params, **{"moments.head.weight": np.zeros((1000, 320), np.float32),
+                                 "global_step": np.zeros((1,), np.int32)})
+    assert list(convert.ms_to_torch(with_state, "coat_lite_tiny")) == list(lite_tiny_sd)
+    with pytest.raises(ConversionError, match=r"1 unknown \(extra.bias\)"):
+        convert.ms_to_torch(dict(params, **{"extra.bias": np.zeros(3, np.float32)}), "coat_lite_tiny")

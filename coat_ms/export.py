@@ -353,9 +353,21 @@ def export_model(model, file_name, file_format="MINDIR", batch_size=1, image_siz
         return _export_checked(model, final, fmt, array, tensor, verify, reference, start)
 
 
+def reference_output(model, tensor):
+    """The live Cell's output, run op by op (PyNative): no graph compile, independent of the exporter's."""
+    import mindspore as ms
+
+    mode = ms.get_context("mode")
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+    try:
+        return model(tensor).asnumpy()
+    finally:
+        ms.set_context(mode=mode)
+
+
 def _export_checked(model, final, fmt, array, tensor, verify, reference, start):
     if verify and fmt != "AIR" and reference is None:
-        reference = model(tensor).asnumpy()
+        reference = reference_output(model, tensor)
 
     folder = os.path.dirname(final)
     fd, tmp_base = tempfile.mkstemp(prefix=f".{os.path.basename(final)}.", suffix=".tmp", dir=folder)

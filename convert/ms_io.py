@@ -39,8 +39,11 @@ def atomic_path(out, suffix):
     try:
         yield tmp
         os.replace(tmp, out)
-    except OSError as exc:
-        raise ConversionError(f"cannot write {out}: {exc.strerror or exc}") from None
+    except ConversionError:
+        raise
+    except Exception as exc:  # disk full, permissions, MindSpore/safetensors writer errors
+        text = getattr(exc, "strerror", None) or (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ConversionError(f"cannot write {out}: {text}") from None
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)

@@ -46,6 +46,8 @@ def detect_format(path):
         return "safetensors"
     if path.endswith(".safetensors"):
         return "safetensors"
+    if path.endswith((".pth", ".pt", ".bin", ".tar")):  # let torch say why it cannot read it
+        return "pth"
     return "ckpt"
 
 
@@ -82,6 +84,10 @@ def read_pth(path, trust_pickle=False):
     except ImportError:
         raise ConversionError("reading a .pth file needs PyTorch: install it with 'pip install torch' "
                               "(the CPU build is enough), or convert a .safetensors file instead") from None
+    with open(path, "rb") as f:
+        magic = f.read(2)
+    if magic != b"PK" and magic[:1] != b"\x80":
+        raise ConversionError(f"cannot read {path}: not a PyTorch checkpoint (neither a zip nor a pickle file)")
     try:
         return torch.load(path, map_location="cpu", weights_only=not trust_pickle)
     except Exception as exc:  # torch raises RuntimeError, UnpicklingError, EOFError, BadZipFile...

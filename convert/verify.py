@@ -32,6 +32,16 @@ class VerifyResult:
                 f"relative {self.rel:.3e} (tolerance {self.tolerance:.0e}) -> {'OK' if self.ok else 'FAILED'}")
 
 
+def _no_init():
+    """Build MindSpore models without drawing initial weights (they are all overwritten)."""
+    try:
+        from mindspore.nn.utils import no_init_parameters
+        return no_init_parameters()
+    except ImportError:
+        import contextlib
+        return contextlib.nullcontext()
+
+
 def shared_input(in_chans=3, image_size=224, batch=1, seed=0):
     return np.random.RandomState(seed).standard_normal((batch, in_chans, image_size, image_size)).astype(np.float32)
 
@@ -41,7 +51,8 @@ def coat_ms_logits(params, variant, x, num_classes, in_chans, **model_kwargs):
     import mindspore as ms
     import coat_ms
     from coat_ms.checkpoint import load_state
-    model = coat_ms.create_model(variant, num_classes=num_classes, in_channels=in_chans, **model_kwargs)
+    with _no_init():  # every parameter is loaded below, strictly
+        model = coat_ms.create_model(variant, num_classes=num_classes, in_channels=in_chans, **model_kwargs)
     model.set_train(False)
     load_state(model, {k: ms.Parameter(ms.Tensor(v), name=k) for k, v in params.items()},
                source="converted parameters")
@@ -74,7 +85,8 @@ def mindcv_logits(params, variant, x, num_classes):
     """mindcv 0.3.0's own CoaT holding the mindcv checkpoint (fixed 224 input, 3 channels)."""
     import mindspore as ms
     from mindcv.models import create_model
-    model = create_model(variant, num_classes=num_classes)
+    with _no_init():  # every parameter is loaded below (not_loaded is checked)
+        model = create_model(variant, num_classes=num_classes)
     model.set_train(False)
     weights = {k: ms.Parameter(ms.Tensor(np.asarray(v)), name=k) for k, v in params.items()
                if k in model.parameters_dict()}

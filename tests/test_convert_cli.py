@@ -64,6 +64,8 @@ def test_corrupt_safetensors_and_ckpt_and_empty(tmp_path):
     run_main(["--src", str(tmp_path / "bad.safetensors")], tmp_path, "not a valid .safetensors")
     (tmp_path / "bad.ckpt").write_bytes(os.urandom(256))
     run_main(["--src", str(tmp_path / "bad.ckpt")], tmp_path, "truncated or not a MindSpore")
+    (tmp_path / "noise.pth").write_bytes(b"garbage!" * 8)
+    run_main(["--src", str(tmp_path / "noise.pth")], tmp_path, "neither a zip nor a pickle")
     (tmp_path / "empty.pth").write_bytes(b"")
     run_main(["--src", str(tmp_path / "empty.pth")], tmp_path, "empty or truncated")
     run_main(["--src", str(tmp_path / "missing.pth")], tmp_path, "not found")

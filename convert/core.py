@@ -83,7 +83,18 @@ def _strip_wrappers(state_dict, report):
     return state_dict
 
 
+COAT_PREFIXES = ("patch_embed", "cls_token", "serial_blocks", "cpe", "crpe", "parallel_blocks")
+
+
+def _looks_like_coat(keys):
+    return sum(k.startswith(COAT_PREFIXES) for k in keys) > len(keys) // 2
+
+
 def _not_coat(state_dict):
+    if _looks_like_coat(list(state_dict)):
+        absent = [f"patch_embed{i}.proj.weight" for i in range(1, 5) if f"patch_embed{i}.proj.weight" not in state_dict]
+        return ConversionError(f"CoaT checkpoint without {', '.join(absent)}: the file is incomplete, and the "
+                               f"variant cannot be inferred (pass --model to list every missing key)")
     sample = ", ".join(list(state_dict)[:4]) or "no keys at all"
     return ConversionError(f"this is not a CoaT checkpoint (no patch_embed1-4.proj.weight; keys look like: "
                            f"{sample}); is it a checkpoint of another architecture?")
@@ -115,6 +126,8 @@ def _check_variant(state_dict, model_name, shapes):
     """Raise a clear error when the checkpoint is a CoaT of another variant than ``model_name``."""
     arch = rules.architecture_of(shapes)
     if arch is None:
+        if _looks_like_coat(list(shapes)):
+            return  # an incomplete CoaT file: the key check names what is missing
         raise _not_coat(state_dict)
     found = rules.match_variant(arch)
     if found == model_name:
@@ -165,7 +178,7 @@ def torch_to_ms(state_dict, model_name=None, progress=None):
         value = to_numpy(source)
         for alias in present[1:]:
             other = to_numpy(state_dict[alias])
-            if other.shape != value.shape or not np.array_equal(other, value):
+            if other.shape != value.shape or not np.array_equal(other, value, equal_nan=True):
                 diff = (float(np.max(np.abs(other.astype(np.float64) - value))) if other.shape == value.shape
                         else f"shapes {other.shape} vs {value.shape}")
                 raise ConversionError(f"tied weights differ: {alias} should equal {present[0]} "

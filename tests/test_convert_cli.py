@@ -86,6 +86,10 @@ def test_unknown_and_missing_keys(lite_tiny_sd, tmp_path):
     run_main(["--src", save(extra, tmp_path)], tmp_path, r"1 unknown keys \(extra.weight\)")
     lacking = {k: v for k, v in lite_tiny_sd.items() if k != "head.bias"}
     run_main(["--src", save(lacking, tmp_path)], tmp_path, r"1 missing keys \(head.bias\)")
+    no_embed = {k: v for k, v in lite_tiny_sd.items() if not k.startswith("patch_embed4.")}
+    run_main(["--src", save(no_embed, tmp_path)], tmp_path, "CoaT checkpoint without patch_embed4.proj.weight")
+    run_main(["--src", save(no_embed, tmp_path), "--model", "coat_lite_tiny"], tmp_path,
+             r"4 missing keys \(patch_embed4.proj.weight, patch_embed4.proj.bias, patch_embed4.norm.weight")
 
 
 def test_tied_copies_must_be_equal(lite_tiny_sd, tmp_path):

@@ -48,15 +48,17 @@ class LoadReport:
 
 
 def read_checkpoint(path):
-    """Read a .ckpt into {name: Parameter}, with a clear error for missing or corrupt files."""
+    """Read a .ckpt (or MindSpore .safetensors) into {name: Parameter}; clear errors for missing or corrupt files."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint not found: {path}")
+    # MindSpore writes its safetensors format on request (convert --format safetensors).
+    fmt = "safetensors" if path.endswith(".safetensors") else "ckpt"
     try:
-        params = ms.load_checkpoint(path)
+        params = ms.load_checkpoint(path, format=fmt)
     except Exception as exc:  # MindSpore raises ValueError/RuntimeError with long texts
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"cannot read checkpoint {path}: it is truncated or not a MindSpore .ckpt "
+        raise CheckpointError(f"cannot read checkpoint {path}: it is truncated or not a MindSpore {fmt} "
                               f"({first})") from None
     if not params:
         raise CheckpointError(f"checkpoint {path} holds no parameters")

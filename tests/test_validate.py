@@ -123,3 +123,31 @@ def test_unknown_config_key(setup, tmp_path):
     (tmp_path / "bad.yaml").write_text(CONFIG + "batchsize: 3\n")
     proc = run_validate("-c", tmp_path / "bad.yaml", "--data_dir", root / "digits", "--ckpt_path", root / "tiny.ckpt")
     assert proc.returncode != 0 and "batchsize" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_validate_reproduces_the_accuracy_train_reported(setup, tmp_path):
+    """train.py (1 epoch on digits) reports val Top-1/Top-5/Loss; validate.py on its checkpoint gives the same.
+
+    Run with: .venv/bin/python -m pytest -q -m slow tests/test_validate.py
+    """
+    import csv
+
+    root, _ = setup
+    out = tmp_path / "run"
+    train = subprocess.run([sys.executable, os.path.join(REPO, "train.py"), "-c", root / "tiny.yaml",
+                            "--data_dir", root / "digits", "--epoch_size", "1", "--batch_size", "32",
+                            "--ckpt_save_dir", out, "--val_while_train", "True", "--deterministic", "True",
+                            "--lr", "0.002", "--warmup_epochs", "0"],
+                           capture_output=True, text=True, timeout=1200, cwd=REPO)
+    assert train.returncode == 0, train.stderr[-3000:]
+    with open(out / "results.csv", newline="") as f:
+        row = list(csv.DictReader(f))[-1]
+    proc = run_validate("-c", root / "tiny.yaml", "--data_dir", root / "digits", "--ckpt_path", out / "latest.ckpt",
+                        "--batch_size", 50, "--json", tmp_path / "v.json", "--no_progress")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads((tmp_path / "v.json").read_text())
+    assert got["num_samples"] == 359
+    assert got["Top_1_Accuracy"] == pytest.approx(float(row["top1"]), abs=1e-9)
+    assert got["Top_5_Accuracy"] == pytest.approx(float(row["top5"]), abs=1e-9)
+    assert got["Loss"] == pytest.approx(float(row["val_loss"]), rel=1e-4)

@@ -243,6 +243,22 @@ def to_json(results):
                  flagged=s.extra.get("flagged", [])) for s in results]
 
 
+def source_revision():
+    """The commit the code under test comes from (git, or a SNAPSHOT file left by an export)."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    snap = os.path.join(root, "SNAPSHOT")
+    if os.path.isfile(snap):
+        return open(snap).read().strip() + " (clean export)"
+    try:
+        import subprocess  # noqa: PLC0415
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "coat_ms", "convert"], cwd=root,
+                               capture_output=True, text=True).stdout.strip()
+        return rev.stdout.strip() + (" + uncommitted changes" if dirty else "")
+    except OSError:
+        return "unknown"
+
+
 def main(argv=None):
     args = parse_args(argv)
     if args.variants == "all":
@@ -269,7 +285,8 @@ def main(argv=None):
     results = run_jobs(plan(variants, skip, args.profile), args.seed)
     elapsed = time.time() - t0
     header = [f"Reference: timm {timm.__version__} (torch {torch.__version__}); "
-              f"coat_ms on MindSpore {ms.__version__}, CPU, fp32; seed {args.seed}.",
+              f"coat_ms on MindSpore {ms.__version__}, CPU, fp32; seed {args.seed}; "
+              f"code at {source_revision()}; profile {args.profile}.",
               "Command: `python -m parity_tests.report " + " ".join(argv if argv is not None else sys.argv[1:]) + "`"]
     for v in variants:
         forward = [s for s in results if s.variant == v and s.kind == "forward"]

@@ -19,7 +19,6 @@ from coat_ms.export import (ExportError, bilinear_matrix, example_input, export_
                             relative_diff, run_onnx, verify_mindir_fresh)
 from coat_ms.onnx_gelu import OnnxGELU
 
-ms.set_context(mode=ms.GRAPH_MODE)
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 NARROW = {"coat_lite_tiny": dict(embed_dims=(32, 32, 32, 32), serial_depths=(1, 1, 1, 1)),

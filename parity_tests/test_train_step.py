@@ -21,6 +21,7 @@ def test_tiny_lite_adamw_step(kind):
     assert_step_pass(studies.step_study("tiny_lite", 64, batch=2, mode="pynative", kind=kind))
 
 
+@pytest.mark.slow
 def test_tiny_coat_adamw_step_graph():
     assert_step_pass(studies.step_study("tiny_coat", 64, batch=2, mode="graph", kind="adamw"))
 

@@ -169,11 +169,17 @@ class Worker:
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # so workers import this coat_ms
         env = dict(os.environ, GLOG_v="3", PYTHONWARNINGS="ignore",
                    PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
+        self.stderr = tempfile.TemporaryFile(mode="w+")
         self.proc = subprocess.Popen([sys.executable, "-m", "coat_ms.bench", "--worker",
                                       f"{framework}:{model_name}:{task}"],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr,
                                      text=True, env=env)
         self.failed = None
+
+    def _stderr_tail(self):
+        self.stderr.seek(0)
+        lines = [ln for ln in self.stderr.read().splitlines() if ln.strip() and "WARNING" not in ln]
+        return " | ".join(lines[-3:])
 
     def ask(self, **cmd):
         if self.failed:
@@ -190,7 +196,7 @@ class Worker:
         except (BrokenPipeError, OSError) as exc:
             self.failed = f"worker died: {exc}"
             return {"error": self.failed}
-        self.failed = f"worker exited (code {self.proc.wait()})"
+        self.failed = f"worker exited (code {self.proc.wait()}): {self._stderr_tail()}"
         return {"error": self.failed}
 
     def close(self):
@@ -203,6 +209,7 @@ class Worker:
             self.proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+        self.stderr.close()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -239,54 +246,51 @@ def run_benchmark(args):
 
     for w in mm:
         w.ask(cmd="call", batch=0)  # warm-up
+    phases = [("infer", b) for b in args.batches]
+    if not args.no_train:
+        phases.append(("train", args.train_batch))
     for name in models:
         macs = count_macs(name, (IMAGE, IMAGE))
-        entry = {"gmacs": macs / 1e9, "infer": {}, "train": {}, "compile_first_call_s": {}, "peak_rss_mb": {}}
+        entry = {"gmacs": macs / 1e9, "infer": {}, "train": {}, "compile_first_call_s": {}, "startup_s": {},
+                 "peak_rss_mb": {}}
         result["models"][name] = entry
-        tasks = [(f, "infer") for f in frameworks]
-        if not args.no_train:
-            tasks += [(f, "train") for f in ("coat_ms", "timm") if f in frameworks]
-        for batch in args.batches:
-            for task_kind in ("infer", "train"):
-                if task_kind == "train" and (args.no_train or batch != args.train_batch):
-                    continue
-                keys = [(f, t) for f, t in tasks if t == task_kind]
-                workers = {}
-                for f, t in keys:  # one process per framework at this batch: memory is its own
-                    _log(f"[{name}] {f} {t} batch {batch}: starting worker, compile + first call ...")
-                    w = Worker(f, name, t)
-                    start = time.perf_counter()
-                    r = w.ask(cmd="call", batch=batch)
-                    first = time.perf_counter() - start
-                    if "error" in r:
-                        _log(f"[{name}] {f} {t} batch {batch}: FAILED: {r['error']}")
-                        w.close()
-                        continue
-                    entry["compile_first_call_s"][f"{f}/{t}/b{batch}"] = first
-                    workers[f] = w
-                    _log(f"[{name}] {f} {t} batch {batch}: first call {first:.1f} s (incl. process start)")
-                times = {f: [] for f in workers}
-                reps = max(args.reps, 1)
-                for rep in range(reps):
-                    for f, w in workers.items():
-                        if f == "mindcv" and rep >= args.mindcv_reps:
-                            continue
-                        r = w.ask(cmd="call", batch=batch)
-                        if "seconds" in r:
-                            times[f].append(r["seconds"])
-                    matmul_round()
-                    _log(f"[{name}] {task_kind} batch {batch}: round {rep + 1}/{reps} " + ", ".join(
-                        f"{f} {times[f][-1] * 1000:.0f} ms" for f in times if times[f]))
-                for f, w in workers.items():
-                    rss = w.ask(cmd="rss").get("peak_rss_mb")
+        for task_kind, batch in phases:
+            names = frameworks if task_kind == "infer" else [f for f in ("coat_ms", "timm") if f in frameworks]
+            workers = {}
+            for f in names:  # one process per framework, task and batch: its memory is its own
+                _log(f"[{name}] {f} {task_kind} batch {batch}: starting worker, compile + first call ...")
+                start = time.perf_counter()
+                w = Worker(f, name, task_kind)
+                r = w.ask(cmd="call", batch=batch)
+                if "error" in r:
+                    _log(f"[{name}] {f} {task_kind} batch {batch}: FAILED: {r['error']}")
+                    entry.setdefault("errors", {})[f"{f}/{task_kind}/b{batch}"] = r["error"]
                     w.close()
-                    med = _median(times[f])
-                    if med is None:
+                    continue
+                entry["compile_first_call_s"][f"{f}/{task_kind}/b{batch}"] = r["seconds"]
+                entry["startup_s"][f"{f}/{task_kind}/b{batch}"] = time.perf_counter() - start
+                workers[f] = w
+                _log(f"[{name}] {f} {task_kind} batch {batch}: compile + first call {r['seconds']:.1f} s")
+            times = {f: [] for f in workers}
+            for rep in range(args.reps):
+                for f, w in workers.items():
+                    if f == "mindcv" and rep >= args.mindcv_reps:
                         continue
-                    entry[task_kind][f"{f}/b{batch}"] = {"median_s": med, "img_per_s": batch / med,
-                                                         "reps": len(times[f]), "times_s": times[f]}
-                    if task_kind == "infer":
-                        entry["peak_rss_mb"][f"{f}/b{batch}"] = rss
+                    r = w.ask(cmd="call", batch=batch)
+                    if "seconds" in r:
+                        times[f].append(r["seconds"])
+                matmul_round()
+                _log(f"[{name}] {task_kind} batch {batch}: round {rep + 1}/{args.reps}: " + ", ".join(
+                    f"{f} {times[f][-1] * 1000:.0f} ms" for f in times if times[f]))
+            for f, w in workers.items():
+                rss = w.ask(cmd="rss").get("peak_rss_mb")
+                w.close()
+                med = _median(times[f])
+                if med is None:
+                    continue
+                entry[task_kind][f"{f}/b{batch}"] = {"median_s": med, "img_per_s": batch / med,
+                                                     "reps": len(times[f]), "times_s": times[f]}
+                entry["peak_rss_mb"][f"{f}/{task_kind}/b{batch}"] = rss
     for w in mm:
         w.close()
     for f, ts in mm_times.items():
@@ -314,19 +318,53 @@ def summarize(result):
                          "img_per_s": v["img_per_s"], "latency_ms": v["median_s"] * 1000,
                          "gflops": gflops, "eff": gflops / limit if limit else None,
                          "first_call_s": e["compile_first_call_s"].get(f"{fw}/infer/{b}"),
-                         "peak_rss_mb": e["peak_rss_mb"].get(key)})
+                         "peak_rss_mb": e["peak_rss_mb"].get(f"{fw}/infer/{b}")})
         for key, v in sorted(e["train"].items()):
             fw, b = key.split("/")
             rows.append({"model": name, "task": "train", "framework": fw, "batch": int(b[1:]),
                          "img_per_s": v["img_per_s"], "latency_ms": v["median_s"] * 1000, "gflops": None,
                          "eff": None, "first_call_s": e["compile_first_call_s"].get(f"{fw}/train/{b}"),
-                         "peak_rss_mb": None})
+                         "peak_rss_mb": e["peak_rss_mb"].get(f"{fw}/train/{b}")})
+    order = {"coat_ms": 0, "timm": 1, "mindcv": 2}
+    rows.sort(key=lambda r: (list(result["models"]).index(r["model"]), r["task"] != "infer", r["batch"],
+                             order.get(r["framework"], 9)))
     for r in rows:
         base = {x["framework"]: x for x in rows
                 if x["model"] == r["model"] and x["task"] == r["task"] and x["batch"] == r["batch"]}
         r["vs_timm"] = _ratio(r["img_per_s"], base.get("timm", {}).get("img_per_s"))
         r["vs_mindcv"] = _ratio(r["img_per_s"], base.get("mindcv", {}).get("img_per_s"))
     return rows, limit
+
+
+def targets(result, rows):
+    """The issue's targets per model: (label, value, goal, met) with values from this run."""
+    out = []
+    for name in result["models"]:
+        def pick(task, fw, batch, field):
+            for r in rows:
+                if (r["model"], r["task"], r["framework"], r["batch"]) == (name, task, fw, batch):
+                    return r[field]
+            return None
+        e = result["models"][name]
+        b_big = max(result["settings"]["batches"])
+        checks = [(f"infer b{b} coat_ms/timm", pick("infer", "coat_ms", b, "vs_timm"), ">= 1.0" if b == b_big else "report",
+                   lambda v, b=b: v >= 1.0 if b == b_big else None) for b in sorted(result["settings"]["batches"])]
+        checks.append((f"infer b{b_big} coat_ms/mindcv", pick("infer", "coat_ms", b_big, "vs_mindcv"), ">= 10",
+                       lambda v: v >= 10))
+        cm = e["compile_first_call_s"].get(f"coat_ms/infer/b{b_big}")
+        cc = e["compile_first_call_s"].get(f"mindcv/infer/b{b_big}")
+        checks.append((f"compile+first call b{b_big} coat_ms/mindcv", cm / cc if cm and cc else None, "<= 1.0",
+                       lambda v: v <= 1.0))
+        tb = result["settings"]["train_batch"]
+        checks.append((f"train b{tb} coat_ms/timm", pick("train", "coat_ms", tb, "vs_timm"), ">= 0.8",
+                       lambda v: v >= 0.8))
+        rm = e["peak_rss_mb"].get(f"coat_ms/infer/b{b_big}")
+        rt = e["peak_rss_mb"].get(f"timm/infer/b{b_big}")
+        checks.append((f"peak RSS b{b_big} coat_ms/timm", rm / rt if rm and rt else None, "<= 1.2",
+                       lambda v: v <= 1.2))
+        for label, value, goal, test in checks:
+            out.append((name, label, value, goal, None if value is None else test(value)))
+    return out
 
 
 def _fmt(v, spec):
@@ -348,6 +386,10 @@ def to_markdown(result):
                      f"{r['latency_ms']:.0f} | {_fmt(r['vs_timm'], '.2f')} | {_fmt(r['vs_mindcv'], '.1f')} | "
                      f"{_fmt(r['gflops'], '.1f')} | {_fmt(r['eff'] * 100 if r['eff'] else None, '.1f')} | "
                      f"{_fmt(r['first_call_s'], '.1f')} | {_fmt(r['peak_rss_mb'], '.0f')} |")
+    lines += ["", "| model | target | this run | goal | met |", "|---|---|---|---|---|"]
+    for name, label, value, goal, met in targets(result, rows):
+        lines.append(f"| {name} | {label} | {_fmt(value, '.2f')} | {goal} | "
+                     f"{'-' if met is None else ('yes' if met else 'NO')} |")
     return "\n".join(lines) + "\n"
 
 
@@ -388,8 +430,6 @@ def main(argv=None):
         raise CoatError(f"--batches must be comma-separated integers, got {args.batches!r}") from None
     if not args.batches or min(args.batches) < 1 or args.reps < 1 or args.mindcv_reps < 1 or args.train_batch < 1:
         raise CoatError("--batches, --reps, --mindcv-reps and --train-batch must be positive")
-    if args.train_batch not in args.batches:
-        args.batches.append(args.train_batch)
     args.skip = [s for s in args.skip.split(",") if s]
     import coat_ms
     names = coat_ms.list_models()

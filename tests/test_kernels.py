@@ -150,3 +150,40 @@ def test_gelu_kernel_matches_stock_exact_gelu_forward_and_backward():
 
     assert _rel(fused(x), ops.gelu(x, approximate="none")) <= 1e-6
     assert _rel(ms.grad(ours)(x), ms.grad(stock)(x)) <= 1e-5
+
+
+def test_benchmark_report_ratios_and_targets():
+    from coat_ms import bench
+    result = {
+        "machine": {"cpus": 2, "load_avg_start": (1.0, 1.0, 1.0), "load_avg_end": (2.0, 2.0, 2.0)},
+        "settings": {"batches": [8], "train_batch": 8},
+        "matmul": {"torch-matmul": {"gflops": 200.0}, "ms-matmul": {"gflops": 100.0}},
+        "models": {"m": {
+            "gmacs": 1.0,
+            "infer": {"coat_ms/b8": {"median_s": 0.25, "img_per_s": 32.0},
+                      "timm/b8": {"median_s": 0.5, "img_per_s": 16.0},
+                      "mindcv/b8": {"median_s": 4.0, "img_per_s": 2.0}},
+            "train": {"coat_ms/b8": {"median_s": 1.0, "img_per_s": 8.0},
+                      "timm/b8": {"median_s": 2.0, "img_per_s": 4.0}},
+            "compile_first_call_s": {"coat_ms/infer/b8": 5.0, "mindcv/infer/b8": 10.0},
+            "peak_rss_mb": {"coat_ms/infer/b8": 1300.0, "timm/infer/b8": 1000.0}}}}
+    rows, limit = bench.summarize(result)
+    assert limit == 200.0
+    ours = next(r for r in rows if r["framework"] == "coat_ms" and r["task"] == "infer")
+    assert ours["vs_timm"] == 2.0 and ours["vs_mindcv"] == 16.0
+    assert ours["gflops"] == 64.0 and ours["eff"] == 0.32  # 2 FLOPs/MAC x 1 GMAC x 32 img/s
+    met = {label: ok for _, label, _, _, ok in bench.targets(result, rows)}
+    assert met["infer b8 coat_ms/timm"] and met["infer b8 coat_ms/mindcv"]
+    assert met["compile+first call b8 coat_ms/mindcv"] and met["train b8 coat_ms/timm"]
+    assert met["peak RSS b8 coat_ms/timm"] is False  # 1.3 > 1.2
+    md = bench.to_markdown(result)
+    assert "| m | infer | coat_ms | 8 | 32.00 | 250 | 2.00 | 16.0 | 64.0 | 32.0 |" in md
+
+
+def test_benchmark_cli_rejects_bad_arguments():
+    import subprocess
+    import sys
+    proc = subprocess.run([sys.executable, "-m", "coat_ms.bench", "--models", "no_such_model", "--out", "/tmp/x"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: unknown model(s) no_such_model")

@@ -216,9 +216,9 @@ def train(cfg, dist=None, out_dir=None):
                 bar.set_postfix(loss=f"{loss:.4f}", lr=f"{schedule[min(global_step - 1, len(schedule) - 1)]:.2e}",
                                 img_s=f"{(i + 1) * global_batch / max(elapsed, 1e-9):.1f}")
                 bar.update(1)
-            if i + 1 >= steps_per_epoch:
-                break
-        bar.close()
+        bar.close()  # the iterator ends each epoch by itself (breaking early would desynchronise epochs)
+        if not losses:
+            raise CoatError(f"epoch {epoch + 1} received no training batches")
         epoch_time = time.time() - t0
         row = {"epoch": epoch + 1, "step": global_step, "lr": float(schedule[min(global_step - 1, len(schedule) - 1)]),
                "train_loss": float(np.mean(losses)), "val_loss": "", "top1": "", "top5": "",

@@ -19,8 +19,12 @@ Parameter naming rule: every parameter name equals the PyTorch (timm / official)
   ``mlp4.*``) are aliases.  Official checkpoints also hold unused ``norm1`` (and ``norm2``/``norm3``
   for Lite), which this model does not have.
 """
-from mindspore import Parameter, nn, ops
+import numpy as np
+from mindspore import Parameter, Tensor, nn, ops
 
+from ..kernels import MODE_CONV, MODE_RESIDUAL, kernel_size_table, make_meta, pack_weights
+from ..kernels import get_op as get_cpu_dwconv
+from ..kernels import kernels_available as cpu_kernels_available
 from .layers import (Aggregate, DepthwiseConv2d, DropPath, LayerNorm, Linear, Mlp, PatchEmbed,
                      trunc_normal)
 
@@ -45,14 +49,59 @@ def nchw_to_tokens(x):
     return x.reshape(B, C, H * W).transpose(0, 2, 1)
 
 
+def bilinear_weights(src, dst, align_corners=False):
+    """(dst, src) matrix of PyTorch's bilinear resize along one axis (no antialias).
+
+    align_corners=False is the half-pixel rule: source = (i + 0.5) * src / dst - 0.5, clamped at 0.
+    """
+    weights = np.zeros((dst, src), np.float64)
+    for i in range(dst):
+        if align_corners:
+            pos = i * (src - 1) / (dst - 1) if dst > 1 else 0.0
+        else:
+            pos = max((i + 0.5) * src / dst - 0.5, 0.0)
+        i0 = min(int(np.floor(pos)), src - 1)
+        i1 = min(i0 + 1, src - 1)
+        frac = pos - i0
+        weights[i, i0] += 1.0 - frac
+        weights[i, i1] += frac
+    return weights
+
+
+def token_resize_matrix(size, target, align_corners=False):
+    """(1 + h'w', 1 + hw) matrix that resizes image tokens bilinearly and passes the CLS row through.
+
+    Used on CPU: one matmul on the token tensor replaces split, two transposes, interpolate and concat.
+    """
+    grid = np.kron(bilinear_weights(size[0], target[0], align_corners),
+                   bilinear_weights(size[1], target[1], align_corners))
+    mat = np.zeros((1 + grid.shape[0], 1 + grid.shape[1]), np.float32)
+    mat[0, 0] = 1.0
+    mat[1:, 1:] = grid
+    return Tensor(mat)
+
+
 class ConvPosEnc(nn.Cell):
-    """cpe: image tokens + depthwise 3x3 conv of themselves; the CLS token passes through."""
+    """cpe: image tokens + depthwise 3x3 conv of themselves; the CLS token passes through.
+
+    On CPU one C++ kernel (coat_ms/kernels) does all of it on the token tensor; elsewhere the
+    stock conv runs on an NCHW view.
+    """
 
     def __init__(self, dim, k=3):
         super().__init__()
         self.proj = DepthwiseConv2d(dim, k)
+        self.dim = dim
+        self.k = k
+        self.kernel_sizes = kernel_size_table((k,) * dim)
+        self.use_kernel = cpu_kernels_available()
+        self.dwconv = get_cpu_dwconv() if self.use_kernel else None
 
     def construct(self, x, size):
+        if self.use_kernel:
+            taps = pack_weights((self.proj.weight,), (self.k,))
+            meta = make_meta(size[0], size[1], 1, 0, self.dim, self.k, self.kernel_sizes, MODE_RESIDUAL)
+            return self.dwconv(x, taps, self.proj.bias, meta)
         cls_token, img = split_cls(x)
         feat = tokens_to_nchw(img, size)
         img = nchw_to_tokens(self.proj(feat) + feat)
@@ -79,6 +128,22 @@ class ConvRelPosEnc(nn.Cell):
         self.channel_splits = tuple(heads * head_chs for heads in window.values())
         self.conv_list = nn.CellList([DepthwiseConv2d(heads * head_chs, kernel)
                                       for kernel, heads in window.items()])
+        # CPU: the three convolutions run as one kernel reading v straight out of the qkv tokens.
+        self.kernel_sizes = tuple(window.keys())
+        self.channel_kernel = kernel_size_table([k for k, heads in window.items() for _ in range(heads * head_chs)])
+        self.use_kernel = cpu_kernels_available()
+        self.dwconv = get_cpu_dwconv() if self.use_kernel else None
+
+    def tokens(self, qkv, q, size):
+        """CPU path: q_img * DWConv(v_img) as tokens (B, 1 + N, C) with a zero CLS row.
+
+        v is read by the kernel straight out of the qkv tokens (B, 1 + N, 3C): no slice, no transpose.
+        """
+        C = self.head_chs * self.num_heads
+        taps = pack_weights(tuple(conv.weight for conv in self.conv_list), self.kernel_sizes)
+        bias = ops.concat(tuple(conv.bias for conv in self.conv_list), axis=0)
+        meta = make_meta(size[0], size[1], 1, 2 * C, C, max(self.kernel_sizes), self.channel_kernel, MODE_CONV)
+        return q * self.dwconv(qkv, taps, bias, meta)
 
     def construct(self, q, v, size):
         B, h, N, Ch = q.shape
@@ -109,8 +174,14 @@ class FactorAttnConvRelPosEnc(nn.Cell):
         self.proj = Linear(dim, dim)
         self.proj_drop = nn.Dropout(p=proj_drop)
         self.crpe = shared_crpe
+        if shared_crpe.use_kernel:
+            head_chs = dim // num_heads
+            self.matmul_ta = ops.BatchMatMul(transpose_a=True)
+            self.head_mask = Tensor(np.kron(np.eye(num_heads), np.ones((head_chs, head_chs))).astype(np.float32))
 
     def construct(self, x, size):
+        if self.crpe.use_kernel:
+            return self.proj_drop(self.proj(self._attend_tokens(x, size)))
         B, N, C = x.shape
         h = self.num_heads
         qkv = self.qkv(x).reshape(B, N, 3, h, C // h).transpose(2, 0, 3, 1, 4)
@@ -118,11 +189,23 @@ class FactorAttnConvRelPosEnc(nn.Cell):
 
         k_softmax = ops.softmax(k, axis=2)  # over tokens, CLS included
         factor_att = ops.matmul(q, ops.matmul(k_softmax.transpose(0, 1, 3, 2), v))  # (B, h, N, Ch)
-        crpe = self.crpe(q, v, size)
-
-        x = self.scale * factor_att + crpe
+        x = self.scale * factor_att + self.crpe(q, v, size)
         x = x.transpose(0, 2, 1, 3).reshape(B, N, C)
         return self.proj_drop(self.proj(x))
+
+    def _attend_tokens(self, x, size):
+        """CPU path, all in token layout (B, N, C), no transposes or strided slices.
+
+        MindSpore's CPU Transpose/StridedSlice cost more than the matmuls they feed, so the per-head
+        products run as one (C x C) matmul masked to its block diagonal: softmax(k)^T v per head is
+        exactly the diagonal blocks, and the zero blocks add exact zeros to q @ (.).
+        """
+        C = x.shape[2]
+        qkv = self.qkv(x)
+        q, k, v = ops.split(qkv, C, axis=2)
+        k_softmax = ops.softmax(k, axis=1)  # over tokens, CLS included
+        kv = self.matmul_ta(k_softmax, v) * self.head_mask  # (B, C, C), block diagonal
+        return self.scale * ops.matmul(q, kv) + self.crpe.tokens(qkv, q, size)
 
 
 class SerialBlock(nn.Cell):
@@ -175,17 +258,27 @@ class ParallelBlock(nn.Cell):
                               align_corners=self.align_corners)
         return ops.concat((cls_token, nchw_to_tokens(img)), axis=1)
 
-    def construct(self, x1, x2, x3, x4, sizes):
+    def construct(self, x1, x2, x3, x4, sizes, resize=None):
+        """``resize``: optional matrices (3->2, 4->3, 4->2, 2->3, 3->4, 2->4) from ``token_resize_matrix``;
+        given (CPU), each interpolation is one matmul on the tokens."""
         _, s2, s3, s4 = sizes
         cur2 = self.factoratt_crpe2(self.norm12(x2), s2)
         cur3 = self.factoratt_crpe3(self.norm13(x3), s3)
         cur4 = self.factoratt_crpe4(self.norm14(x4), s4)
-        up3_2 = self.interpolate(cur3, s3, s2)
-        up4_3 = self.interpolate(cur4, s4, s3)
-        up4_2 = self.interpolate(cur4, s4, s2)
-        down2_3 = self.interpolate(cur2, s2, s3)
-        down3_4 = self.interpolate(cur3, s3, s4)
-        down2_4 = self.interpolate(cur2, s2, s4)
+        if resize is None:
+            up3_2 = self.interpolate(cur3, s3, s2)
+            up4_3 = self.interpolate(cur4, s4, s3)
+            up4_2 = self.interpolate(cur4, s4, s2)
+            down2_3 = self.interpolate(cur2, s2, s3)
+            down3_4 = self.interpolate(cur3, s3, s4)
+            down2_4 = self.interpolate(cur2, s2, s4)
+        else:
+            up3_2 = ops.matmul(resize[0], cur3)
+            up4_3 = ops.matmul(resize[1], cur4)
+            up4_2 = ops.matmul(resize[2], cur4)
+            down2_3 = ops.matmul(resize[3], cur2)
+            down3_4 = ops.matmul(resize[4], cur3)
+            down2_4 = ops.matmul(resize[5], cur2)
         x2 = x2 + self.drop_path(cur2 + up3_2 + up4_2)
         x3 = x3 + self.drop_path(cur3 + up4_3 + down2_3)
         x4 = x4 + self.drop_path(cur4 + down3_4 + down2_4)
@@ -321,9 +414,15 @@ class CoaT(nn.Cell):
             x4 = blk(x4, s4)
         sizes = (s1, s2, s3, s4)
         if self.parallel_blocks is not None:
+            resize = None
+            if self.crpe2.use_kernel:  # CPU: interpolation as matmuls on tokens, built once per forward
+                ac = self.align_corners
+                resize = (token_resize_matrix(s3, s2, ac), token_resize_matrix(s4, s3, ac),
+                          token_resize_matrix(s4, s2, ac), token_resize_matrix(s2, s3, ac),
+                          token_resize_matrix(s3, s4, ac), token_resize_matrix(s2, s4, ac))
             for blk in self.parallel_blocks:
                 x2, x3, x4 = self.cpe2(x2, s2), self.cpe3(x3, s3), self.cpe4(x4, s4)
-                x1, x2, x3, x4 = blk(x1, x2, x3, x4, sizes)
+                x1, x2, x3, x4 = blk(x1, x2, x3, x4, sizes, resize)
         return (x1, x2, x3, x4), sizes
 
     @staticmethod

@@ -9,6 +9,8 @@ import mindspore as ms
 from mindspore import Parameter, nn, ops
 from mindspore.common.initializer import TruncatedNormal, Uniform, initializer
 
+from ..kernels import gelu_kernel
+
 
 def trunc_normal(shape, std=0.02):
     """Truncated normal init used by CoaT for Linear weights and CLS tokens."""
@@ -121,9 +123,20 @@ class _ConvWeights(nn.Cell):
 
 
 class GELU(nn.Cell):
-    """Exact GELU, x * Phi(x) with erf (``nn.GELU()`` defaults to the tanh approximation)."""
+    """Exact GELU, x * Phi(x) with erf (``nn.GELU()`` defaults to the tanh approximation).
+
+    On CPU a fused C++ kernel (coat_ms/kernels/gelu.cc) replaces the four elementwise passes
+    MindSpore makes of it; other targets use ``ops.gelu``.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.fused = gelu_kernel()
+        self.use_kernel = self.fused is not None
 
     def construct(self, x):
+        if self.use_kernel:
+            return self.fused(x)
         return ops.gelu(x, approximate="none")
 
 

@@ -194,7 +194,7 @@ def train(cfg, dist=None, out_dir=None):
                     "%d epochs, %d rank(s) [%s]", cfg["model"], device, train_scan.num_images,
                     len(train_scan.corrupt), len(train_scan.classes), steps_per_epoch, global_batch, epochs,
                     dist.size, dist.launcher)
-    last_good = manager.latest_path if manager and cfg.get("resume") else None
+    last_good = manager.latest_path if manager and os.path.exists(manager.latest_path) else None
     iterator = train_loader.create_tuple_iterator(num_epochs=max(1, epochs - start_epoch))
     result = {}
     for epoch in range(start_epoch, epochs):

@@ -15,6 +15,11 @@ import sys
 
 import numpy as np
 
+if __name__ == "__main__" and not __package__:  # run as a file (msrun takes a script path, not -m)
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+    import coat_ms.train  # noqa: F401
+    __package__ = "coat_ms.train"
+
 TINY = {"embed_dims": [32, 32, 32, 32], "serial_depths": [1, 1, 1, 1], "mlp_ratios": [2, 2, 2, 2]}
 
 

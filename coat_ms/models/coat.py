@@ -98,7 +98,7 @@ class ConvPosEnc(nn.Cell):
         self.dwconv = get_cpu_dwconv() if self.use_kernel else None
 
     def construct(self, x, size):
-        if self.use_kernel:
+        if self.use_kernel and not self.training:  # kernels: inference only (see docs/performance.md)
             taps = pack_weights((self.proj.weight,), (self.k,))
             meta = make_meta(size[0], size[1], 1, 0, self.dim, self.k, self.kernel_sizes, MODE_RESIDUAL)
             return self.dwconv(x, taps, self.proj.bias, meta)
@@ -180,7 +180,7 @@ class FactorAttnConvRelPosEnc(nn.Cell):
             self.head_mask = Tensor(np.kron(np.eye(num_heads), np.ones((head_chs, head_chs))).astype(np.float32))
 
     def construct(self, x, size):
-        if self.crpe.use_kernel:
+        if self.crpe.use_kernel and not self.training:
             return self.proj_drop(self.proj(self._attend_tokens(x, size)))
         B, N, C = x.shape
         h = self.num_heads
@@ -415,7 +415,7 @@ class CoaT(nn.Cell):
         sizes = (s1, s2, s3, s4)
         if self.parallel_blocks is not None:
             resize = None
-            if self.crpe2.use_kernel:  # CPU: interpolation as matmuls on tokens, built once per forward
+            if self.crpe2.use_kernel and not self.training:  # CPU inference: resize by token matmuls
                 ac = self.align_corners
                 resize = (token_resize_matrix(s3, s2, ac), token_resize_matrix(s4, s3, ac),
                           token_resize_matrix(s4, s2, ac), token_resize_matrix(s2, s3, ac),

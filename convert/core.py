@@ -228,9 +228,9 @@ def ms_to_torch(params, model_name, num_classes=None, in_chans=None):
 def mindcv_to_ms(params, model_name=None, progress=None):
     """Convert a mindcv 0.3.0 CoaT checkpoint ({name: array}) to coat_ms parameters.
 
-    The result reproduces mindcv's outputs with ``create_model(variant, align_corners=True)``.
+    The result reproduces mindcv's outputs with ``create_model(variant, align_corners=True, cpe_residual=False)``.
     """
-    from .mindcv_rules import SERIAL_SWITCH, mindcv_to_torch, model_kwargs
+    from .mindcv_rules import mindcv_to_torch, model_kwargs
     pre = ConversionReport()
     arrays = {k: (v.asnumpy() if hasattr(v, "asnumpy") else to_numpy(v)) for k, v in params.items()}
     torch_named = mindcv_to_torch(arrays, pre)
@@ -241,8 +241,5 @@ def mindcv_to_ms(params, model_name=None, progress=None):
     kwargs = model_kwargs()
     args = ", ".join(f"{k}={v}" for k, v in kwargs.items())
     rep.notes.append(f"mindcv checkpoint: build the model as create_model('{result.variant}', {args})")
-    if SERIAL_SWITCH not in kwargs:
-        rep.notes.append(f"warning: this coat_ms has no '{SERIAL_SWITCH}' switch, so it cannot reproduce mindcv's "
-                         f"serial-block residual; outputs will differ from mindcv's (use --verify to measure)")
     result.model_kwargs = kwargs
     return result

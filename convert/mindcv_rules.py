@@ -7,9 +7,9 @@ mindcv names differ from PyTorch's in three ways, each handled by a rule, not a 
 Shared cells (cpe, crpe, mlp2=3=4) are saved once, under whichever path MindSpore gave them; those
 paths are aliases in the coat_ms layout, so ``torch_to_ms`` maps them back.  mindcv's parallel blocks
 also reach the cpes as ``parallel_blocks.J.cpes.K``; that is stage K+1's ``cpe``.
-Its parallel blocks interpolate with align_corners=True: build coat_ms with ``align_corners=True``.
+mindcv also computes differently: align_corners=True interpolation and a serial-block residual
+added to the block input; build coat_ms with ``align_corners=True, cpe_residual=False`` (model_kwargs()).
 """
-import inspect
 import re
 
 import numpy as np
@@ -20,23 +20,15 @@ from .errors import ConversionError
 
 QKV = re.compile(r"^(.*\.factoratt_crpe\d?)\.([qkv])\.(weight|bias)$")
 CPES = re.compile(r"^parallel_blocks\.\d+\.cpes\.(\d)\.(.*)$")
-# mindcv 0.3.0 also differs in the serial block: its attention residual adds to the block *input*
-# (x + attn(norm1(cpe(x)))) where the official model adds to the cpe output.  coat_ms reproduces
-# that only if CoaT has this switch (False = mindcv's rule); see docs/convert.md.
-SERIAL_SWITCH = "cpe_residual"
+# Switches that make coat_ms compute what mindcv 0.3.0's CoaT computes: align_corners=True
+# interpolation in the parallel blocks, and its serial-block residual added to the block input
+# (x + attn(norm1(cpe(x)))) rather than to the cpe output.
+MINDCV_MODEL_KWARGS = {"align_corners": True, "cpe_residual": False}
 
 
 def model_kwargs():
     """Constructor switches that make coat_ms compute what mindcv's CoaT computes."""
-    from coat_ms.models.coat import CoaT
-    kwargs = {"align_corners": True}
-    if SERIAL_SWITCH in inspect.signature(CoaT.__init__).parameters:
-        kwargs[SERIAL_SWITCH] = False
-    return kwargs
-
-
-def fully_supported():
-    return SERIAL_SWITCH in model_kwargs()
+    return dict(MINDCV_MODEL_KWARGS)
 
 
 def is_mindcv(names):

@@ -367,28 +367,3 @@ def mindcv_taps(model, x, tap_list):
             h.remove()
     captured["logits"] = logits.asnumpy()
     return {n: captured[n] for n in tap_list if n in captured}
-
-
-def _official_serial_construct(self, x, size):
-    """The official SerialBlock order: x = cpe(x); x = x + attn(norm1(x)); x = x + mlp(norm2(x))."""
-    x = self.cpe(x, size)
-    x = x + self.drop_path(self.factoratt_crpe(self.norm1(x), size))
-    return x + self.drop_path(self.mlp(self.norm2(x)))
-
-
-def patch_mindcv_serial_blocks(model):
-    """Diagnosis only: give mindcv's serial blocks the official residual order (PyNative).
-
-    mindcv 0.3.0 computes x + attn(norm1(cpe(x))), dropping cpe's output from the residual path;
-    the official model (and timm, coat_ms) carries cpe(x) on.  With this patch the remaining
-    difference to coat_ms(align_corners=True) is rounding, which proves that this is the only other
-    semantic difference.
-    """
-    import types  # noqa: PLC0415
-    from mindcv.models.coat import SerialBlock as MindcvSerialBlock  # noqa: PLC0415
-    count = 0
-    for _, cell in model.cells_and_names():
-        if isinstance(cell, MindcvSerialBlock):
-            cell.construct = types.MethodType(_official_serial_construct, cell)
-            count += 1
-    return count

@@ -15,7 +15,6 @@ from mindspore.nn.utils import no_init_parameters  # noqa: E402
 import coat_ms  # noqa: E402
 import convert  # noqa: E402
 from convert import mindcv_rules, ms_io  # noqa: E402
-from coat_ms.models import coat as coat_model  # noqa: E402
 
 mindcv_models = pytest.importorskip("mindcv.models")
 
@@ -76,23 +75,6 @@ def test_mindcv_values_are_mapped(name, mindcv_refs, tmp_path):
     assert result.model_kwargs["align_corners"] is True
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_mindcv_mapping_reproduces_mindcv_under_its_serial_rule(name, mindcv_refs, monkeypatch):
-    """Isolates the converter: with coat_ms's serial block computing mindcv's residual rule
-    (x + attn(norm1(cpe(x)))), the converted weights reproduce mindcv's logits."""
-    _, params, ref, x = mindcv_refs[name]
-
-    def mindcv_serial(self, x, size):
-        x = x + self.drop_path(self.factoratt_crpe(self.norm1(self.cpe(x, size)), size))
-        return x + self.drop_path(self.mlp(self.norm2(x)))
-
-    monkeypatch.setattr(coat_model.SerialBlock, "construct", mindcv_serial)
-    result = convert.mindcv_to_ms(params)
-    assert rel_err(logits(result, x, align_corners=True), ref) <= TOL
-
-
-@pytest.mark.xfail(not mindcv_rules.fully_supported(), strict=True,
-                   reason="coat_ms has no 'cpe_residual' switch for mindcv's serial-block residual (docs/convert.md)")
 @pytest.mark.parametrize("name", NAMES)
 def test_mindcv_checkpoint_reproduces_mindcv(name, mindcv_refs):
     _, params, ref, x = mindcv_refs[name]

@@ -209,10 +209,16 @@ class FactorAttnConvRelPosEnc(nn.Cell):
 
 
 class SerialBlock(nn.Cell):
-    """cpe -> norm1 -> conv-attention -> residual -> norm2 -> MLP -> residual."""
+    """cpe -> norm1 -> conv-attention -> residual -> norm2 -> MLP -> residual.
 
-    def __init__(self, dim, num_heads, mlp_ratio, qkv_bias, proj_drop, drop_path, shared_cpe, shared_crpe):
+    ``cpe_residual=True`` (official): the attention residual is added to the cpe output.  False
+    reproduces mindcv 0.3.0, which adds it to the block input: x + attn(norm1(cpe(x))).
+    """
+
+    def __init__(self, dim, num_heads, mlp_ratio, qkv_bias, proj_drop, drop_path, shared_cpe, shared_crpe,
+                 cpe_residual=True):
         super().__init__()
+        self.cpe_residual = cpe_residual
         self.cpe = shared_cpe
         self.norm1 = LayerNorm(dim, BLOCK_NORM_EPS)
         self.factoratt_crpe = FactorAttnConvRelPosEnc(dim, num_heads, qkv_bias, proj_drop, shared_crpe)
@@ -221,8 +227,10 @@ class SerialBlock(nn.Cell):
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=proj_drop)
 
     def construct(self, x, size):
-        x = self.cpe(x, size)
-        x = x + self.drop_path(self.factoratt_crpe(self.norm1(x), size))
+        y = self.cpe(x, size)
+        if self.cpe_residual:
+            x = y
+        x = x + self.drop_path(self.factoratt_crpe(self.norm1(y), size))
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
@@ -300,12 +308,14 @@ class CoaT(nn.Cell):
         drop_rate: dropout before the head.  proj_drop_rate: dropout after attention / MLP projections.
         drop_path_rate: stochastic depth, the same rate in every block (as the official model).
         align_corners: parallel-block interpolation; False (official), True (mindcv compatibility).
+        cpe_residual: serial-block residual base; True (official: cpe output), False (mindcv: block input).
+            ``align_corners=True, cpe_residual=False`` computes what mindcv 0.3.0's CoaT computes.
     """
 
     def __init__(self, patch_size=4, in_chans=3, num_classes=1000, embed_dims=(64, 128, 320, 512),
                  serial_depths=(3, 4, 6, 3), parallel_depth=0, num_heads=8, mlp_ratios=(4, 4, 4, 4),
                  qkv_bias=True, drop_rate=0.0, proj_drop_rate=0.0, attn_drop_rate=0.0, drop_path_rate=0.0,
-                 crpe_window=None, align_corners=False):
+                 crpe_window=None, align_corners=False, cpe_residual=True):
         super().__init__()
         for dim in embed_dims:
             if dim % num_heads:
@@ -320,6 +330,7 @@ class CoaT(nn.Cell):
         self.parallel_depth = parallel_depth
         self.num_features = embed_dims[-1]
         self.align_corners = align_corners
+        self.cpe_residual = cpe_residual
         self.stride = patch_size * 8
 
         self.patch_embed1 = PatchEmbed(patch_size, in_chans, embed_dims[0])
@@ -340,7 +351,7 @@ class CoaT(nn.Cell):
         crpes = (self.crpe1, self.crpe2, self.crpe3, self.crpe4)
         self.serial_blocks1, self.serial_blocks2, self.serial_blocks3, self.serial_blocks4 = (
             nn.CellList([SerialBlock(embed_dims[i], mlp_ratio=mlp_ratios[i], shared_cpe=cpes[i],
-                                     shared_crpe=crpes[i], **block_args)
+                                     shared_crpe=crpes[i], cpe_residual=cpe_residual, **block_args)
                          for _ in range(serial_depths[i])])
             for i in range(4))
         if parallel_depth > 0:

@@ -32,7 +32,6 @@ def check_config(data_dir, batch_size):
 
 
 def _grad_cell(net_with_loss, weights, reducer):
-    import mindspore as ms
     from mindspore import nn, ops
 
     class GradCell(nn.Cell):

@@ -158,17 +158,31 @@ def test_reset_classifier_and_replacing_the_head(graph_mode):
     assert tuple(model.parameters_dict()["head.weight"].shape) == (7, 152)
 
 
-def test_align_corners_switch_changes_only_the_parallel_interpolation(graph_mode):
-    official = coat_ms.create_model("coat_tiny", parallel_depth=1)
-    mindcv_like = coat_ms.create_model("coat_tiny", parallel_depth=1, align_corners=True)
-    for p in official.get_parameters():
-        mindcv_like.parameters_dict()[p.name].set_data(p.data)
+def _same_weights(reference, **switches):
+    model = coat_ms.create_model("coat_tiny", embed_dims=(32, 32, 32, 32), parallel_depth=2, **switches)
+    for p in reference.get_parameters():
+        model.parameters_dict()[p.name].set_data(p.data)
+    model.set_train(False)
+    return model
+
+
+def test_mindcv_switches_change_what_they_name(pynative_mode):
+    official = coat_ms.create_model("coat_tiny", embed_dims=(32, 32, 32, 32), parallel_depth=2)
     official.set_train(False)
-    mindcv_like.set_train(False)
     x = random_images((1, 3, 64, 64))
-    assert np.abs(official(x).asnumpy() - mindcv_like(x).asnumpy()).max() > 1e-4
-    assert official.parallel_blocks[0].align_corners is False
-    assert mindcv_like.parallel_blocks[0].align_corners is True
+    maps = [m.asnumpy() for m in official.forward_feature_maps(x)]
+
+    # align_corners: stage 1 is untouched, the parallel blocks' outputs (scales 2-4) move.
+    interp = _same_weights(official, align_corners=True)
+    interp_maps = [m.asnumpy() for m in interp.forward_feature_maps(x)]
+    np.testing.assert_array_equal(interp_maps[0], maps[0])
+    assert all(np.abs(a - b).max() > 1e-4 for a, b in zip(interp_maps[1:], maps[1:]))
+    assert interp.parallel_blocks[0].align_corners and not official.parallel_blocks[0].align_corners
+
+    # cpe_residual=False (mindcv's serial block) changes every stage from the first block on.
+    residual = _same_weights(official, cpe_residual=False)
+    residual_maps = [m.asnumpy() for m in residual.forward_feature_maps(x)]
+    assert np.abs(residual_maps[0] - maps[0]).max() > 1e-4
 
 
 def test_unknown_model_name_lists_known_ones():

@@ -124,23 +124,12 @@ def example_input(batch_size, image_size, in_chans=3, seed=0):
 # ONNX-compatible forms of the two operators the exporter lacks
 # ----------------------------------------------------------------------------------------------
 
-def _bilinear_axis(n_in, n_out):
-    """(n_out, n_in) weights of 1-D half-pixel linear interpolation (align_corners=False, no antialias)."""
-    weights = np.zeros((n_out, n_in), dtype=np.float64)
-    scale = n_in / n_out
-    for o in range(n_out):
-        src = max((o + 0.5) * scale - 0.5, 0.0)
-        i0 = min(int(np.floor(src)), n_in - 1)
-        i1 = min(i0 + 1, n_in - 1)
-        frac = src - i0
-        weights[o, i0] += 1.0 - frac
-        weights[o, i1] += frac
-    return weights
-
-
-def bilinear_matrix(size, target):
+def bilinear_matrix(size, target, align_corners=False):
     """(Ht*Wt, Hs*Ws) matrix M with  tokens_target = M @ tokens_source  (row-major grids)."""
-    return np.kron(_bilinear_axis(size[0], target[0]), _bilinear_axis(size[1], target[1])).astype(np.float32)
+    from .models.coat import bilinear_weights
+
+    return np.kron(bilinear_weights(size[0], target[0], align_corners),
+                   bilinear_weights(size[1], target[1], align_corners)).astype(np.float32)
 
 
 def _constexpr(fn):
@@ -149,9 +138,9 @@ def _constexpr(fn):
 
 
 @_constexpr
-def _bilinear_tensor(size, target):
+def _bilinear_tensor(size, target, align_corners):
     import mindspore as ms
-    return ms.Tensor(bilinear_matrix(size, target))
+    return ms.Tensor(bilinear_matrix(size, target, align_corners))
 
 
 def _make_onnx_parallel_block():
@@ -164,7 +153,7 @@ def _make_onnx_parallel_block():
         def interpolate(self, x, size, target):
             # Grid sizes are compile-time constants, so the matrix is folded into the graph.
             cls_token, img = x[:, :1], x[:, 1:]
-            img = ops.matmul(_bilinear_tensor(size, target), img)
+            img = ops.matmul(_bilinear_tensor(size, target, self.align_corners), img)
             return ops.concat((cls_token, img), axis=1)
 
     return ParallelBlock, OnnxParallelBlock
@@ -201,9 +190,6 @@ def onnx_compatible(model):
                 swapped_acts.append((cell, cell.act))
                 cell.act = OnnxGELU()
             elif type(cell) is base:
-                if cell.align_corners:
-                    raise ExportError("ONNX export supports the official half-pixel interpolation only "
-                                      "(model built with align_corners=True)")
                 swapped_blocks.append(cell)
                 cell.__class__ = onnx_block
         yield model

@@ -130,13 +130,23 @@ def test_onnx_gelu_within_1e6_of_exact_erf(tmp_path):
 
 @pytest.mark.parametrize("size,target", [((7, 7), (14, 14)), ((14, 14), (7, 7)), ((3, 4), (12, 16)),
                                          ((14, 14), (4, 4)), ((6, 8), (3, 4))])
-def test_bilinear_matrix_matches_torch_half_pixel(size, target):
+@pytest.mark.parametrize("align_corners", [False, True])
+def test_bilinear_matrix_matches_torch(size, target, align_corners):
     x = np.random.default_rng(1).standard_normal((1, 5) + size).astype(np.float32)
     want = torch.nn.functional.interpolate(torch.from_numpy(x), size=target, mode="bilinear",
-                                           align_corners=False).numpy()
+                                           align_corners=align_corners).numpy()
     tokens = x.reshape(1, 5, -1).transpose(0, 2, 1)
-    got = (bilinear_matrix(size, target) @ tokens).transpose(0, 2, 1).reshape(want.shape)
+    got = (bilinear_matrix(size, target, align_corners) @ tokens).transpose(0, 2, 1).reshape(want.shape)
     assert np.abs(got - want).max() <= 1e-5
+
+
+def test_onnx_export_of_a_mindcv_mode_model(tmp_path):
+    """align_corners=True / cpe_residual=False (mindcv's CoaT) exports to ONNX and is checked by onnxruntime."""
+    model = coat_ms.create_model("coat_tiny", align_corners=True, cpe_residual=False, **NARROW["coat_tiny"])
+    model.set_train(False)
+    result = export_model(model, str(tmp_path / "mindcv_mode"), "ONNX", image_size=(64, 96))
+    assert os.path.isfile(result.path)
+    assert result.verified_by and result.rel_diff <= 1e-4
 
 
 # ---------------------------------------------------------------------------------------------- CLI

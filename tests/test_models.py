@@ -85,7 +85,8 @@ def test_tied_modules_are_one_parameter():
 
 def test_parameter_names_are_pytorch_state_dict_keys():
     """The rule of the model file: MindSpore names = timm's keys minus the aliases of tied modules."""
-    timm = pytest.importorskip("timm")
+    import timm
+
     for name in ("coat_lite_tiny", "coat_tiny"):
         torch_names = set(dict(timm.create_model(name).named_parameters()))  # torch dedups tied params
         ms_shapes = {p.name: tuple(p.shape) for p in built(name).get_parameters()}
@@ -104,8 +105,9 @@ def _copy_timm_weights(model, timm_model):
                                        ("coat_tiny", (192, 256))])
 def test_logits_match_timm(name, size, graph_mode):
     """Same weights, same input: the official semantics, to fp32 rounding (incl. non-square parallel blocks)."""
-    torch = pytest.importorskip("torch")
-    timm = pytest.importorskip("timm")
+    import timm
+    import torch
+
     torch.manual_seed(0)
     reference = timm.create_model(name, img_size=size).eval()
     with torch.no_grad():  # non-trivial norms and biases, so every parameter matters

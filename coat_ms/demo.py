@@ -22,10 +22,6 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, default=None, help="override the config's epoch_size")
     parser.add_argument("--config", default=CONFIG, help="training config")
     args = parser.parse_args(argv)
-    # Training with the CPU AOT kernels hangs on the second step at this revision (reported to the
-    # kernel owner); the stock MindSpore ops are used unless the caller asks otherwise.
-    os.environ.setdefault("COAT_MS_CPU_KERNELS", "0")
-
     from .config import load_yaml, merged
     from .datasets.digits import write_digits_imagefolder
 

@@ -15,7 +15,7 @@ from coat_ms.datasets.digits import write_digits_imagefolder
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.dirname(sys.executable)
-ENV = dict(os.environ, COAT_MS_CPU_KERNELS="0", GLOG_v="3", PATH=BIN + os.pathsep + os.environ.get("PATH", ""))
+ENV = dict(os.environ, GLOG_v="3", PATH=BIN + os.pathsep + os.environ.get("PATH", ""))
 
 
 def launch(kind, data_dir, out):

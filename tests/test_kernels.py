@@ -1,6 +1,10 @@
 """The CPU depthwise-conv kernel (coat_ms/kernels) against MindSpore's stock conv2d, forward and backward,
 plus the fallback to the stock op when the kernel cannot be built."""
+import json
 import logging
+import os
+import subprocess
+import sys
 
 import mindspore as ms
 import numpy as np
@@ -14,6 +18,7 @@ from coat_ms.kernels.build import KernelBuildError, build
 H, W, C0 = 5, 7, 3
 SPLITS = ((3, 3), (4, 5), (4, 7))  # (channels, kernel) as crpe's 3/5/7 groups, small
 KS = tuple(k for n, k in SPLITS for _ in range(n))
+EMBED = D.tap_embeddings(tuple(k for _, k in SPLITS))
 C = len(KS)
 CX = C0 + C + 4  # the kernel reads a channel window [C0, C0 + C) of a wider tensor (v inside qkv)
 
@@ -40,7 +45,7 @@ class KernelLoss(nn.Cell):
         self.op, self.g, self.mode = op, g, mode
 
     def construct(self, x, w0, w1, w2, b0, b1, b2):
-        taps = D.pack_weights([w0, w1, w2], [k for _, k in SPLITS])
+        taps = D.pack_weights([w0, w1, w2], EMBED)
         meta = D.make_meta(H, W, 1, C0, C, 7, KS, self.mode)
         y = self.op(x, taps, ops.concat((b0, b1, b2)), meta)
         return (y * self.g).sum(), y
@@ -97,7 +102,7 @@ def test_forward_and_gradients_match_stock_conv(kernel, mode, exec_mode):
 
 def test_kernel_detects_a_wrong_shape(kernel):
     x, ws, bs, _ = _data()
-    taps = D.pack_weights(ws, [k for _, k in SPLITS])
+    taps = D.pack_weights(ws, EMBED)
     bad_meta = D.make_meta(H + 1, W, 1, C0, C, 7, KS, D.MODE_CONV)  # H*W no longer matches the tokens
     with pytest.raises(RuntimeError):
         kernel(x, taps, ops.concat(bs), bad_meta).asnumpy()
@@ -150,6 +155,30 @@ def test_gelu_kernel_matches_stock_exact_gelu_forward_and_backward():
 
     assert _rel(fused(x), ops.gelu(x, approximate="none")) <= 1e-6
     assert _rel(ms.grad(ours)(x), ms.grad(stock)(x)) <= 1e-5
+
+
+def _train_steps(tmp_path, kernels):
+    """Three compiled SGD steps of a narrow coat_tiny in a subprocess: (losses, weights, kernel used)."""
+    out = tmp_path / f"weights_{kernels}.npz"
+    env = {**os.environ, "COAT_MS_CPU_KERNELS": kernels}
+    proc = subprocess.run([sys.executable, os.path.join(os.path.dirname(__file__), "kernel_train_steps.py"),
+                           str(out)], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    return report["losses"], dict(np.load(out)), report["kernel"]
+
+
+def test_compiled_training_steps_with_kernels_match_stock_ops(tmp_path):
+    """Training uses the kernels too: repeated compiled steps finish (a padded-tap gradient once hung
+    on the second call) and follow the stock operators' trajectory."""
+    losses_k, weights_k, used_k = _train_steps(tmp_path, "1")
+    losses_s, weights_s, used_s = _train_steps(tmp_path, "0")
+    assert used_k and not used_s
+    assert losses_k[-1] < losses_k[0]  # it trains
+    np.testing.assert_allclose(losses_k, losses_s, rtol=1e-5)
+    scale = max(np.abs(w).max() for w in weights_s.values())
+    assert weights_k.keys() == weights_s.keys()
+    assert max(np.abs(weights_k[n] - weights_s[n]).max() for n in weights_s) <= 1e-5 * scale
 
 
 def test_benchmark_report_ratios_and_targets():

@@ -10,7 +10,7 @@ from PIL import Image
 from coat_ms.config import ConfigError, KNOWN_KEYS, load_yaml, merged
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ENV = dict(os.environ, COAT_MS_CPU_KERNELS="0", GLOG_v="3")
+ENV = dict(os.environ, GLOG_v="3")
 
 
 def run_train(*args, timeout=240):

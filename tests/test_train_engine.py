@@ -12,7 +12,7 @@ from coat_ms.config import merged
 from coat_ms.datasets.digits import write_digits_imagefolder
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ENV = dict(os.environ, COAT_MS_CPU_KERNELS="0", GLOG_v="3")
+ENV = dict(os.environ, GLOG_v="3")
 TINY = '{"embed_dims": [16, 16, 16, 16], "serial_depths": [1, 1, 1, 1], "mlp_ratios": [2, 2, 2, 2]}'
 
 

@@ -3,7 +3,8 @@
 ``token_dwconv(x, weight, bias, meta)`` convolves the image tokens of ``x`` (B, T, Cx) -- image
 token (i, j) is row ``off + i * W + j`` -- over channels ``[c0, c0 + C)`` and returns (B, T, C).
 ``pack_weights`` turns one or more torch-layout depthwise weights (C_i, 1, k_i, k_i) into the
-kernel's (K*K, C) tap table, so crpe's three convolutions run as one op.
+kernel's (K*K, C) tap table (``tap_embeddings`` centres the smaller kernels), so crpe's three
+convolutions run as one op.
 Forward and backward are C++ (dwconv.cc); gradients are checked against the stock op in tests.
 """
 import mindspore as ms
@@ -95,17 +96,34 @@ def kernel_size_table(ks):
     return ms.Tensor(np.asarray(ks, dtype=np.int32))
 
 
-def pack_weights(weights, kernel_sizes):
-    """Depthwise weights [(C_i, 1, k_i, k_i)] -> taps (K*K, sum C_i), each kernel centred in K x K."""
+def tap_embeddings(kernel_sizes):
+    """Constant 0/1 matrices (k*k, K*K) that place each k x k kernel in the centre of K x K.
+
+    ``pack_weights`` applies them as matmuls: ``ops.pad`` would do the same, but its gradient hangs
+    on the second call of a compiled training step on MindSpore 2.10's CPU backend (see
+    docs/performance.md). A product with a 0/1 matrix is exact in fp32.
+    """
     K = max(kernel_sizes)
-    if len(weights) == 1:
-        return weights[0].reshape(weights[0].shape[0], K * K).transpose(1, 0)
-    parts = ()
-    for w, k in zip(weights, kernel_sizes):
-        w = w.reshape(w.shape[0], k, k)
+    mats = []
+    for k in kernel_sizes:
         p = (K - k) // 2
-        if p:
-            w = ops.pad(w, (p, p, p, p))
-        parts = parts + (w.reshape(w.shape[0], K * K),)
-    taps = parts[0] if len(parts) == 1 else ops.concat(parts, axis=0)
-    return taps.transpose(1, 0)
+        m = np.zeros((k * k, K * K), np.float32)
+        for i in range(k):
+            for j in range(k):
+                m[i * k + j, (i + p) * K + (j + p)] = 1.0
+        mats.append(ms.Tensor(m))
+    return tuple(mats)
+
+
+def pack_weights(weights, embeddings=None):
+    """Depthwise weights [(C_i, 1, k_i, k_i)] -> taps (K*K, sum C_i), each kernel centred in K x K.
+
+    One weight needs no embedding; several need ``tap_embeddings(kernel_sizes)``.
+    """
+    if len(weights) == 1:
+        w = weights[0]
+        return w.reshape(w.shape[0], -1).transpose(1, 0)
+    parts = ()
+    for w, embed in zip(weights, embeddings):
+        parts = parts + (ops.matmul(w.reshape(w.shape[0], -1), embed),)
+    return ops.concat(parts, axis=0).transpose(1, 0)

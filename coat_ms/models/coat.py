@@ -22,7 +22,7 @@ Parameter naming rule: every parameter name equals the PyTorch (timm / official)
 import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
 
-from ..kernels import MODE_CONV, MODE_RESIDUAL, kernel_size_table, make_meta, pack_weights
+from ..kernels import MODE_CONV, MODE_RESIDUAL, kernel_size_table, make_meta, pack_weights, tap_embeddings
 from ..kernels import get_op as get_cpu_dwconv
 from ..kernels import kernels_available as cpu_kernels_available
 from .layers import (Aggregate, DepthwiseConv2d, DropPath, LayerNorm, Linear, Mlp, PatchEmbed,
@@ -98,8 +98,8 @@ class ConvPosEnc(nn.Cell):
         self.dwconv = get_cpu_dwconv() if self.use_kernel else None
 
     def construct(self, x, size):
-        if self.use_kernel and not self.training:  # kernels: inference only (see docs/performance.md)
-            taps = pack_weights((self.proj.weight,), (self.k,))
+        if self.use_kernel:
+            taps = pack_weights((self.proj.weight,))
             meta = make_meta(size[0], size[1], 1, 0, self.dim, self.k, self.kernel_sizes, MODE_RESIDUAL)
             return self.dwconv(x, taps, self.proj.bias, meta)
         cls_token, img = split_cls(x)
@@ -130,6 +130,7 @@ class ConvRelPosEnc(nn.Cell):
                                       for kernel, heads in window.items()])
         # CPU: the three convolutions run as one kernel reading v straight out of the qkv tokens.
         self.kernel_sizes = tuple(window.keys())
+        self.tap_embeddings = tap_embeddings(self.kernel_sizes)
         self.channel_kernel = kernel_size_table([k for k, heads in window.items() for _ in range(heads * head_chs)])
         self.use_kernel = cpu_kernels_available()
         self.dwconv = get_cpu_dwconv() if self.use_kernel else None
@@ -140,7 +141,7 @@ class ConvRelPosEnc(nn.Cell):
         v is read by the kernel straight out of the qkv tokens (B, 1 + N, 3C): no slice, no transpose.
         """
         C = self.head_chs * self.num_heads
-        taps = pack_weights(tuple(conv.weight for conv in self.conv_list), self.kernel_sizes)
+        taps = pack_weights(tuple(conv.weight for conv in self.conv_list), self.tap_embeddings)
         bias = ops.concat(tuple(conv.bias for conv in self.conv_list), axis=0)
         meta = make_meta(size[0], size[1], 1, 2 * C, C, max(self.kernel_sizes), self.channel_kernel, MODE_CONV)
         return q * self.dwconv(qkv, taps, bias, meta)
@@ -180,7 +181,7 @@ class FactorAttnConvRelPosEnc(nn.Cell):
             self.head_mask = Tensor(np.kron(np.eye(num_heads), np.ones((head_chs, head_chs))).astype(np.float32))
 
     def construct(self, x, size):
-        if self.crpe.use_kernel and not self.training:
+        if self.crpe.use_kernel:
             return self.proj_drop(self.proj(self._attend_tokens(x, size)))
         B, N, C = x.shape
         h = self.num_heads
@@ -426,7 +427,7 @@ class CoaT(nn.Cell):
         sizes = (s1, s2, s3, s4)
         if self.parallel_blocks is not None:
             resize = None
-            if self.crpe2.use_kernel and not self.training:  # CPU inference: resize by token matmuls
+            if self.crpe2.use_kernel:  # CPU: resize by token matmuls
                 ac = self.align_corners
                 resize = (token_resize_matrix(s3, s2, ac), token_resize_matrix(s4, s3, ac),
                           token_resize_matrix(s4, s2, ac), token_resize_matrix(s2, s3, ac),

@@ -135,7 +135,7 @@ class GELU(nn.Cell):
         self.use_kernel = self.fused is not None
 
     def construct(self, x):
-        if self.use_kernel and not self.training:  # inference only for now
+        if self.use_kernel:
             return self.fused(x)
         return ops.gelu(x, approximate="none")
 

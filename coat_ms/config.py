@@ -123,6 +123,23 @@ DEFAULTS = {
 
 KNOWN_KEYS = frozenset(DEFAULTS)
 
+# mindcv keys that coat_ms accepts so mindcv configs load, but does not act on: any other value than
+# these would be silently ignored, so it is an error instead.
+ACCEPTED_VALUES = {
+    "dataset": ("imagefolder", "imagenet"),     # both mean an ImageFolder tree under data_dir
+    "dataset_download": (False,),
+    "aug_repeats": (0,),
+    "augment_splits": (0,),
+    "mixup_prob": (1.0,),                       # mindcv's loader fixes these three
+    "mixup_switch_prob": (0.5,),
+    "mixup_mode": ("batch",),
+    "mixup_off_epoch": (0.0, 0),
+    "dataset_sink_mode": (False,),
+    "ckpt_save_policy": ("top_k",),
+    "amp_cast_list": (None,),
+    "loss_scale_in_opt": (None, False),
+}
+
 
 def suggest(key, known=KNOWN_KEYS):
     """' (did you mean x?)' for a close known key, else ''."""
@@ -167,4 +184,19 @@ def merged(cfg=None, **overrides):
     out.update(cfg or {})
     out.update({k: v for k, v in overrides.items() if v is not None})
     check_keys(out, "settings")
+    check_supported(out)
     return out
+
+
+def check_supported(cfg):
+    """Raise ConfigError for a mindcv option set to a value coat_ms would ignore."""
+    for key, allowed in ACCEPTED_VALUES.items():
+        if cfg.get(key, allowed[0]) not in allowed:
+            raise ConfigError(f"{key}={cfg[key]!r} is not supported by coat_ms (accepted for mindcv configs only "
+                              f"as {' or '.join(repr(a) for a in allowed)}); remove it from the config")
+    if cfg.get("gradient_accumulation_steps", 1) > 1 and cfg.get("mode") == 1:
+        raise ConfigError("gradient_accumulation_steps > 1 needs mode: 0 (GRAPH_MODE); mindcv's GradientAccumulation "
+                          "does not run in PyNative mode on MindSpore 2.10")
+    if cfg.get("drop_overflow_update") and cfg.get("loss_scale_type") != "dynamic":
+        raise ConfigError("drop_overflow_update=True needs loss_scale_type: dynamic (a fixed loss scale does not "
+                          "detect overflow in coat_ms); remove it or switch to dynamic loss scaling")

@@ -7,6 +7,7 @@ import sys
 import pytest
 from PIL import Image
 
+from coat_ms.config import DEFAULTS as ConfigDefaults
 from coat_ms.config import ConfigError, KNOWN_KEYS, load_yaml, merged
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -47,6 +48,7 @@ def test_every_variant_and_device_has_a_loadable_config():
         for dev in ("ascend", "gpu", "cpu"):
             cfg = load_yaml(os.path.join(ROOT, "configs", f"{v}_{dev}.yaml"))
             assert cfg["model"] == v and set(cfg) <= KNOWN_KEYS
+            merged(cfg)  # values coat_ms would ignore are rejected by merged()
     assert len(glob.glob(os.path.join(ROOT, "configs", "*.yaml"))) == 22
     lite = load_yaml(os.path.join(ROOT, "configs", "coat_lite_tiny_ascend.yaml"))  # mindcv's published recipe
     assert (lite["batch_size"], lite["opt"], lite["lr"], lite["weight_decay"], lite["amp_level"], lite["loss_scale"]) == \
@@ -90,3 +92,20 @@ def test_train_cli_missing_and_empty_data(tmp_path):
     assert "class folder" in line and "holds no images" in line and os.sep + "b" in line
     (tmp_path / "e" / "train").mkdir(parents=True)
     assert "no class folders" in _one_error_line(run_train("--data_dir", str(tmp_path / "e")))
+
+
+@pytest.mark.parametrize("key, value", [("mixup_off_epoch", 5), ("aug_repeats", 3), ("dataset_sink_mode", True),
+                                        ("ckpt_save_policy", "latest_k")])
+def test_mindcv_options_coat_ms_would_ignore_are_errors(key, value):
+    with pytest.raises(ConfigError, match=f"{key}=.*not supported by coat_ms"):
+        merged({key: value})
+    merged({key: ConfigDefaults[key]})  # the default value is accepted
+
+
+def test_accumulation_in_pynative_and_drop_overflow_without_dynamic_scale_are_errors():
+    with pytest.raises(ConfigError, match="needs mode: 0"):
+        merged({}, gradient_accumulation_steps=2, mode=1)
+    merged({}, gradient_accumulation_steps=2, mode=0)
+    with pytest.raises(ConfigError, match="needs loss_scale_type: dynamic"):
+        merged({}, drop_overflow_update=True)
+    merged({}, drop_overflow_update=True, loss_scale_type="dynamic")

@@ -1,6 +1,7 @@
-"""Data faults, fine-tuning head re-initialisation, exact resume, NaN stop and bad resume checkpoints."""
+"""Data faults, fine-tuning head re-initialisation, crash + exact resume, NaN stop and bad resume checkpoints."""
 import os
 import shutil
+import signal
 import subprocess
 import sys
 
@@ -23,9 +24,9 @@ def digits(tmp_path_factory):
     return str(root)
 
 
-def train(*args, timeout=400):
+def train(*args, timeout=400, env=ENV):
     return subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), *args], capture_output=True, text=True,
-                          timeout=timeout, cwd=ROOT, env=ENV)
+                          timeout=timeout, cwd=ROOT, env=env)
 
 
 def tiny_args(data_dir, out, epochs, *extra):
@@ -88,17 +89,25 @@ def test_resume_matches_uninterrupted_run_and_faults(digits, tmp_path):
     for name in ("results.csv", "results.png", "latest.ckpt"):
         assert os.path.getsize(os.path.join(full, name)) > 0
     assert len(open(os.path.join(full, "results.csv")).read().strip().splitlines()) == 4
-    # "Killed after epoch 1": the top-k checkpoint written at the end of epoch 1 of the same run.
-    first = [f for f in os.listdir(full) if "-e001-" in f]
-    assert len(first) == 1, os.listdir(full)
-    resumed = str(tmp_path / "resumed")
-    p = train(*tiny_args(digits, resumed, 3, "--resume", os.path.join(full, first[0])))
+    # A real crash: the same run SIGKILLs itself in the middle of saving epoch 2 (temp file written, not yet
+    # renamed). latest.ckpt must still be epoch 1's, intact; resuming from it ends with the same weights.
+    killed = str(tmp_path / "killed")
+    p = train(*tiny_args(digits, killed, 3), env=dict(ENV, COAT_MS_KILL_DURING_SAVE="2"))
+    assert p.returncode == -signal.SIGKILL, (p.returncode, p.stderr[-2000:])
+    leftovers = [f for f in os.listdir(killed) if f.startswith(".latest.ckpt.tmp")]
+    assert len(leftovers) == 1  # the half-finished save is only ever a temp file
+    assert int(weights(os.path.join(killed, "latest.ckpt"))["epoch_num"]) == 1
+    p = train(*tiny_args(digits, killed, 3, "--resume", os.path.join(killed, "latest.ckpt")))
     assert p.returncode == 0, p.stderr[-3000:]
-    a, b = weights(os.path.join(full, "latest.ckpt")), weights(os.path.join(resumed, "latest.ckpt"))
+    assert not [f for f in os.listdir(killed) if ".tmp" in f]
+    assert [r.split(",")[0] for r in open(os.path.join(killed, "results.csv")).read().split()[1:]] == ["1", "2", "3"]
+    a, b = weights(os.path.join(full, "latest.ckpt")), weights(os.path.join(killed, "latest.ckpt"))
     assert int(a["epoch_num"]) == int(b["epoch_num"]) == 3 and int(a["step_num"]) == int(b["step_num"]) == 9
     assert set(a) == set(b)
     for name in a:
         np.testing.assert_allclose(b[name], a[name], rtol=0, atol=1e-6 * max(1.0, np.abs(a[name]).max()), err_msg=name)
+    first = [f for f in os.listdir(full) if "-e001-" in f]
+    assert len(first) == 1, os.listdir(full)
 
     # NaN/inf loss (weights that went non-finite): stop with a clear message; the folder's latest.ckpt stays.
     nan_dir = tmp_path / "nan"

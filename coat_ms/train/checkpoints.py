@@ -7,6 +7,8 @@ strictly into a bare model.
 """
 import logging
 import os
+import re
+import signal
 
 import mindspore as ms
 import numpy as np
@@ -27,13 +29,27 @@ def _state_name(name, model_names):
     return STATE_PREFIX + name
 
 
-def atomic_save(entries, path):
-    """ms.save_checkpoint to a temp file beside ``path``, then rename over it."""
+# Fault injection for the crash tests: COAT_MS_KILL_DURING_SAVE=<epoch> makes the process SIGKILL itself
+# after that epoch's checkpoint is fully written to its temp file but before the rename (no cleanup runs,
+# exactly like a crash or a scheduler's kill).
+KILL_DURING_SAVE = "COAT_MS_KILL_DURING_SAVE"
+
+
+def _maybe_kill(epoch):
+    if epoch is not None and os.environ.get(KILL_DURING_SAVE) == str(epoch):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def atomic_save(entries, path, epoch=None):
+    """ms.save_checkpoint to a temp file beside ``path``, flush it to disk, then rename over it."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp{os.getpid()}.ckpt")  # ms wants a .ckpt suffix
     try:
         ms.save_checkpoint(entries, tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        _maybe_kill(epoch)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -86,15 +102,23 @@ def load_train_state(train_step, model, path):
 class CheckpointManager:
     """Keeps ``latest.ckpt`` and the ``keep`` best checkpoints by Top-1 in ``folder``."""
 
-    def __init__(self, folder, model_name, keep=5):
+    def __init__(self, folder, model_name, keep=5, resumed_epoch=None):
         self.folder = folder
         self.model_name = model_name
         self.keep = max(1, int(keep))
         self.best = []  # (top1, epoch, path), best first
         os.makedirs(folder, exist_ok=True)
-        for entry in os.scandir(folder):  # forget temp files of a killed run
-            if entry.name.startswith(".") and ".tmp" in entry.name:
+        pattern = re.compile(re.escape(model_name) + r"-e(\d{3,})-top1_([0-9.]+)\.ckpt$")
+        for entry in os.scandir(folder):
+            if entry.name.startswith(".") and ".tmp" in entry.name:  # temp file of a killed run
                 os.remove(entry.path)
+            elif pattern.match(entry.name):  # a resumed run keeps ranking the earlier best ones
+                m = pattern.match(entry.name)
+                if resumed_epoch is not None and int(m.group(1)) > resumed_epoch:
+                    logger.info("keeping %s from a later epoch than the resume point; it is not ranked", entry.name)
+                    continue
+                self.best.append((float(m.group(2)), int(m.group(1)), entry.path))
+        self.best.sort(key=lambda t: (-t[0], t[1]))
 
     @property
     def latest_path(self):
@@ -102,7 +126,7 @@ class CheckpointManager:
 
     def save(self, entries, epoch, top1=None):
         """Write latest.ckpt; also keep a top-k copy when top1 ranks among the best. Returns saved paths."""
-        atomic_save(entries, self.latest_path)
+        atomic_save(entries, self.latest_path, epoch)
         saved = [self.latest_path]
         if top1 is None:
             return saved

@@ -111,9 +111,14 @@ def build_train_step(cfg, model, optimizer, device):
                                                     scale_window=cfg["scale_window"])
     else:
         scale_sense = ms.Tensor(scale, ms.float32)
-    return TrainStep(net_with_loss, optimizer, scale_sense=scale_sense, ema=cfg["ema"], ema_decay=cfg["ema_decay"],
+    step = TrainStep(net_with_loss, optimizer, scale_sense=scale_sense, ema=cfg["ema"], ema_decay=cfg["ema_decay"],
                      clip_grad=cfg["clip_grad"], clip_value=cfg["clip_value"],
                      gradient_accumulation_steps=cfg["gradient_accumulation_steps"])
+    # mindcv's GradientAccumulation re-parents the optimizer, and MindSpore then renames the network's
+    # parameters to "optimizer.<name>"; put the state-dict names back so checkpoints stay loadable.
+    if hasattr(model, "name_parameters_by_path"):
+        model.name_parameters_by_path()
+    return step
 
 
 def evaluate(model, loader):
@@ -180,7 +185,8 @@ def train(cfg, dist=None, out_dir=None):
         start_epoch, global_step = load_train_state(train_step, model, cfg["resume"])
         if dist.is_main:
             logger.info("resumed from %s: epoch %d done, step %d", cfg["resume"], start_epoch, global_step)
-    manager = CheckpointManager(out_dir, cfg["model"], cfg["keep_checkpoint_max"]) if dist.is_main else None
+    manager = CheckpointManager(out_dir, cfg["model"], cfg["keep_checkpoint_max"],
+                                resumed_epoch=start_epoch if cfg.get("resume") else None) if dist.is_main else None
     csv_path, png_path = os.path.join(out_dir, "results.csv"), os.path.join(out_dir, "results.png")
     rows = []
     if cfg.get("resume") and dist.is_main and os.path.exists(csv_path):

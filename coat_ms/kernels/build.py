@@ -40,6 +40,9 @@ def build(source_name="dwconv.cc"):
     src = os.path.join(HERE, source_name)
     with open(src, "rb") as f:
         code = f.read()
+    for header in sorted(n for n in os.listdir(HERE) if n.endswith(".h")):  # included sources count too
+        with open(os.path.join(HERE, header), "rb") as f:
+            code += f.read()
     cxx = _compiler()
     key = hashlib.sha256(code + " ".join([cxx] + CXXFLAGS).encode() + platform.processor().encode()
                          + platform.node().encode()).hexdigest()[:16]

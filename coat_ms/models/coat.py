@@ -25,6 +25,7 @@ from mindspore import Parameter, Tensor, nn, ops
 from ..kernels import MODE_CONV, MODE_RESIDUAL, kernel_size_table, make_meta, pack_weights, tap_embeddings
 from ..kernels import get_op as get_cpu_dwconv
 from ..kernels import kernels_available as cpu_kernels_available
+from ..kernels.rowops import token_softmax_op
 from .layers import (Aggregate, DepthwiseConv2d, DropPath, LayerNorm, Linear, Mlp, PatchEmbed,
                      trunc_normal)
 
@@ -178,6 +179,8 @@ class FactorAttnConvRelPosEnc(nn.Cell):
         if shared_crpe.use_kernel:
             head_chs = dim // num_heads
             self.matmul_ta = ops.BatchMatMul(transpose_a=True)
+            self.token_softmax = token_softmax_op()
+            self.fused_softmax = self.token_softmax is not None
             self.head_mask = Tensor(np.kron(np.eye(num_heads), np.ones((head_chs, head_chs))).astype(np.float32))
 
     def construct(self, x, size):
@@ -204,7 +207,10 @@ class FactorAttnConvRelPosEnc(nn.Cell):
         C = x.shape[2]
         qkv = self.qkv(x)
         q, k, v = ops.split(qkv, C, axis=2)
-        k_softmax = ops.softmax(k, axis=1)  # over tokens, CLS included
+        if self.fused_softmax:  # over tokens, CLS included
+            k_softmax = self.token_softmax(k)
+        else:
+            k_softmax = ops.softmax(k, axis=1)
         kv = self.matmul_ta(k_softmax, v) * self.head_mask  # (B, C, C), block diagonal
         return self.scale * ops.matmul(q, kv) + self.crpe.tokens(qkv, q, size)
 

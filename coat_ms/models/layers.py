@@ -6,10 +6,12 @@ Every layer here keeps the parameter names and shapes of the matching ``torch.nn
 import math
 
 import mindspore as ms
-from mindspore import Parameter, nn, ops
+import numpy as np
+from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common.initializer import TruncatedNormal, Uniform, initializer
 
 from ..kernels import gelu_kernel
+from ..kernels.rowops import bias_add_op, layer_norm_op
 
 
 def trunc_normal(shape, std=0.02):
@@ -36,8 +38,14 @@ class LayerNorm(nn.Cell):
         self.weight = Parameter(initializer("ones", (dim,), ms.float32), name="weight")
         self.bias = Parameter(initializer("zeros", (dim,), ms.float32), name="bias")
         self.layer_norm = ops.LayerNorm(begin_norm_axis=-1, begin_params_axis=-1, epsilon=eps)
+        # CPU: one C++ pass forward and backward (MindSpore's LayerNormGrad is slow there)
+        self.fused = layer_norm_op()
+        self.use_kernel = self.fused is not None
+        self.eps_tensor = Tensor(np.array([eps], np.float32))
 
     def construct(self, x):
+        if self.use_kernel:
+            return self.fused(x, self.weight, self.bias, self.eps_tensor)
         y, _, _ = self.layer_norm(x, self.weight, self.bias)
         return y
 
@@ -55,6 +63,16 @@ class Linear(nn.Dense):
         super().__init__(in_features, out_features, has_bias=bias,
                          weight_init=trunc_normal((out_features, in_features)),
                          bias_init="zeros")
+        # CPU: bias add whose gradient is a C++ column sum (MindSpore's BiasAddGrad is slow there)
+        self.fused_bias_add = bias_add_op() if bias else None
+        self.use_kernel = self.fused_bias_add is not None
+
+    def construct(self, x):
+        if not self.use_kernel:
+            return super().construct(x)
+        shape = x.shape
+        y = self.fused_bias_add(self.matmul(x.reshape(-1, shape[-1]), self.weight), self.bias)
+        return y.reshape(shape[:-1] + (y.shape[-1],))
 
 
 class DepthwiseConv2d(nn.Cell):
@@ -98,17 +116,22 @@ class PatchEmbed(nn.Cell):
         self.embed_dim = embed_dim
         self.proj = _ConvWeights(embed_dim, in_chans, patch_size)
         self.norm = LayerNorm(embed_dim, eps=1e-5)
+        self.matmul = ops.MatMul(transpose_b=True)
+        self.fused_bias_add = bias_add_op()
+        self.use_kernel = self.fused_bias_add is not None
 
     def construct(self, x):
         """(B, H, W, C) -> tokens (B, H/p * W/p, D)."""
         B, H, W, C = x.shape
         p = self.patch_size
         h, w = H // p, W // p
-        x = x.reshape(B, h, p, w, p, C).transpose(0, 1, 3, 2, 4, 5).reshape(B, h * w, p * p * C)
+        x = x.reshape(B, h, p, w, p, C).transpose(0, 1, 3, 2, 4, 5).reshape(B * h * w, p * p * C)
         # (D, C, p, p) -> (D, p, p, C) to match the (kh, kw, c) order of the patches above.
         weight = self.proj.weight.transpose(0, 2, 3, 1).reshape(self.embed_dim, p * p * C)
-        x = ops.matmul(x, weight.T) + self.proj.bias
-        return self.norm(x)
+        # 2-D MatMul with transpose_b: a 3-D ops.matmul would broadcast the weight over the batch
+        x = self.matmul(x, weight)
+        x = self.fused_bias_add(x, self.proj.bias) if self.use_kernel else x + self.proj.bias
+        return self.norm(x.reshape(B, h * w, self.embed_dim))
 
 
 class _ConvWeights(nn.Cell):

@@ -1,0 +1,27 @@
+// Shared vectorisable math for the CPU kernels (header-only, included by the .cc files).
+#pragma once
+#include <cstdint>
+#include <cstring>
+
+namespace coat_ms {
+
+inline float ExpNeg(float x) {  // exp(x) for x <= 0
+  x = x < -87.0f ? -87.0f : x;
+  // round to nearest by the 1.5 * 2^23 trick (std::floor/nearbyint block gcc's vectoriser)
+  const float k = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+  const float r = (x - k * 0.693145751953125f) - k * 1.428606765330187e-06f;
+  float p = 1.0f / 5040.0f;
+  p = p * r + 1.0f / 720.0f;
+  p = p * r + 1.0f / 120.0f;
+  p = p * r + 1.0f / 24.0f;
+  p = p * r + 1.0f / 6.0f;
+  p = p * r + 0.5f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  const int32_t bits = (static_cast<int32_t>(k) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof(scale));  // 2^k
+  return p * scale;
+}
+
+}  // namespace coat_ms

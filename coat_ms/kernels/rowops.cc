@@ -1,0 +1,259 @@
+// LayerNorm and bias-add over the last axis, and softmax over the token axis, forward and backward,
+// for MindSpore's CPU backend (ops.Custom, func_type="aot").
+//
+// Why: in a CoaT training step on MindSpore 2.10's CPU backend, LayerNormGrad and BiasAddGrad took
+// 16 % and 24 % of the step (benchmarks/profile_ops.py), far more than the memory traffic they need.
+// Here each is one or two vectorised passes, rows split across OpenMP threads. Reductions over rows
+// (parameter gradients) use a fixed number of row chunks summed in order, so results do not depend
+// on the thread count.
+//
+// LayerNorm and bias-add see any tensor as (M, C): C = last dimension, M = product of the others.
+// The token softmax (CoaT's softmax of k over tokens) takes (B, N, C) and normalises over N; the
+// stock op reduces over a strided axis and its backward expands to transposes and broadcasts.
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include "fastmath.h"
+
+namespace {
+
+void RowsCols(int ndim, const int64_t *shape, int64_t *m, int64_t *c) {
+  *c = shape[ndim - 1];
+  *m = 1;
+  for (int i = 0; i < ndim - 1; ++i) *m *= shape[i];
+}
+
+// mean and 1/sqrt(var + eps) of one row (two passes: exact enough for fp32 parity with torch)
+inline void RowStats(const float *x, int64_t c, float eps, float *mean, float *rstd) {
+  float s = 0.0f;
+#pragma omp simd reduction(+ : s)
+  for (int64_t j = 0; j < c; ++j) s += x[j];
+  const float mu = s / static_cast<float>(c);
+  float v = 0.0f;
+#pragma omp simd reduction(+ : v)
+  for (int64_t j = 0; j < c; ++j) v += (x[j] - mu) * (x[j] - mu);
+  *mean = mu;
+  *rstd = 1.0f / std::sqrt(v / static_cast<float>(c) + eps);
+}
+
+int64_t Chunks(int64_t m) { return m < 64 ? m : 64; }
+
+}  // namespace
+
+extern "C" {
+
+// params = {x (M, C), gamma (C), beta (C), eps (1), y (M, C)}
+int LayerNormForward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *stream,
+                     void *extra) {
+  if (nparam != 5) return 1;
+  const float *x = static_cast<const float *>(params[0]);
+  const float *g = static_cast<const float *>(params[1]);
+  const float *b = static_cast<const float *>(params[2]);
+  const float eps = *static_cast<const float *>(params[3]);
+  float *y = static_cast<float *>(params[4]);
+  int64_t m, c;
+  RowsCols(ndims[0], shapes[0], &m, &c);
+  if (shapes[1][0] != c) return 2;
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < m; ++i) {
+    const float *xr = x + i * c;
+    float *yr = y + i * c;
+    float mu, rs;
+    RowStats(xr, c, eps, &mu, &rs);
+#pragma omp simd
+    for (int64_t j = 0; j < c; ++j) yr[j] = (xr[j] - mu) * rs * g[j] + b[j];
+  }
+  return 0;
+}
+
+// params = {x (M, C), gamma (C), dy (M, C), eps (1), dx (M, C)}
+// dx = rstd * (dy*gamma - mean(dy*gamma) - xhat * mean(dy*gamma*xhat))
+int LayerNormBackwardInput(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
+                           void *stream, void *extra) {
+  if (nparam != 5) return 1;
+  const float *x = static_cast<const float *>(params[0]);
+  const float *g = static_cast<const float *>(params[1]);
+  const float *dy = static_cast<const float *>(params[2]);
+  const float eps = *static_cast<const float *>(params[3]);
+  float *dx = static_cast<float *>(params[4]);
+  int64_t m, c;
+  RowsCols(ndims[0], shapes[0], &m, &c);
+  const float inv_c = 1.0f / static_cast<float>(c);
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < m; ++i) {
+    const float *xr = x + i * c, *dr = dy + i * c;
+    float *out = dx + i * c;
+    float mu, rs;
+    RowStats(xr, c, eps, &mu, &rs);
+    float s1 = 0.0f, s2 = 0.0f;
+#pragma omp simd reduction(+ : s1, s2)
+    for (int64_t j = 0; j < c; ++j) {
+      const float gy = dr[j] * g[j];
+      s1 += gy;
+      s2 += gy * (xr[j] - mu) * rs;
+    }
+    s1 *= inv_c;
+    s2 *= inv_c;
+#pragma omp simd
+    for (int64_t j = 0; j < c; ++j) out[j] = rs * (dr[j] * g[j] - s1 - (xr[j] - mu) * rs * s2);
+  }
+  return 0;
+}
+
+// params = {x (M, C), dy (M, C), eps (1), dgb (2, C)}: row 0 = dgamma = sum(dy * xhat), row 1 = dbeta = sum(dy)
+int LayerNormBackwardParams(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
+                            void *stream, void *extra) {
+  if (nparam != 4) return 1;
+  const float *x = static_cast<const float *>(params[0]);
+  const float *dy = static_cast<const float *>(params[1]);
+  const float eps = *static_cast<const float *>(params[2]);
+  float *dgb = static_cast<float *>(params[3]);
+  int64_t m, c;
+  RowsCols(ndims[0], shapes[0], &m, &c);
+  const int64_t chunks = Chunks(m);
+  std::vector<float> acc(chunks * 2 * c, 0.0f);
+#pragma omp parallel for schedule(static)
+  for (int64_t ch = 0; ch < chunks; ++ch) {
+    float *dg = acc.data() + ch * 2 * c, *db = dg + c;
+    for (int64_t i = ch * m / chunks; i < (ch + 1) * m / chunks; ++i) {
+      const float *xr = x + i * c, *dr = dy + i * c;
+      float mu, rs;
+      RowStats(xr, c, eps, &mu, &rs);
+#pragma omp simd
+      for (int64_t j = 0; j < c; ++j) {
+        dg[j] += dr[j] * (xr[j] - mu) * rs;
+        db[j] += dr[j];
+      }
+    }
+  }
+  std::memset(dgb, 0, sizeof(float) * 2 * c);
+  for (int64_t ch = 0; ch < chunks; ++ch)
+    for (int64_t j = 0; j < 2 * c; ++j) dgb[j] += acc[ch * 2 * c + j];
+  return 0;
+}
+
+// params = {x (M, C), b (C), y (M, C)}: y = x + b
+int BiasAddForward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *stream,
+                   void *extra) {
+  if (nparam != 3) return 1;
+  const float *x = static_cast<const float *>(params[0]);
+  const float *b = static_cast<const float *>(params[1]);
+  float *y = static_cast<float *>(params[2]);
+  int64_t m, c;
+  RowsCols(ndims[0], shapes[0], &m, &c);
+  if (shapes[1][0] != c) return 2;
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < m; ++i) {
+    const float *xr = x + i * c;
+    float *yr = y + i * c;
+#pragma omp simd
+    for (int64_t j = 0; j < c; ++j) yr[j] = xr[j] + b[j];
+  }
+  return 0;
+}
+
+// params = {dy (M, C), db (C)}: db = column sums of dy
+int ColumnSum(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *stream,
+              void *extra) {
+  if (nparam != 2) return 1;
+  const float *dy = static_cast<const float *>(params[0]);
+  float *db = static_cast<float *>(params[1]);
+  int64_t m, c;
+  RowsCols(ndims[0], shapes[0], &m, &c);
+  const int64_t chunks = Chunks(m);
+  std::vector<float> acc(chunks * c, 0.0f);
+#pragma omp parallel for schedule(static)
+  for (int64_t ch = 0; ch < chunks; ++ch) {
+    float *a = acc.data() + ch * c;
+    for (int64_t i = ch * m / chunks; i < (ch + 1) * m / chunks; ++i) {
+      const float *dr = dy + i * c;
+#pragma omp simd
+      for (int64_t j = 0; j < c; ++j) a[j] += dr[j];
+    }
+  }
+  std::memset(db, 0, sizeof(float) * c);
+  for (int64_t ch = 0; ch < chunks; ++ch)
+    for (int64_t j = 0; j < c; ++j) db[j] += acc[ch * c + j];
+  return 0;
+}
+
+// params = {x (B, N, C), y (B, N, C)}: y[b, :, c] = softmax over n of x[b, :, c]
+int TokenSoftmaxForward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *stream,
+                        void *extra) {
+  if (nparam != 2 || ndims[0] != 3) return 1;
+  const float *x = static_cast<const float *>(params[0]);
+  float *y = static_cast<float *>(params[1]);
+  const int64_t B = shapes[0][0], N = shapes[0][1], C = shapes[0][2];
+  constexpr int64_t kBlock = 64;  // channels per task: B * ceil(C / 64) tasks keep both cores busy
+  const int64_t blocks = (C + kBlock - 1) / kBlock;
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int64_t b = 0; b < B; ++b) {
+    for (int64_t blk = 0; blk < blocks; ++blk) {
+      const int64_t c0 = blk * kBlock, c1 = c0 + kBlock < C ? c0 + kBlock : C;
+      const float *xb = x + b * N * C;
+      float *yb = y + b * N * C;
+      float mx[kBlock], sum[kBlock];
+      for (int64_t c = c0; c < c1; ++c) mx[c - c0] = xb[c];
+      for (int64_t n = 1; n < N; ++n) {
+        const float *row = xb + n * C;
+#pragma omp simd
+        for (int64_t c = c0; c < c1; ++c) mx[c - c0] = row[c] > mx[c - c0] ? row[c] : mx[c - c0];
+      }
+      for (int64_t c = c0; c < c1; ++c) sum[c - c0] = 0.0f;
+      for (int64_t n = 0; n < N; ++n) {
+        const float *row = xb + n * C;
+        float *out = yb + n * C;
+#pragma omp simd
+        for (int64_t c = c0; c < c1; ++c) {
+          const float e = coat_ms::ExpNeg(row[c] - mx[c - c0]);
+          out[c] = e;
+          sum[c - c0] += e;
+        }
+      }
+      for (int64_t c = c0; c < c1; ++c) sum[c - c0] = 1.0f / sum[c - c0];
+      for (int64_t n = 0; n < N; ++n) {
+        float *out = yb + n * C;
+#pragma omp simd
+        for (int64_t c = c0; c < c1; ++c) out[c] *= sum[c - c0];
+      }
+    }
+  }
+  return 0;
+}
+
+// params = {y (B, N, C), dy (B, N, C), dx (B, N, C)}: dx = y * (dy - sum over n of y * dy)
+int TokenSoftmaxBackward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *stream,
+                         void *extra) {
+  if (nparam != 3 || ndims[0] != 3) return 1;
+  const float *y = static_cast<const float *>(params[0]);
+  const float *dy = static_cast<const float *>(params[1]);
+  float *dx = static_cast<float *>(params[2]);
+  const int64_t B = shapes[0][0], N = shapes[0][1], C = shapes[0][2];
+  constexpr int64_t kBlock = 64;
+  const int64_t blocks = (C + kBlock - 1) / kBlock;
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int64_t b = 0; b < B; ++b) {
+    for (int64_t blk = 0; blk < blocks; ++blk) {
+      const int64_t c0 = blk * kBlock, c1 = c0 + kBlock < C ? c0 + kBlock : C;
+      const int64_t off = b * N * C;
+      float dot[kBlock];
+      for (int64_t c = c0; c < c1; ++c) dot[c - c0] = 0.0f;
+      for (int64_t n = 0; n < N; ++n) {
+        const float *yr = y + off + n * C, *gr = dy + off + n * C;
+#pragma omp simd
+        for (int64_t c = c0; c < c1; ++c) dot[c - c0] += yr[c] * gr[c];
+      }
+      for (int64_t n = 0; n < N; ++n) {
+        const float *yr = y + off + n * C, *gr = dy + off + n * C;
+        float *out = dx + off + n * C;
+#pragma omp simd
+        for (int64_t c = c0; c < c1; ++c) out[c] = yr[c] * (gr[c] - dot[c - c0]);
+      }
+    }
+  }
+  return 0;
+}
+
+}  // extern "C"

@@ -1,0 +1,77 @@
+"""LayerNorm and bias-add over the last axis as MindSpore AOT custom ops with their own backward (CPU only).
+
+``layer_norm_ops()`` -> ``ln(x, gamma, beta, eps)`` where ``eps`` is a float32 Tensor of shape (1,);
+``bias_add_op()`` -> ``add(x, b)``; ``token_softmax_op()`` -> softmax over axis 1 of (B, N, C).
+Each returns None where the stock operators must be used.
+C++ in rowops.cc; forward and gradients are checked against the stock ops in tests/test_kernels.py.
+"""
+import mindspore as ms
+import numpy as np
+from mindspore import ops
+
+from . import loader
+from .build import KernelBuildError, build
+
+
+def _make_ops(lib):
+    def custom(name, out_shape, bprop=None):
+        return ops.Custom(f"{lib}:{name}", out_shape=out_shape, out_dtype=lambda *types: types[0], func_type="aot",
+                          bprop=bprop)
+
+    ln_dx = custom("LayerNormBackwardInput", lambda x, g, dy, eps: x)
+    ln_dgb = custom("LayerNormBackwardParams", lambda x, dy, eps: (2, x[-1]))
+    col_sum = custom("ColumnSum", lambda dy: (dy[-1],))
+
+    def ln_bprop(x, gamma, beta, eps, out, dout):
+        dgb = ln_dgb(x, dout, eps)
+        return ln_dx(x, gamma, dout, eps), dgb[0], dgb[1], ops.zeros_like(eps)
+
+    def bias_bprop(x, b, out, dout):
+        return dout, col_sum(dout)
+
+    softmax_dx = custom("TokenSoftmaxBackward", lambda y, dy: y)
+
+    def softmax_bprop(x, out, dout):
+        return (softmax_dx(out, dout),)
+
+    return {"layer_norm": custom("LayerNormForward", lambda x, g, b, eps: x, ln_bprop),
+            "bias_add": custom("BiasAddForward", lambda x, b: x, bias_bprop),
+            "token_softmax": custom("TokenSoftmaxForward", lambda x: x, softmax_bprop)}
+
+
+def _self_check(made):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3, 5, 24)).astype(np.float32) * 3 + 1
+    g, b = rng.standard_normal(24).astype(np.float32), rng.standard_normal(24).astype(np.float32)
+    mu, var = x.mean(-1, keepdims=True), x.var(-1, keepdims=True)
+    ref = (x - mu) / np.sqrt(var + 1e-6) * g + b
+    got = made["layer_norm"](ms.Tensor(x), ms.Tensor(g), ms.Tensor(b), ms.Tensor([1e-6], ms.float32)).asnumpy()
+    err = float(np.abs(got - ref).max())
+    add_err = float(np.abs(made["bias_add"](ms.Tensor(x), ms.Tensor(b)).asnumpy() - (x + b)).max())
+    e = np.exp(x - x.max(1, keepdims=True))
+    sm_err = float(np.abs(made["token_softmax"](ms.Tensor(x)).asnumpy() - e / e.sum(1, keepdims=True)).max())
+    if err > 1e-4 or add_err > 1e-6 or sm_err > 1e-6:
+        raise KernelBuildError(f"row kernels disagree with numpy on the self-check (layer norm {err:.3g}, "
+                               f"bias add {add_err:.3g}, token softmax {sm_err:.3g})")
+
+
+def _load():
+    made = _make_ops(build("rowops.cc"))
+    _self_check(made)
+    return made
+
+
+def layer_norm_op():
+    made = loader.load("rowops", _load)
+    return None if made is None else made["layer_norm"]
+
+
+def bias_add_op():
+    made = loader.load("rowops", _load)
+    return None if made is None else made["bias_add"]
+
+
+def token_softmax_op():
+    """softmax over axis 1 of a (B, N, C) tensor."""
+    made = loader.load("rowops", _load)
+    return None if made is None else made["token_softmax"]

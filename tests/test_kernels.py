@@ -229,6 +229,27 @@ def test_compiled_training_steps_with_kernels_match_stock_ops(tmp_path):
     assert max(np.abs(weights_k[n] - weights_s[n]).max() for n in weights_s) <= 1e-5 * scale
 
 
+def test_bias_gelu_kernel_matches_stock_bias_add_and_gelu():
+    from coat_ms.kernels.gelu import bias_gelu_kernel
+    ms.set_context(mode=ms.GRAPH_MODE)
+    fused = bias_gelu_kernel()
+    assert fused is not None
+    rng = np.random.default_rng(4)
+    x = ms.Tensor((rng.standard_normal((2, 9, 16)) * 3).astype(np.float32))
+    b = ms.Tensor(rng.standard_normal(16).astype(np.float32))
+    g = ms.Tensor(rng.standard_normal((2, 9, 16)).astype(np.float32))
+
+    def ours(t, bias):
+        return (fused(t, bias) * g).sum()
+
+    def stock(t, bias):
+        return (ops.gelu(t + bias, approximate="none") * g).sum()
+
+    assert _rel(fused(x, b), ops.gelu(x + b, approximate="none")) <= 1e-6
+    for a, w in zip(ms.grad(ours, grad_position=(0, 1))(x, b), ms.grad(stock, grad_position=(0, 1))(x, b)):
+        assert a.shape == w.shape and _rel(a, w) <= 1e-5
+
+
 def test_benchmark_report_ratios_and_targets():
     from coat_ms import bench
     result = {

@@ -89,4 +89,49 @@ int GeluBackward(int nparam, void **params, int *ndims, int64_t **shapes, const 
   return 0;
 }
 
+// Bias + GELU (the MLP's fc1 bias fused into its activation): y = gelu(x + b), x (M, C), b (C).
+// params = {x, b, y}
+int GeluBiasForward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *stream,
+                    void *extra) {
+  if (nparam != 3) return 1;
+  const float *x = static_cast<const float *>(params[0]);
+  const float *bias = static_cast<const float *>(params[1]);
+  float *y = static_cast<float *>(params[2]);
+  const int64_t c = shapes[0][ndims[0] - 1], m = NumElements(ndims[0], shapes[0]) / c;
+  if (shapes[1][0] != c) return 2;
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < m; ++i) {
+    const float *xr = x + i * c;
+    float *yr = y + i * c;
+#pragma omp simd
+    for (int64_t j = 0; j < c; ++j) {
+      const float v = xr[j] + bias[j];
+      yr[j] = v * Phi(v);
+    }
+  }
+  return 0;
+}
+
+// params = {x, b, dy, dx}: dx = dy * gelu'(x + b)  (the bias gradient is the column sum of dx)
+int GeluBiasBackward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *stream,
+                     void *extra) {
+  if (nparam != 4) return 1;
+  const float *x = static_cast<const float *>(params[0]);
+  const float *bias = static_cast<const float *>(params[1]);
+  const float *dy = static_cast<const float *>(params[2]);
+  float *dx = static_cast<float *>(params[3]);
+  const int64_t c = shapes[0][ndims[0] - 1], m = NumElements(ndims[0], shapes[0]) / c;
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < m; ++i) {
+    const float *xr = x + i * c, *gr = dy + i * c;
+    float *out = dx + i * c;
+#pragma omp simd
+    for (int64_t j = 0; j < c; ++j) {
+      const float v = xr[j] + bias[j];
+      out[j] = gr[j] * (Phi(v) + v * kInvSqrt2Pi * ExpNeg(-0.5f * v * v));
+    }
+  }
+  return 0;
+}
+
 }  // extern "C"

@@ -34,7 +34,8 @@ def _make_ops(lib):
     def softmax_bprop(x, out, dout):
         return (softmax_dx(out, dout),)
 
-    return {"layer_norm": custom("LayerNormForward", lambda x, g, b, eps: x, ln_bprop),
+    return {"column_sum": col_sum,
+            "layer_norm": custom("LayerNormForward", lambda x, g, b, eps: x, ln_bprop),
             "bias_add": custom("BiasAddForward", lambda x, b: x, bias_bprop),
             "token_softmax": custom("TokenSoftmaxForward", lambda x: x, softmax_bprop)}
 
@@ -69,6 +70,12 @@ def layer_norm_op():
 def bias_add_op():
     made = loader.load("rowops", _load)
     return None if made is None else made["bias_add"]
+
+
+def column_sum_op():
+    """Sum over all axes but the last (a bias gradient)."""
+    made = loader.load("rowops", _load)
+    return None if made is None else made["column_sum"]
 
 
 def token_softmax_op():

@@ -181,7 +181,10 @@ class FactorAttnConvRelPosEnc(nn.Cell):
             self.matmul_ta = ops.BatchMatMul(transpose_a=True)
             self.token_softmax = token_softmax_op()
             self.fused_softmax = self.token_softmax is not None
-            self.head_mask = Tensor(np.kron(np.eye(num_heads), np.ones((head_chs, head_chs))).astype(np.float32))
+            self.matmul = ops.BatchMatMul()  # ops.matmul would broadcast both operands first
+            # block-diagonal head mask with the attention scale folded in: one pass fewer over (B, N, C)
+            self.scaled_head_mask = Tensor(
+                (np.kron(np.eye(num_heads), np.ones((head_chs, head_chs))) * self.scale).astype(np.float32))
 
     def construct(self, x, size):
         if self.crpe.use_kernel:
@@ -211,8 +214,8 @@ class FactorAttnConvRelPosEnc(nn.Cell):
             k_softmax = self.token_softmax(k)
         else:
             k_softmax = ops.softmax(k, axis=1)
-        kv = self.matmul_ta(k_softmax, v) * self.head_mask  # (B, C, C), block diagonal
-        return self.scale * ops.matmul(q, kv) + self.crpe.tokens(qkv, q, size)
+        kv = self.matmul_ta(k_softmax, v) * self.scaled_head_mask  # (B, C, C), block diagonal, scaled
+        return self.matmul(q, kv) + self.crpe.tokens(qkv, q, size)
 
 
 class SerialBlock(nn.Cell):

@@ -29,7 +29,7 @@ def run_cli(main, argv=None):
     """Run ``main(argv)``; user errors become one line on stderr and exit code 2.
 
     Exits with os._exit after flushing, because MindSpore 2.10 may print 'Exception ignored in
-    Cell.__del__' noise while the interpreter shuts down.
+    Cell.__del__' noise while the interpreter shuts down (distributed workers excepted, see below).
     """
     setup_logging()
     try:
@@ -42,4 +42,9 @@ def run_cli(main, argv=None):
         fail("interrupted", code=130)
     sys.stdout.flush()
     sys.stderr.flush()
+    if os.environ.get("MS_ROLE"):
+        # A cluster worker (msrun, or mpirun mapped onto the dynamic cluster) must exit through the
+        # interpreter: MindSpore unregisters from the scheduler in its exit handlers; a worker that
+        # vanishes is reported as timed out and the scheduler then kills the ranks still running.
+        sys.exit(int(code or 0))
     os._exit(int(code or 0))

@@ -117,4 +117,6 @@ def main(argv=None):
 if __name__ == "__main__":
     code = main()
     sys.stdout.flush()
+    if os.environ.get("MS_ROLE"):  # a cluster worker unregisters in MindSpore's exit handlers
+        sys.exit(code or 0)
     os._exit(code or 0)

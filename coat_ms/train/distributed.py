@@ -6,7 +6,6 @@ map OMPI_COMM_WORLD_RANK/SIZE onto the same dynamic cluster: every rank becomes 
 also starts the scheduler process (with the OpenMPI/PMIx variables removed, so it is not mistaken for
 an MPI rank).
 """
-import atexit
 import dataclasses
 import logging
 import os
@@ -57,17 +56,9 @@ def _start_scheduler(size, host, port):
                GLOG_v=env.get("GLOG_v", "3"))
     code = "from mindspore.communication import init; init()"
     log = open(os.environ.get("COAT_SCHED_LOG", os.devnull), "wb")
+    # Not waited for: it exits by itself once every worker (rank 0 last, in its exit handlers) has
+    # unregistered, or after MindSpore's own timeout when a worker died.
     _SCHEDULER = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=log, stderr=log)
-    atexit.register(_stop_scheduler)
-
-
-def _stop_scheduler():
-    """Wait for the scheduler we started (call after the workers released communication)."""
-    if _SCHEDULER is not None and _SCHEDULER.poll() is None:
-        try:
-            _SCHEDULER.wait(timeout=30)  # it exits by itself once the workers have finalised
-        except subprocess.TimeoutExpired:
-            _SCHEDULER.kill()
 
 
 def map_mpirun_to_dynamic_cluster(device_target):
@@ -121,19 +112,14 @@ def init_distributed(distribute, device_target=None):
 
 
 def shutdown_distributed(info):
-    """Leave the cluster: a last barrier, then rank 0 stops the scheduler it started.
+    """Leave the cluster together: a last collective, so no rank exits while another still needs it.
 
-    The CLIs exit with os._exit (no atexit handlers), and a worker that exits without unregistering
-    would keep the scheduler waiting for its timeout.
+    The process must then exit through the interpreter (coat_ms.cli.run_cli does for cluster
+    workers): MindSpore unregisters in its exit handlers, and the scheduler rank 0 started stops
+    once every worker has unregistered.
     """
     if info.size > 1:
         import numpy as np
         import mindspore as ms
         from mindspore import ops
-        ops.AllReduce()(ms.Tensor(np.zeros(1, np.float32))).asnumpy()  # everyone is done with collectives
-    if _SCHEDULER is not None and _SCHEDULER.poll() is None:
-        _SCHEDULER.terminate()
-        try:
-            _SCHEDULER.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            _SCHEDULER.kill()
+        ops.AllReduce()(ms.Tensor(np.zeros(1, np.float32))).asnumpy()

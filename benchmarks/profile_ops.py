@@ -21,6 +21,7 @@ def build_step(model_name, batch, task, size):
     from mindspore import nn
 
     import coat_ms
+    from coat_ms.train.step import compiled_train_step
     model = coat_ms.create_model(model_name)
     x = ms.Tensor(np.random.default_rng(0).standard_normal((batch, 3, size, size)).astype(np.float32))
     if task == "infer":
@@ -28,20 +29,8 @@ def build_step(model_name, batch, task, size):
         return lambda: model(x)
     model.set_train(True)
     y = ms.Tensor(np.arange(batch, dtype=np.int32) % 1000)
-    loss_fn = nn.CrossEntropyLoss()
     opt = nn.AdamWeightDecay(model.trainable_params(), 1e-4, weight_decay=0.05)
-
-    def forward(images, labels):
-        return loss_fn(model(images), labels)
-
-    grad_fn = ms.value_and_grad(forward, None, opt.parameters)
-
-    @ms.jit
-    def step(images, labels):
-        loss, grads = grad_fn(images, labels)
-        opt(grads)
-        return loss
-
+    step = compiled_train_step(model, opt)
     return lambda: step(x, y)
 
 

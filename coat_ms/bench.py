@@ -49,21 +49,9 @@ class _MindSporeWorker:
         self.inputs = {}
         if task == "train":
             from mindspore import nn
+            from .train.step import compiled_train_step
             self.opt = nn.AdamWeightDecay(self.model.trainable_params(), learning_rate=1e-4, weight_decay=0.05)
-            loss_fn = nn.CrossEntropyLoss()
-            model, opt = self.model, self.opt
-
-            def forward(x, y):
-                return loss_fn(model(x), y)
-
-            grad_fn = ms.value_and_grad(forward, None, opt.parameters)
-
-            @ms.jit
-            def step(x, y):
-                loss, grads = grad_fn(x, y)
-                opt(grads)
-                return loss
-            self.step = step
+            self.step = compiled_train_step(self.model, self.opt)
 
     def _batch(self, batch):
         if batch not in self.inputs:

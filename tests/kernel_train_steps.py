@@ -11,6 +11,7 @@ import numpy as np
 from mindspore import nn
 
 import coat_ms
+from coat_ms.train.step import compiled_train_step
 
 
 def main(out_path):
@@ -19,19 +20,8 @@ def main(out_path):
     model = coat_ms.create_model("coat_tiny", num_classes=5, embed_dims=(32, 32, 32, 32),
                                  serial_depths=(1, 1, 1, 1), parallel_depth=1)
     model.set_train(True)
-    loss_fn = nn.CrossEntropyLoss()
     opt = nn.SGD(model.trainable_params(), learning_rate=0.05, momentum=0.9)
-
-    def forward(x, y):
-        return loss_fn(model(x), y)
-
-    grad_fn = ms.value_and_grad(forward, None, opt.parameters)
-
-    @ms.jit
-    def step(x, y):
-        loss, grads = grad_fn(x, y)
-        opt(grads)
-        return loss
+    step = compiled_train_step(model, opt)
 
     rng = np.random.default_rng(0)
     x = ms.Tensor(rng.standard_normal((2, 3, 64, 64)).astype(np.float32))

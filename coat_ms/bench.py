@@ -116,6 +116,9 @@ class _MatmulWorker:
         else:
             import mindspore as ms
             from mindspore import ops
+
+            from .runtime import use_blocking_cpu_run
+            use_blocking_cpu_run()  # as coat_ms runs: the waiting thread does not spin on a core
             self.a = ms.Tensor(a)
             self.fn = lambda: ops.matmul(self.a, self.a).asnumpy()
 

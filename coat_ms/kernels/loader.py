@@ -1,7 +1,8 @@
 """Decide once per process whether a C++ kernel is used: CPU target, not disabled, built, self-checked.
 
 Any failure is logged once as a warning and the caller keeps MindSpore's stock operators.
-``COAT_MS_CPU_KERNELS=0`` turns all kernels off.
+``COAT_MS_CPU_KERNELS=0`` turns all kernels off; ``COAT_MS_CPU_KERNELS_OFF=gemm,gelu`` turns off the
+named ones (dwconv, rowops, gelu, gemm), to measure what each brings.
 """
 import logging
 import os
@@ -20,6 +21,8 @@ def device_is_cpu():
 def load(name, factory):
     """``factory()`` builds and self-checks the kernel's primitives; returns them or None (stock op)."""
     if os.environ.get("COAT_MS_CPU_KERNELS", "1") == "0" or not device_is_cpu():
+        return None
+    if name in os.environ.get("COAT_MS_CPU_KERNELS_OFF", "").replace(" ", "").split(","):
         return None
     if name not in _LOADED:
         try:

@@ -26,6 +26,7 @@ from ..kernels import MODE_CONV, MODE_RESIDUAL, kernel_size_table, make_meta, pa
 from ..kernels import get_op as get_cpu_dwconv
 from ..kernels import kernels_available as cpu_kernels_available
 from ..kernels.rowops import token_softmax_op
+from ..runtime import release_freed_host_memory, use_blocking_cpu_run
 from .layers import (Aggregate, DepthwiseConv2d, DropPath, LayerNorm, Linear, Mlp, PatchEmbed,
                      trunc_normal)
 
@@ -69,17 +70,24 @@ def bilinear_weights(src, dst, align_corners=False):
     return weights
 
 
-def token_resize_matrix(size, target, align_corners=False):
-    """(1 + h'w', 1 + hw) matrix that resizes image tokens bilinearly and passes the CLS row through.
+def token_resize_factors(size, target, align_corners=False):
+    """The (H', H) and (W', W) bilinear matrices that resize an h x w token grid to ``target``.
 
-    Used on CPU: one matmul on the token tensor replaces split, two transposes, interpolate and concat.
+    Used on CPU: two small matmuls on the channels-last tokens replace two transposes and
+    interpolate, and cost a fraction of one dense (H'W' x HW) matrix (6 GFLOP per batch of 8 on coat_tiny).
     """
-    grid = np.kron(bilinear_weights(size[0], target[0], align_corners),
-                   bilinear_weights(size[1], target[1], align_corners))
-    mat = np.zeros((1 + grid.shape[0], 1 + grid.shape[1]), np.float32)
-    mat[0, 0] = 1.0
-    mat[1:, 1:] = grid
-    return Tensor(mat)
+    return (Tensor(bilinear_weights(size[0], target[0], align_corners).astype(np.float32)),
+            Tensor(bilinear_weights(size[1], target[1], align_corners).astype(np.float32)))
+
+
+def resize_tokens(x, size, target, factors):
+    """Tokens with CLS (B, 1 + h*w, C) -> (B, 1 + H'*W', C), bilinear on the grid; CLS rides along."""
+    B, _, C = x.shape
+    cls_token, img = split_cls(x)
+    rows, cols = factors
+    img = ops.matmul(rows, img.reshape(B, size[0], size[1] * C))  # (B, H', w*C)
+    img = ops.matmul(cols, img.reshape(B * target[0], size[1], C))  # (B*H', W', C)
+    return ops.concat((cls_token, img.reshape(B, target[0] * target[1], C)), axis=1)
 
 
 class ConvPosEnc(nn.Cell):
@@ -277,8 +285,8 @@ class ParallelBlock(nn.Cell):
         return ops.concat((cls_token, nchw_to_tokens(img)), axis=1)
 
     def construct(self, x1, x2, x3, x4, sizes, resize=None):
-        """``resize``: optional matrices (3->2, 4->3, 4->2, 2->3, 3->4, 2->4) from ``token_resize_matrix``;
-        given (CPU), each interpolation is one matmul on the tokens."""
+        """``resize``: optional factor pairs (3->2, 4->3, 4->2, 2->3, 3->4, 2->4) from ``token_resize_factors``;
+        given (CPU), each interpolation is two small matmuls on the tokens."""
         _, s2, s3, s4 = sizes
         cur2 = self.factoratt_crpe2(self.norm12(x2), s2)
         cur3 = self.factoratt_crpe3(self.norm13(x3), s3)
@@ -291,12 +299,12 @@ class ParallelBlock(nn.Cell):
             down3_4 = self.interpolate(cur3, s3, s4)
             down2_4 = self.interpolate(cur2, s2, s4)
         else:
-            up3_2 = ops.matmul(resize[0], cur3)
-            up4_3 = ops.matmul(resize[1], cur4)
-            up4_2 = ops.matmul(resize[2], cur4)
-            down2_3 = ops.matmul(resize[3], cur2)
-            down3_4 = ops.matmul(resize[4], cur3)
-            down2_4 = ops.matmul(resize[5], cur2)
+            up3_2 = resize_tokens(cur3, s3, s2, resize[0])
+            up4_3 = resize_tokens(cur4, s4, s3, resize[1])
+            up4_2 = resize_tokens(cur4, s4, s2, resize[2])
+            down2_3 = resize_tokens(cur2, s2, s3, resize[3])
+            down3_4 = resize_tokens(cur3, s3, s4, resize[4])
+            down2_4 = resize_tokens(cur2, s2, s4, resize[5])
         x2 = x2 + self.drop_path(cur2 + up3_2 + up4_2)
         x3 = x3 + self.drop_path(cur3 + up4_3 + down2_3)
         x4 = x4 + self.drop_path(cur4 + down3_4 + down2_4)
@@ -331,6 +339,7 @@ class CoaT(nn.Cell):
             if dim % num_heads:
                 raise ValueError(f"every embed dim must be divisible by num_heads={num_heads}, got {list(embed_dims)}")
         del attn_drop_rate  # accepted for API compatibility: CoaT has no attention matrix to drop
+        use_blocking_cpu_run()  # CPU: without it MindSpore's waiting thread spins on one of the cores
         crpe_window = crpe_window or DEFAULT_CRPE_WINDOW
         self.patch_size = patch_size
         self.in_chans = in_chans
@@ -379,6 +388,15 @@ class CoaT(nn.Cell):
         self.head_drop = nn.Dropout(p=drop_rate)
         self.head = Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
         self.name_parameters_by_path()
+        self._compiled_signatures = set()
+
+    def compile(self, *args, **kwargs):
+        """``Cell.compile``; after each new compilation the compiler's freed scratch memory goes back to the OS."""
+        super().compile(*args, **kwargs)
+        signature = (self.training,) + tuple((tuple(a.shape), str(a.dtype)) for a in args if isinstance(a, Tensor))
+        if signature not in self._compiled_signatures:
+            self._compiled_signatures.add(signature)
+            release_freed_host_memory()
 
     def name_parameters_by_path(self):
         """Name each Parameter by its first attribute path (= the PyTorch state-dict key).
@@ -438,9 +456,9 @@ class CoaT(nn.Cell):
             resize = None
             if self.crpe2.use_kernel:  # CPU: resize by token matmuls
                 ac = self.align_corners
-                resize = (token_resize_matrix(s3, s2, ac), token_resize_matrix(s4, s3, ac),
-                          token_resize_matrix(s4, s2, ac), token_resize_matrix(s2, s3, ac),
-                          token_resize_matrix(s3, s4, ac), token_resize_matrix(s2, s4, ac))
+                resize = (token_resize_factors(s3, s2, ac), token_resize_factors(s4, s3, ac),
+                          token_resize_factors(s4, s2, ac), token_resize_factors(s2, s3, ac),
+                          token_resize_factors(s3, s4, ac), token_resize_factors(s2, s4, ac))
             for blk in self.parallel_blocks:
                 x2, x3, x4 = self.cpe2(x2, s2), self.cpe3(x3, s3), self.cpe4(x4, s4)
                 x1, x2, x3, x4 = blk(x1, x2, x3, x4, sizes, resize)

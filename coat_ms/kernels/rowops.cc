@@ -1,5 +1,5 @@
-// LayerNorm and bias-add over the last axis, and softmax over the token axis, forward and backward,
-// for MindSpore's CPU backend (ops.Custom, func_type="aot").
+// LayerNorm and bias-add over the last axis, forward and backward, for MindSpore's CPU backend
+// (ops.Custom, func_type="aot").
 //
 // Why: in a CoaT training step on MindSpore 2.10's CPU backend, LayerNormGrad and BiasAddGrad took
 // 16 % and 24 % of the step (benchmarks/profile_ops.py), far more than the memory traffic they need.
@@ -8,8 +8,6 @@
 // on the thread count.
 //
 // LayerNorm and bias-add see any tensor as (M, C): C = last dimension, M = product of the others.
-// The token softmax (CoaT's softmax of k over tokens) takes (B, N, C) and normalises over N; the
-// stock op reduces over a strided axis and its backward expands to transposes and broadcasts.
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -176,83 +174,6 @@ int ColumnSum(int nparam, void **params, int *ndims, int64_t **shapes, const cha
   std::memset(db, 0, sizeof(float) * c);
   for (int64_t ch = 0; ch < chunks; ++ch)
     for (int64_t j = 0; j < c; ++j) db[j] += acc[ch * c + j];
-  return 0;
-}
-
-// params = {x (B, N, C), y (B, N, C)}: y[b, :, c] = softmax over n of x[b, :, c]
-int TokenSoftmaxForward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *stream,
-                        void *extra) {
-  if (nparam != 2 || ndims[0] != 3) return 1;
-  const float *x = static_cast<const float *>(params[0]);
-  float *y = static_cast<float *>(params[1]);
-  const int64_t B = shapes[0][0], N = shapes[0][1], C = shapes[0][2];
-  constexpr int64_t kBlock = 64;  // channels per task: B * ceil(C / 64) tasks keep both cores busy
-  const int64_t blocks = (C + kBlock - 1) / kBlock;
-#pragma omp parallel for collapse(2) schedule(static)
-  for (int64_t b = 0; b < B; ++b) {
-    for (int64_t blk = 0; blk < blocks; ++blk) {
-      const int64_t c0 = blk * kBlock, c1 = c0 + kBlock < C ? c0 + kBlock : C;
-      const float *xb = x + b * N * C;
-      float *yb = y + b * N * C;
-      float mx[kBlock], sum[kBlock];
-      for (int64_t c = c0; c < c1; ++c) mx[c - c0] = xb[c];
-      for (int64_t n = 1; n < N; ++n) {
-        const float *row = xb + n * C;
-#pragma omp simd
-        for (int64_t c = c0; c < c1; ++c) mx[c - c0] = row[c] > mx[c - c0] ? row[c] : mx[c - c0];
-      }
-      for (int64_t c = c0; c < c1; ++c) sum[c - c0] = 0.0f;
-      for (int64_t n = 0; n < N; ++n) {
-        const float *row = xb + n * C;
-        float *out = yb + n * C;
-#pragma omp simd
-        for (int64_t c = c0; c < c1; ++c) {
-          const float e = coat_ms::ExpNeg(row[c] - mx[c - c0]);
-          out[c] = e;
-          sum[c - c0] += e;
-        }
-      }
-      for (int64_t c = c0; c < c1; ++c) sum[c - c0] = 1.0f / sum[c - c0];
-      for (int64_t n = 0; n < N; ++n) {
-        float *out = yb + n * C;
-#pragma omp simd
-        for (int64_t c = c0; c < c1; ++c) out[c] *= sum[c - c0];
-      }
-    }
-  }
-  return 0;
-}
-
-// params = {y (B, N, C), dy (B, N, C), dx (B, N, C)}: dx = y * (dy - sum over n of y * dy)
-int TokenSoftmaxBackward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *stream,
-                         void *extra) {
-  if (nparam != 3 || ndims[0] != 3) return 1;
-  const float *y = static_cast<const float *>(params[0]);
-  const float *dy = static_cast<const float *>(params[1]);
-  float *dx = static_cast<float *>(params[2]);
-  const int64_t B = shapes[0][0], N = shapes[0][1], C = shapes[0][2];
-  constexpr int64_t kBlock = 64;
-  const int64_t blocks = (C + kBlock - 1) / kBlock;
-#pragma omp parallel for collapse(2) schedule(static)
-  for (int64_t b = 0; b < B; ++b) {
-    for (int64_t blk = 0; blk < blocks; ++blk) {
-      const int64_t c0 = blk * kBlock, c1 = c0 + kBlock < C ? c0 + kBlock : C;
-      const int64_t off = b * N * C;
-      float dot[kBlock];
-      for (int64_t c = c0; c < c1; ++c) dot[c - c0] = 0.0f;
-      for (int64_t n = 0; n < N; ++n) {
-        const float *yr = y + off + n * C, *gr = dy + off + n * C;
-#pragma omp simd
-        for (int64_t c = c0; c < c1; ++c) dot[c - c0] += yr[c] * gr[c];
-      }
-      for (int64_t n = 0; n < N; ++n) {
-        const float *yr = y + off + n * C, *gr = dy + off + n * C;
-        float *out = dx + off + n * C;
-#pragma omp simd
-        for (int64_t c = c0; c < c1; ++c) out[c] = yr[c] * (gr[c] - dot[c - c0]);
-      }
-    }
-  }
   return 0;
 }
 

@@ -25,7 +25,7 @@ from mindspore import Parameter, Tensor, nn, ops
 from ..kernels import MODE_CONV, MODE_RESIDUAL, kernel_size_table, make_meta, pack_weights, tap_embeddings
 from ..kernels import get_op as get_cpu_dwconv
 from ..kernels import kernels_available as cpu_kernels_available
-from ..kernels.rowops import token_softmax_op
+from ..kernels.attention import attention_config, factor_attention_op
 from ..runtime import release_freed_host_memory, use_blocking_cpu_run
 from .layers import (Aggregate, DepthwiseConv2d, DropPath, LayerNorm, Linear, Mlp, PatchEmbed,
                      trunc_normal)
@@ -144,8 +144,8 @@ class ConvRelPosEnc(nn.Cell):
         self.use_kernel = cpu_kernels_available()
         self.dwconv = get_cpu_dwconv() if self.use_kernel else None
 
-    def tokens(self, qkv, q, size):
-        """CPU path: q_img * DWConv(v_img) as tokens (B, 1 + N, C) with a zero CLS row.
+    def conv_tokens(self, qkv, size):
+        """CPU path: DWConv(v_img) as tokens (B, 1 + N, C) with a zero CLS row.
 
         v is read by the kernel straight out of the qkv tokens (B, 1 + N, 3C): no slice, no transpose.
         """
@@ -153,7 +153,7 @@ class ConvRelPosEnc(nn.Cell):
         taps = pack_weights(tuple(conv.weight for conv in self.conv_list), self.tap_embeddings)
         bias = ops.concat(tuple(conv.bias for conv in self.conv_list), axis=0)
         meta = make_meta(size[0], size[1], 1, 2 * C, C, max(self.kernel_sizes), self.channel_kernel, MODE_CONV)
-        return q * self.dwconv(qkv, taps, bias, meta)
+        return self.dwconv(qkv, taps, bias, meta)
 
     def construct(self, q, v, size):
         B, h, N, Ch = q.shape
@@ -184,19 +184,16 @@ class FactorAttnConvRelPosEnc(nn.Cell):
         self.proj = Linear(dim, dim)
         self.proj_drop = nn.Dropout(p=proj_drop)
         self.crpe = shared_crpe
-        if shared_crpe.use_kernel:
-            head_chs = dim // num_heads
-            self.matmul_ta = ops.BatchMatMul(transpose_a=True)
-            self.token_softmax = token_softmax_op()
-            self.fused_softmax = self.token_softmax is not None
-            self.matmul = ops.BatchMatMul()  # ops.matmul would broadcast both operands first
-            # block-diagonal head mask with the attention scale folded in: one pass fewer over (B, N, C)
-            self.scaled_head_mask = Tensor(
-                (np.kron(np.eye(num_heads), np.ones((head_chs, head_chs))) * self.scale).astype(np.float32))
+        # CPU: softmax, both per-head products and the crpe product in one kernel on the qkv tokens
+        self.attend = factor_attention_op() if shared_crpe.use_kernel else None
+        self.use_kernel = self.attend is not None
+        self.attention_config = attention_config(num_heads, self.scale)
 
     def construct(self, x, size):
-        if self.crpe.use_kernel:
-            return self.proj_drop(self.proj(self._attend_tokens(x, size)))
+        if self.use_kernel:  # token layout throughout: no split, transpose or strided slice
+            qkv = self.qkv(x)
+            attended = self.attend(qkv, self.crpe.conv_tokens(qkv, size), self.attention_config)
+            return self.proj_drop(self.proj(attended))
         B, N, C = x.shape
         h = self.num_heads
         qkv = self.qkv(x).reshape(B, N, 3, h, C // h).transpose(2, 0, 3, 1, 4)
@@ -207,23 +204,6 @@ class FactorAttnConvRelPosEnc(nn.Cell):
         x = self.scale * factor_att + self.crpe(q, v, size)
         x = x.transpose(0, 2, 1, 3).reshape(B, N, C)
         return self.proj_drop(self.proj(x))
-
-    def _attend_tokens(self, x, size):
-        """CPU path, all in token layout (B, N, C), no transposes or strided slices.
-
-        MindSpore's CPU Transpose/StridedSlice cost more than the matmuls they feed, so the per-head
-        products run as one (C x C) matmul masked to its block diagonal: softmax(k)^T v per head is
-        exactly the diagonal blocks, and the zero blocks add exact zeros to q @ (.).
-        """
-        C = x.shape[2]
-        qkv = self.qkv(x)
-        q, k, v = ops.split(qkv, C, axis=2)
-        if self.fused_softmax:  # over tokens, CLS included
-            k_softmax = self.token_softmax(k)
-        else:
-            k_softmax = ops.softmax(k, axis=1)
-        kv = self.matmul_ta(k_softmax, v) * self.scaled_head_mask  # (B, C, C), block diagonal, scaled
-        return self.matmul(q, kv) + self.crpe.tokens(qkv, q, size)
 
 
 class SerialBlock(nn.Cell):

@@ -1,0 +1,300 @@
+// CoaT's factorized attention with its relative-position term, forward and backward, for
+// MindSpore's CPU backend (ops.Custom, func_type="aot"), on the token layout.
+//
+//   out = scale * q_h (softmax_N(k_h)^T v_h) + q * conv        per head h, over all N tokens (CLS too)
+//
+// q, k, v are read straight out of the qkv tokens (B, N, 3C) (channels [0, C), [C, 2C), [2C, 3C),
+// head-major inside each), conv is crpe's depthwise convolution of v (B, N, C), zero on the CLS row.
+// Why: the stock-op version needs a split of qkv, a softmax over a strided axis, two batched
+// matmuls (per-head products as one block-diagonal masked C x C product: 8x the multiply-adds),
+// a product and a sum, each a pass over (B, N, C) in memory. Here every pass reads whole token rows
+// (all heads at once: a per-head walk re-read each row's cache lines once per head), the per-head
+// (Ch x Ch) products of all heads (C x Ch floats) stay in cache, and the token axis of each image is
+// cut into a fixed number of chunks: sums over tokens are per-chunk partials added in chunk order,
+// so results do not depend on the thread count. Forward: 3 passes over the tokens, backward: 5.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+#include "fastmath.h"
+
+namespace {
+
+using coat_ms::ExpNeg;
+
+constexpr int64_t kChunks = 4;  // token chunks per image (fixed, not the thread count)
+
+struct Shape {
+  int64_t batch, tokens, channels, heads, head_chs;
+  float scale;
+};
+
+bool ReadShape(int *ndims, int64_t **shapes, const float *cfg, Shape *s) {
+  if (ndims[0] != 3 || shapes[0][2] % 3 != 0) return false;
+  s->batch = shapes[0][0];
+  s->tokens = shapes[0][1];
+  s->channels = shapes[0][2] / 3;
+  s->heads = static_cast<int64_t>(cfg[0]);
+  s->scale = cfg[1];
+  if (s->heads <= 0 || s->channels % s->heads != 0) return false;
+  s->head_chs = s->channels / s->heads;
+  return true;
+}
+
+// Tokens [t0, t1) of chunk i.
+inline void Chunk(int64_t n, int64_t i, int64_t *t0, int64_t *t1) {
+  *t0 = i * n / kChunks;
+  *t1 = (i + 1) * n / kChunks;
+}
+
+// Per-head products on one token row, over all heads. A (C x Ch) matrix m holds head h's (Ch x Ch)
+// block in rows [h*Ch, (h+1)*Ch). Templates on CH give the CoaT head widths constant trip counts
+// (fully vectorised, masked tails); CH = 0 is the generic version.
+#define HEAD_CHS const int64_t ch = CH > 0 ? CH : ch_runtime
+
+// m[h][j][:] += a[h*Ch + j] * b[h*Ch + :]
+template <int CH>
+inline void OuterAccumulate(const float *a, const float *b, int64_t heads, int64_t ch_runtime, float *m) {
+  HEAD_CHS;
+  for (int64_t h = 0; h < heads; ++h)
+    for (int64_t j = 0; j < ch; ++j) {
+      const float aj = a[h * ch + j];
+      const float *bh = b + h * ch;
+      float *row = m + (h * ch + j) * ch;
+#pragma omp simd
+      for (int64_t i = 0; i < ch; ++i) row[i] += aj * bh[i];
+    }
+}
+
+// out[h*Ch + :] += sum_j a[h*Ch + j] * m[h][j][:]
+template <int CH>
+inline void RowTimesBlocks(const float *a, const float *m, int64_t heads, int64_t ch_runtime, float *out) {
+  HEAD_CHS;
+  for (int64_t h = 0; h < heads; ++h)
+    for (int64_t j = 0; j < ch; ++j) {
+      const float aj = a[h * ch + j];
+      const float *row = m + (h * ch + j) * ch;
+      float *oh = out + h * ch;
+#pragma omp simd
+      for (int64_t i = 0; i < ch; ++i) oh[i] += aj * row[i];
+    }
+}
+
+// out[h*Ch + j] = f * sum_i b[h*Ch + i] * m[h][j][i]
+template <int CH>
+inline void RowDotBlocks(const float *b, const float *m, int64_t heads, int64_t ch_runtime, float f, float *out) {
+  HEAD_CHS;
+  for (int64_t h = 0; h < heads; ++h)
+    for (int64_t j = 0; j < ch; ++j) {
+      const float *bh = b + h * ch, *row = m + (h * ch + j) * ch;
+      float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+      for (int64_t i = 0; i < ch; ++i) sum += bh[i] * row[i];
+      out[h * ch + j] = f * sum;
+    }
+}
+
+// Softmax statistics of k over the tokens (max, 1/sum of exp), kv = scale * softmax(k)^T v per head and,
+// when q and dout are given, dkv = q^T dout per head; all per image: mx, inv_sum (B, C), kv, dkv (B, C*Ch).
+template <int CH>
+void Statistics(const Shape &s, const float *qkv, const float *dout, float *mx, float *inv_sum, float *kv,
+                float *dkv) {
+  const int64_t n = s.tokens, c = s.channels, c3 = 3 * c, ch = s.head_chs, block = c * ch;
+  const int64_t parts = s.batch * kChunks;
+  std::vector<float> part(parts * c), part_kv(parts * block), part_dkv(dout ? parts * block : 0);
+#pragma omp parallel for schedule(static)
+  for (int64_t p = 0; p < parts; ++p) {  // partial maxima
+    int64_t t0, t1;
+    Chunk(n, p % kChunks, &t0, &t1);
+    float *m = part.data() + p * c;
+    std::fill(m, m + c, -INFINITY);
+    for (int64_t t = t0; t < t1; ++t) {
+      const float *kr = qkv + ((p / kChunks) * n + t) * c3 + c;
+#pragma omp simd
+      for (int64_t i = 0; i < c; ++i) m[i] = std::max(m[i], kr[i]);
+    }
+  }
+  for (int64_t b = 0; b < s.batch; ++b)
+    for (int64_t i = 0; i < c; ++i) {
+      float m = -INFINITY;
+      for (int64_t k = 0; k < kChunks; ++k) m = std::max(m, part[(b * kChunks + k) * c + i]);
+      mx[b * c + i] = m;
+    }
+#pragma omp parallel
+  {
+    std::vector<float> e(c);
+#pragma omp for schedule(static)
+    for (int64_t p = 0; p < parts; ++p) {  // partial sums of exp, k^T v and q^T dout
+      const int64_t b = p / kChunks;
+      int64_t t0, t1;
+      Chunk(n, p % kChunks, &t0, &t1);
+      float *sum = part.data() + p * c, *pkv = part_kv.data() + p * block;
+      float *pdkv = dout ? part_dkv.data() + p * block : nullptr;
+      std::fill(sum, sum + c, 0.0f);
+      std::fill(pkv, pkv + block, 0.0f);
+      if (pdkv) std::fill(pdkv, pdkv + block, 0.0f);
+      const float *m = mx + b * c;
+      for (int64_t t = t0; t < t1; ++t) {
+        const float *qr = qkv + (b * n + t) * c3, *kr = qr + c, *vr = qr + 2 * c;
+#pragma omp simd
+        for (int64_t i = 0; i < c; ++i) {
+          e[i] = ExpNeg(kr[i] - m[i]);
+          sum[i] += e[i];
+        }
+        OuterAccumulate<CH>(e.data(), vr, s.heads, ch, pkv);
+        if (pdkv) OuterAccumulate<CH>(qr, dout + (b * n + t) * c, s.heads, ch, pdkv);
+      }
+    }
+  }
+#pragma omp parallel for schedule(static)
+  for (int64_t b = 0; b < s.batch; ++b) {  // combine the chunks in order
+    for (int64_t i = 0; i < c; ++i) {
+      float sum = 0.0f;
+      for (int64_t k = 0; k < kChunks; ++k) sum += part[(b * kChunks + k) * c + i];
+      inv_sum[b * c + i] = 1.0f / sum;
+    }
+    for (int64_t r = 0; r < block; ++r) {
+      float a = 0.0f, d = 0.0f;
+      for (int64_t k = 0; k < kChunks; ++k) {
+        a += part_kv[(b * kChunks + k) * block + r];
+        if (dout) d += part_dkv[(b * kChunks + k) * block + r];
+      }
+      kv[b * block + r] = s.scale * inv_sum[b * c + r / ch] * a;  // row r of head block = channel r / ch
+      if (dout) dkv[b * block + r] = d;
+    }
+  }
+}
+
+template <int CH>
+void Forward(const Shape &s, const float *qkv, const float *conv, float *out) {
+  const int64_t n = s.tokens, c = s.channels, c3 = 3 * c, ch = s.head_chs, block = c * ch;
+  std::vector<float> mx(s.batch * c), inv_sum(s.batch * c), kv(s.batch * block);
+  Statistics<CH>(s, qkv, nullptr, mx.data(), inv_sum.data(), kv.data(), nullptr);
+#pragma omp parallel for schedule(static)
+  for (int64_t p = 0; p < s.batch * kChunks; ++p) {  // out = q kv + q * conv
+    const int64_t b = p / kChunks;
+    int64_t t0, t1;
+    Chunk(n, p % kChunks, &t0, &t1);
+    for (int64_t t = t0; t < t1; ++t) {
+      const float *qr = qkv + (b * n + t) * c3, *cr = conv + (b * n + t) * c;
+      float *orow = out + (b * n + t) * c;
+#pragma omp simd
+      for (int64_t i = 0; i < c; ++i) orow[i] = qr[i] * cr[i];
+      RowTimesBlocks<CH>(qr, kv.data() + b * block, s.heads, ch, orow);
+    }
+  }
+}
+
+template <int CH>
+void Backward(const Shape &s, const float *qkv, const float *conv, const float *dout, float *dqkv, float *dconv) {
+  const int64_t n = s.tokens, c = s.channels, c3 = 3 * c, ch = s.head_chs, block = c * ch;
+  const int64_t parts = s.batch * kChunks;
+  std::vector<float> mx(s.batch * c), inv_sum(s.batch * c), kv(s.batch * block), dkv(s.batch * block);
+  std::vector<float> part_dot(parts * c);
+  Statistics<CH>(s, qkv, dout, mx.data(), inv_sum.data(), kv.data(), dkv.data());
+#pragma omp parallel
+  {
+    std::vector<float> e(c);
+#pragma omp for schedule(static)
+    for (int64_t p = 0; p < parts; ++p) {  // dconv, dq, dv, dksm (in dk's place), partial sum(ksm * dksm)
+      const int64_t b = p / kChunks;
+      int64_t t0, t1;
+      Chunk(n, p % kChunks, &t0, &t1);
+      const float *m = mx.data() + b * c, *is = inv_sum.data() + b * c;
+      const float *kvb = kv.data() + b * block, *dkvb = dkv.data() + b * block;
+      float *dot = part_dot.data() + p * c;
+      std::fill(dot, dot + c, 0.0f);
+      for (int64_t t = t0; t < t1; ++t) {
+        const float *qr = qkv + (b * n + t) * c3, *kr = qr + c, *vr = qr + 2 * c;
+        const float *gr = dout + (b * n + t) * c, *cr = conv + (b * n + t) * c;
+        float *dqr = dqkv + (b * n + t) * c3, *dkr = dqr + c, *dvr = dqr + 2 * c;
+        float *dcr = dconv + (b * n + t) * c;
+        RowDotBlocks<CH>(gr, kvb, s.heads, ch, 1.0f, dqr);
+        RowDotBlocks<CH>(vr, dkvb, s.heads, ch, s.scale, dkr);
+#pragma omp simd
+        for (int64_t i = 0; i < c; ++i) {
+          dcr[i] = qr[i] * gr[i];
+          dqr[i] += cr[i] * gr[i];
+          e[i] = s.scale * ExpNeg(kr[i] - m[i]) * is[i];  // scale * ksm
+          dot[i] += e[i] * dkr[i];
+          dvr[i] = 0.0f;
+        }
+        RowTimesBlocks<CH>(e.data(), dkvb, s.heads, ch, dvr);
+      }
+    }
+  }
+#pragma omp parallel for schedule(static)
+  for (int64_t p = 0; p < parts; ++p) {  // dk = ksm * (dksm - sum_N(ksm * dksm))
+    const int64_t b = p / kChunks;
+    int64_t t0, t1;
+    Chunk(n, p % kChunks, &t0, &t1);
+    std::vector<float> dot(c, 0.0f);
+    for (int64_t k = 0; k < kChunks; ++k)
+      for (int64_t i = 0; i < c; ++i) dot[i] += part_dot[(b * kChunks + k) * c + i];
+    const float *m = mx.data() + b * c, *is = inv_sum.data() + b * c;
+    const float inv_scale = 1.0f / s.scale;  // the partial sums above used scale * ksm
+    for (int64_t t = t0; t < t1; ++t) {
+      const float *kr = qkv + (b * n + t) * c3 + c;
+      float *dkr = dqkv + (b * n + t) * c3 + c;
+#pragma omp simd
+      for (int64_t i = 0; i < c; ++i) dkr[i] = ExpNeg(kr[i] - m[i]) * is[i] * (dkr[i] - inv_scale * dot[i]);
+    }
+  }
+}
+
+using ForwardFn = void (*)(const Shape &, const float *, const float *, float *);
+using BackwardFn = void (*)(const Shape &, const float *, const float *, const float *, float *, float *);
+
+template <int CH>
+struct Kernels {
+  static constexpr ForwardFn forward = Forward<CH>;
+  static constexpr BackwardFn backward = Backward<CH>;
+};
+
+// The head widths of the CoaT family (8 to 64) get their own instantiation.
+template <typename Fn, typename Get>
+Fn ForHeadWidth(int64_t ch, Get get) {
+  switch (ch) {
+    case 8: return get(Kernels<8>());
+    case 16: return get(Kernels<16>());
+    case 19: return get(Kernels<19>());
+    case 27: return get(Kernels<27>());
+    case 32: return get(Kernels<32>());
+    case 40: return get(Kernels<40>());
+    case 64: return get(Kernels<64>());
+    default: return get(Kernels<0>());
+  }
+}
+
+}  // namespace
+
+extern "C" {
+
+// params = {qkv (B, N, 3C), conv (B, N, C), cfg (2) = [heads, scale], out (B, N, C)}
+int FactorAttentionForward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
+                           void *stream, void *extra) {
+  if (nparam != 4) return 1;
+  Shape s;
+  if (!ReadShape(ndims, shapes, static_cast<const float *>(params[2]), &s)) return 2;
+  const ForwardFn fn = ForHeadWidth<ForwardFn>(s.head_chs, [](auto k) { return decltype(k)::forward; });
+  fn(s, static_cast<const float *>(params[0]), static_cast<const float *>(params[1]), static_cast<float *>(params[3]));
+  return 0;
+}
+
+// params = {qkv (B, N, 3C), conv (B, N, C), cfg (2), dout (B, N, C), dqkv (B, N, 3C), dconv (B, N, C)}
+//   dconv = q * dout                      dq_h = dout_h kv_h^T + conv_h * dout_h
+//   dkv_h = q_h^T dout_h                  dv_h = scale * ksm_h dkv_h
+//   dksm_h = scale * v_h dkv_h^T          dk = ksm * (dksm - sum_N(ksm * dksm))
+int FactorAttentionBackward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
+                            void *stream, void *extra) {
+  if (nparam != 6) return 1;
+  Shape s;
+  if (!ReadShape(ndims, shapes, static_cast<const float *>(params[2]), &s)) return 2;
+  const BackwardFn fn = ForHeadWidth<BackwardFn>(s.head_chs, [](auto k) { return decltype(k)::backward; });
+  fn(s, static_cast<const float *>(params[0]), static_cast<const float *>(params[1]),
+     static_cast<const float *>(params[3]), static_cast<float *>(params[4]), static_cast<float *>(params[5]));
+  return 0;
+}
+
+}  // extern "C"

@@ -22,6 +22,7 @@ import time
 
 DEFAULT_MODELS = ("coat_lite_tiny", "coat_tiny")
 IMAGE = 224
+BLOCKING_RUN = "MS_DEV_HOST_BLOCKING_RUN"  # = coat_ms.runtime.BLOCKING_RUN; not imported: timm workers stay MindSpore-free
 MATMUL_N = 2048
 
 
@@ -152,14 +153,27 @@ def worker_main(spec):
     os._exit(0)  # skip MindSpore's noisy interpreter teardown
 
 
+def worker_env(framework, mindcv_blocking_run=False):
+    """The environment of a worker process: this coat_ms first on the path, quiet logs, and the runtime flag.
+
+    Building a coat_ms model (count_macs does, in the parent) sets ``MS_DEV_HOST_BLOCKING_RUN``; it is not
+    passed on: coat_ms workers set it themselves, mindcv gets MindSpore's default unless asked for the same.
+    """
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # so workers import this coat_ms
+    env = dict(os.environ, GLOG_v="3", PYTHONWARNINGS="ignore",
+               PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
+    env.pop(BLOCKING_RUN, None)
+    if framework == "mindcv" and mindcv_blocking_run:
+        env[BLOCKING_RUN] = "1"
+    return env
+
+
 class Worker:
     """Parent-side handle of one worker process."""
 
-    def __init__(self, framework, model_name, task):
+    def __init__(self, framework, model_name, task, mindcv_blocking_run=False):
         self.key = (framework, model_name, task)
-        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # so workers import this coat_ms
-        env = dict(os.environ, GLOG_v="3", PYTHONWARNINGS="ignore",
-                   PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
+        env = worker_env(framework, mindcv_blocking_run)
         self.stderr = tempfile.TemporaryFile(mode="w+")
         self.proc = subprocess.Popen([sys.executable, "-m", "coat_ms.bench", "--worker",
                                       f"{framework}:{model_name}:{task}"],
@@ -251,7 +265,7 @@ def run_benchmark(args):
             for f in names:  # one process per framework, task and batch: its memory is its own
                 _log(f"[{name}] {f} {task_kind} batch {batch}: starting worker, compile + first call ...")
                 start = time.perf_counter()
-                w = Worker(f, name, task_kind)
+                w = Worker(f, name, task_kind, args.mindcv_blocking_run)
                 r = w.ask(cmd="call", batch=batch)
                 if "error" in r:
                     _log(f"[{name}] {f} {task_kind} batch {batch}: FAILED: {r['error']}")
@@ -368,7 +382,10 @@ def to_markdown(result):
     lines = [f"CPU: {m['cpus']} cores, load average {m['load_avg_start'][0]:.1f} at start, "
              f"{m['load_avg_end'][0]:.1f} at end; fp32, {IMAGE}x{IMAGE}, medians of interleaved repetitions.",
              "Matmul limit ({0}x{0} fp32): ".format(MATMUL_N) + ", ".join(
-                 f"{k} {v['gflops']:.0f} GFLOP/s" for k, v in result["matmul"].items()), "",
+                 f"{k} {v['gflops']:.0f} GFLOP/s" for k, v in result["matmul"].items()),
+             f"coat_ms sets {BLOCKING_RUN}=1 (CPU); mindcv runs with "
+             + (f"{BLOCKING_RUN}=1 too." if result["settings"].get("mindcv_blocking_run")
+                else "MindSpore's default runtime (as mindcv users get it)."), "",
              "| model | task | framework | batch | img/s | latency ms | x timm | x mindcv | GFLOP/s | % of matmul | "
              "compile+first s | peak RSS MB |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -404,6 +421,10 @@ def build_parser():
     p.add_argument("--train-batch", type=int, default=8, help="batch of the training-step comparison (default 8)")
     p.add_argument("--no-train", action="store_true", help="skip the training-step comparison")
     p.add_argument("--skip", default="", help="frameworks to leave out, comma-separated (coat_ms,timm,mindcv)")
+    p.add_argument("--mindcv-blocking-run", action="store_true",
+                   help=f"run mindcv with {BLOCKING_RUN}=1, the MindSpore runtime setting coat_ms applies on CPU "
+                        "(default: MindSpore's default, as mindcv runs); separates the runtime's share of the "
+                        "speed-up from the model's")
     p.add_argument("--out", default="benchmarks/results", help="directory for bench.json and bench.md")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     return p

@@ -329,6 +329,15 @@ def test_benchmark_report_ratios_and_targets():
     assert "| m | infer | coat_ms | 8 | 32.00 | 250 | 2.00 | 16.0 | 64.0 | 32.0 |" in md
 
 
+def test_benchmark_gives_mindcv_mindspores_default_runtime_unless_asked(monkeypatch):
+    from coat_ms import bench, runtime
+    assert bench.BLOCKING_RUN == runtime.BLOCKING_RUN
+    monkeypatch.setenv(runtime.BLOCKING_RUN, "1")  # as after count_macs built a coat_ms model in the parent
+    assert runtime.BLOCKING_RUN not in bench.worker_env("mindcv")
+    assert runtime.BLOCKING_RUN not in bench.worker_env("coat_ms")  # coat_ms sets it itself
+    assert bench.worker_env("mindcv", mindcv_blocking_run=True)[runtime.BLOCKING_RUN] == "1"
+
+
 def test_benchmark_cli_rejects_bad_arguments():
     import subprocess
     import sys

@@ -6,8 +6,9 @@
 Every (framework, model, task) lives in its own worker process, so peak resident memory is that
 framework's alone. The parent drives the workers round-robin, one timed call at a time, so load
 changes on the machine hit every framework alike; medians are reported. A large fp32 matmul (torch
-and MindSpore) is timed in the same rounds and gives the practical GFLOP/s limit. FLOPs come from
-``coat_ms.flops.count_macs`` (2 FLOPs per MAC).
+and MindSpore), timed at the start of the same run in rounds of its own (between the model calls it
+slowed them down), gives the practical GFLOP/s limit. FLOPs come from ``coat_ms.flops.count_macs``
+(2 FLOPs per MAC).
 """
 import argparse
 import json
@@ -239,18 +240,20 @@ def run_benchmark(args):
     result = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                           "load_avg_start": os.getloadavg()},
               "settings": vars(args).copy(), "models": {}, "matmul": {}}
-    # the matmul limit, interleaved with everything else
+    # The matmul limit, measured first in rounds of its own. Interleaved with the model calls it slowed
+    # the next calls down (timm's coat_lite_tiny batch 8: 308-355 ms without the two matmul calls
+    # between rounds, 582 ms with them; coat_ms 234 -> 268 ms), so its workers are gone before the models run.
     mm = [Worker(f, "-", "mm") for f in ("torch-matmul", "ms-matmul")]
     mm_times = {w.key[0]: [] for w in mm}
-
-    def matmul_round():
+    for w in mm:
+        w.ask(cmd="call", batch=0)  # warm-up
+    for _ in range(args.reps):
         for w in mm:
             r = w.ask(cmd="call", batch=0)
             if "seconds" in r:
                 mm_times[w.key[0]].append(r["seconds"])
-
     for w in mm:
-        w.ask(cmd="call", batch=0)  # warm-up
+        w.close()
     phases = [("infer", b) for b in args.batches]
     if not args.no_train:
         phases.append(("train", args.train_batch))
@@ -284,7 +287,6 @@ def run_benchmark(args):
                     r = w.ask(cmd="call", batch=batch)
                     if "seconds" in r:
                         times[f].append(r["seconds"])
-                matmul_round()
                 _log(f"[{name}] {task_kind} batch {batch}: round {rep + 1}/{args.reps}: " + ", ".join(
                     f"{f} {times[f][-1] * 1000:.0f} ms" for f in times if times[f]))
             for f, w in workers.items():
@@ -296,8 +298,6 @@ def run_benchmark(args):
                 entry[task_kind][f"{f}/b{batch}"] = {"median_s": med, "img_per_s": batch / med,
                                                      "reps": len(times[f]), "times_s": times[f]}
                 entry["peak_rss_mb"][f"{f}/{task_kind}/b{batch}"] = rss
-    for w in mm:
-        w.close()
     for f, ts in mm_times.items():
         med = _median(ts)
         if med:

@@ -5,7 +5,8 @@
 
 Every (framework, model, task) lives in its own worker process, so peak resident memory is that
 framework's alone. The parent drives the workers round-robin, one timed call at a time, so load
-changes on the machine hit every framework alike; medians are reported. A large fp32 matmul (torch
+changes on the machine hit coat_ms and timm alike; medians are reported. mindcv runs in rounds of its
+own after them (its multi-second calls slowed timm's next calls down). A large fp32 matmul (torch
 and MindSpore), timed at the start of the same run in rounds of its own (between the model calls it
 slowed them down), gives the practical GFLOP/s limit. FLOPs come from ``coat_ms.flops.count_macs``
 (2 FLOPs per MAC).
@@ -231,6 +232,42 @@ def _median(xs):
     return statistics.median(xs) if xs else None
 
 
+def _measure_group(entry, name, task_kind, batch, frameworks, reps, mindcv_blocking_run):
+    """Start one worker per framework (compile + first call), then ``reps`` interleaved rounds; fills ``entry``."""
+    workers = {}
+    for f in frameworks:  # one process per framework, task and batch: its memory is its own
+        _log(f"[{name}] {f} {task_kind} batch {batch}: starting worker, compile + first call ...")
+        start = time.perf_counter()
+        w = Worker(f, name, task_kind, mindcv_blocking_run)
+        r = w.ask(cmd="call", batch=batch)
+        if "error" in r:
+            _log(f"[{name}] {f} {task_kind} batch {batch}: FAILED: {r['error']}")
+            entry.setdefault("errors", {})[f"{f}/{task_kind}/b{batch}"] = r["error"]
+            w.close()
+            continue
+        entry["compile_first_call_s"][f"{f}/{task_kind}/b{batch}"] = r["seconds"]
+        entry["startup_s"][f"{f}/{task_kind}/b{batch}"] = time.perf_counter() - start
+        workers[f] = w
+        _log(f"[{name}] {f} {task_kind} batch {batch}: compile + first call {r['seconds']:.1f} s")
+    times = {f: [] for f in workers}
+    for rep in range(reps):
+        for f, w in workers.items():
+            r = w.ask(cmd="call", batch=batch)
+            if "seconds" in r:
+                times[f].append(r["seconds"])
+        _log(f"[{name}] {task_kind} batch {batch}: round {rep + 1}/{reps}: " + ", ".join(
+            f"{f} {times[f][-1] * 1000:.0f} ms" for f in times if times[f]))
+    for f, w in workers.items():
+        rss = w.ask(cmd="rss").get("peak_rss_mb")
+        w.close()
+        med = _median(times[f])
+        if med is None:
+            continue
+        entry[task_kind][f"{f}/b{batch}"] = {"median_s": med, "img_per_s": batch / med,
+                                             "reps": len(times[f]), "times_s": times[f]}
+        entry["peak_rss_mb"][f"{f}/{task_kind}/b{batch}"] = rss
+
+
 def run_benchmark(args):
     from coat_ms.flops import count_macs
     models = list(DEFAULT_MODELS) if args.models == "default" else (
@@ -264,40 +301,13 @@ def run_benchmark(args):
         result["models"][name] = entry
         for task_kind, batch in phases:
             names = frameworks if task_kind == "infer" else [f for f in ("coat_ms", "timm") if f in frameworks]
-            workers = {}
-            for f in names:  # one process per framework, task and batch: its memory is its own
-                _log(f"[{name}] {f} {task_kind} batch {batch}: starting worker, compile + first call ...")
-                start = time.perf_counter()
-                w = Worker(f, name, task_kind, args.mindcv_blocking_run)
-                r = w.ask(cmd="call", batch=batch)
-                if "error" in r:
-                    _log(f"[{name}] {f} {task_kind} batch {batch}: FAILED: {r['error']}")
-                    entry.setdefault("errors", {})[f"{f}/{task_kind}/b{batch}"] = r["error"]
-                    w.close()
-                    continue
-                entry["compile_first_call_s"][f"{f}/{task_kind}/b{batch}"] = r["seconds"]
-                entry["startup_s"][f"{f}/{task_kind}/b{batch}"] = time.perf_counter() - start
-                workers[f] = w
-                _log(f"[{name}] {f} {task_kind} batch {batch}: compile + first call {r['seconds']:.1f} s")
-            times = {f: [] for f in workers}
-            for rep in range(args.reps):
-                for f, w in workers.items():
-                    if f == "mindcv" and rep >= args.mindcv_reps:
-                        continue
-                    r = w.ask(cmd="call", batch=batch)
-                    if "seconds" in r:
-                        times[f].append(r["seconds"])
-                _log(f"[{name}] {task_kind} batch {batch}: round {rep + 1}/{args.reps}: " + ", ".join(
-                    f"{f} {times[f][-1] * 1000:.0f} ms" for f in times if times[f]))
-            for f, w in workers.items():
-                rss = w.ask(cmd="rss").get("peak_rss_mb")
-                w.close()
-                med = _median(times[f])
-                if med is None:
-                    continue
-                entry[task_kind][f"{f}/b{batch}"] = {"median_s": med, "img_per_s": batch / med,
-                                                     "reps": len(times[f]), "times_s": times[f]}
-                entry["peak_rss_mb"][f"{f}/{task_kind}/b{batch}"] = rss
+            # coat_ms and timm interleaved; mindcv in rounds of its own afterwards: its multi-second calls
+            # between timm's slowed timm's next calls (coat_lite_tiny batch 8: 1074, 674 ms in the rounds
+            # after a mindcv call, 523, 341 ms once mindcv's repetitions were over)
+            groups = [[f for f in names if f != "mindcv"], [f for f in names if f == "mindcv"]]
+            for group in filter(None, groups):
+                reps = args.mindcv_reps if group == ["mindcv"] else args.reps
+                _measure_group(entry, name, task_kind, batch, group, reps, args.mindcv_blocking_run)
     for f, ts in mm_times.items():
         med = _median(ts)
         if med:

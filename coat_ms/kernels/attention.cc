@@ -53,32 +53,28 @@ inline void Chunk(int64_t n, int64_t i, int64_t *t0, int64_t *t1) {
 // (fully vectorised, masked tails); CH = 0 is the generic version.
 #define HEAD_CHS const int64_t ch = CH > 0 ? CH : ch_runtime
 
-// m[h][j][:] += a[h*Ch + j] * b[h*Ch + :]
+// y[0:Ch] += a * x[0:Ch]
+template <int CH>
+inline void Axpy(float a, const float *x, int64_t ch_runtime, float *y) {
+  HEAD_CHS;
+#pragma omp simd
+  for (int64_t i = 0; i < ch; ++i) y[i] += a * x[i];
+}
+
+// m[h][j][:] += a[h*Ch + j] * b[h*Ch + :]  (the outer products of k^T v and q^T dout)
 template <int CH>
 inline void OuterAccumulate(const float *a, const float *b, int64_t heads, int64_t ch_runtime, float *m) {
   HEAD_CHS;
   for (int64_t h = 0; h < heads; ++h)
-    for (int64_t j = 0; j < ch; ++j) {
-      const float aj = a[h * ch + j];
-      const float *bh = b + h * ch;
-      float *row = m + (h * ch + j) * ch;
-#pragma omp simd
-      for (int64_t i = 0; i < ch; ++i) row[i] += aj * bh[i];
-    }
+    for (int64_t j = 0; j < ch; ++j) Axpy<CH>(a[h * ch + j], b + h * ch, ch, m + (h * ch + j) * ch);
 }
 
-// out[h*Ch + :] += sum_j a[h*Ch + j] * m[h][j][:]
+// out[h*Ch + :] += sum_j a[h*Ch + j] * m[h][j][:]  (a token row times each head's block)
 template <int CH>
 inline void RowTimesBlocks(const float *a, const float *m, int64_t heads, int64_t ch_runtime, float *out) {
   HEAD_CHS;
   for (int64_t h = 0; h < heads; ++h)
-    for (int64_t j = 0; j < ch; ++j) {
-      const float aj = a[h * ch + j];
-      const float *row = m + (h * ch + j) * ch;
-      float *oh = out + h * ch;
-#pragma omp simd
-      for (int64_t i = 0; i < ch; ++i) oh[i] += aj * row[i];
-    }
+    for (int64_t j = 0; j < ch; ++j) Axpy<CH>(a[h * ch + j], m + (h * ch + j) * ch, ch, out + h * ch);
 }
 
 // out[h*Ch + j] = f * sum_i b[h*Ch + i] * m[h][j][i]

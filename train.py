@@ -1,50 +1,71 @@
 """Train a CoaT model, mindcv style.
 
     python train.py -c configs/coat_lite_tiny_cpu.yaml --data_dir /path/to/imagefolder
-    mpirun -n 2 python train.py -c ... --distribute          (CPU: mapped onto MindSpore's dynamic cluster)
-    msrun --worker_num 2 --local_worker_num 2 train.py -c ... --distribute
+    mpirun -n 8 python train.py -c configs/coat_lite_tiny_ascend.yaml --data_dir /path/to/imagenet
+    msrun --worker_num 2 --local_worker_num 2 train.py -c ... --distribute     (mpirun on CPU works too)
+
+Every mindcv config key is a flag (--lr 0.001, --ema, --scale 0.08 1.0); flags override the YAML.
 """
+import argparse
 import logging
 import os
 import sys
 
-from coat_ms.cli import run_cli
+from coat_ms.cli import STARTED_AT, run_cli
 
 logger = logging.getLogger("coat_ms")
 
 
-def main(argv=None):
-    from coat_ms.train.cli_args import build_parser, resolve
+def build_parser():
+    from coat_ms.config import add_config_flags
 
-    args = build_parser("train.py", __doc__.splitlines()[0]).parse_args(argv)
-    cfg = resolve(args)
+    parser = argparse.ArgumentParser(prog="train.py", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    return add_config_flags(parser)
+
+
+def main(argv=None):
+    from coat_ms.config import settings_from
+
+    cfg = settings_from(build_parser().parse_args(argv))
     from coat_ms.train import distributed
     if cfg["distribute"]:
         # Before MindSpore starts: under mpirun on CPU this sets up the dynamic cluster.
         distributed.map_mpirun_to_dynamic_cluster(cfg["device_target"])
     import mindspore as ms
-    if cfg["device_target"]:
-        ms.set_device(cfg["device_target"])
+
+    from coat_ms.cli import use_device
+    from coat_ms.runtime import configure_runtime
+    device = use_device(cfg["device_target"])
+    configure_runtime(device)
     ms.set_context(mode=ms.GRAPH_MODE if cfg["mode"] == 0 else ms.PYNATIVE_MODE)
-    dist = distributed.init_distributed(cfg["distribute"], ms.get_context("device_target"))
+    dist = distributed.init_distributed(cfg["distribute"], device)
     if not dist.is_main:
-        logging.getLogger("coat_ms").setLevel(logging.WARNING)  # rank 0 alone logs
+        logger.setLevel(logging.WARNING)  # rank 0 alone reports progress
     from coat_ms.train.engine import train
     try:
-        summary = train(cfg, dist)
+        summary = train(cfg, dist, started_at=STARTED_AT)
     finally:
         distributed.shutdown_distributed(dist)
     if dist.is_main:
-        m = summary["metrics"]
-        print(f"done: {summary['epochs']} epochs, {summary['steps']} steps on {dist.size} rank(s)")
-        if m:
-            print(f"validation: {{'Top_1_Accuracy': {m['Top_1_Accuracy']:.4f}, 'Top_5_Accuracy': "
-                  f"{m['Top_5_Accuracy']:.4f}, 'Loss': {m['Loss']:.4f}}}")
-        print(f"outputs: {os.path.abspath(summary['out_dir'])} (latest.ckpt, best: "
-              f"{os.path.basename(summary['best']) if summary['best'] else '-'}, results.csv, results.png)")
-        if summary["skipped_images"]:
-            print(f"skipped {summary['skipped_images']} unreadable training image(s)")
+        print_summary(summary, dist)
     return 0
+
+
+def print_summary(summary, dist):
+    from coat_ms.train.monitor import duration, output_listing
+
+    print(f"done: {summary['epochs']} epochs, {summary['steps']} steps on {dist.size} rank(s) in "
+          f"{duration(summary['elapsed_s'])} (start-up: first step {summary['first_step_s'] or 0:.1f} s after launch)")
+    m = summary["metrics"]
+    if m:
+        print(f"validation ({m['num_images']} images): {{'Top_1_Accuracy': {m['Top_1_Accuracy']:.4f}, "
+              f"'Top_5_Accuracy': {m['Top_5_Accuracy']:.4f}, 'Loss': {m['Loss']:.4f}}}")
+    per_epoch = summary["skipped_per_epoch"]
+    print(f"unreadable images: {summary['skipped_images']} replaced in training "
+          f"({', '.join(str(n) for n in per_epoch)} per epoch; named in the log)"
+          f"{', ' + str(m['skipped']) + ' skipped in the last validation' if m and m.get('skipped') else ''}")
+    print(f"outputs: {output_listing(summary['out_dir'], summary['best'])}")
 
 
 if __name__ == "__main__":

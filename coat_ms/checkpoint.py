@@ -1,18 +1,29 @@
-"""Loading MindSpore checkpoints into a model, never silently.
+"""MindSpore checkpoints: loading into a model (never silently) and what a checkpoint says about itself.
 
 Every missing, unused or mis-shaped parameter is reported; by default any of them is an error.
-Training bookkeeping saved next to the weights (optimizer moments, step counters, loss scale) is
-recognised and set aside, not counted as unused.
+Training bookkeeping saved next to the weights (optimizer moments, step counters, loss scale, EMA)
+is recognised and set aside, not counted as unused.  Float16 weights are upcast to the model's
+float32 with a note.
+
+Checkpoints written by coat_ms carry a JSON record under ``META_KEY`` (a string entry that MindSpore
+stores beside the tensors): the model name and constructor options, the class names in label order
+and the evaluation preprocessing (image size, crop_pct, interpolation, mean, std).  validate.py,
+predict and export read it, so a model is evaluated the way it was trained.
 """
 import dataclasses
+import json
 import logging
 import os
 
 import mindspore as ms
+import numpy as np
 
 from .errors import CheckpointError
 
 logger = logging.getLogger("coat_ms")
+
+META_KEY = "coat_ms_meta"
+META_VERSION = 1
 
 # Entries a training checkpoint may hold besides the network's weights.
 TRAINING_STATE_PREFIXES = ("moments.", "adam_m.", "adam_v.", "accum.", "global_step", "learning_rate",
@@ -27,6 +38,7 @@ class LoadReport:
     unexpected: list    # in the checkpoint, not in the model
     mismatched: list    # (name, checkpoint shape, model shape)
     training_state: list
+    upcast: list = dataclasses.field(default_factory=list)   # names stored in float16, loaded as float32
 
     @property
     def clean(self):
@@ -47,22 +59,52 @@ class LoadReport:
         return "; ".join(parts)
 
 
-def read_checkpoint(path):
-    """Read a .ckpt (or MindSpore .safetensors) into {name: Parameter}; clear errors for missing or corrupt files."""
+def make_meta(model_name, num_classes, class_names=None, preprocessing=None, model_args=None, training=None):
+    """The record coat_ms stores in a checkpoint (see module doc)."""
+    meta = {"version": META_VERSION, "model": model_name, "model_args": dict(model_args or {}),
+            "num_classes": int(num_classes)}
+    if class_names is not None:
+        meta["class_names"] = list(class_names)
+    if preprocessing is not None:
+        meta["preprocessing"] = preprocessing.as_dict() if hasattr(preprocessing, "as_dict") else dict(preprocessing)
+    if training is not None:
+        meta["training"] = dict(training)
+    return meta
+
+
+def meta_entry(meta):
+    """``append_dict`` for ms.save_checkpoint."""
+    return {META_KEY: json.dumps(meta)}
+
+
+def read_checkpoint_and_meta(path):
+    """(``{name: Parameter}``, meta dict or {}) of a .ckpt (or MindSpore .safetensors); clear errors for
+    missing, truncated or foreign files."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint not found: {path}")
-    # MindSpore writes its safetensors format on request (convert --format safetensors).
     fmt = "safetensors" if path.endswith(".safetensors") else "ckpt"
     try:
-        params = ms.load_checkpoint(path, format=fmt)
+        entries = ms.load_checkpoint(path, format=fmt)
     except Exception as exc:  # MindSpore raises ValueError/RuntimeError with long texts
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"cannot read checkpoint {path}: it is truncated or not a MindSpore {fmt} "
                               f"({first})") from None
+    meta = {}
+    if isinstance(entries.get(META_KEY), str):
+        try:
+            meta = json.loads(entries[META_KEY])
+        except ValueError:
+            logger.warning("%s: its coat_ms record is not valid JSON; ignoring it", path)
+    params = {n: v for n, v in entries.items() if not isinstance(v, str)}
     if not params:
         raise CheckpointError(f"checkpoint {path} holds no parameters")
-    return params
+    return params, meta
+
+
+def read_checkpoint(path):
+    """``{name: Parameter}`` of a checkpoint (its coat_ms record left out)."""
+    return read_checkpoint_and_meta(path)[0]
 
 
 def compare_state(model, params):
@@ -80,6 +122,16 @@ def compare_state(model, params):
     return LoadReport(loaded, missing, unexpected, mismatched, training_state)
 
 
+def _as_model_dtype(value, param):
+    """The checkpoint value in the parameter's dtype (float16 weights are upcast); None if it cannot be."""
+    if value.dtype == param.dtype:
+        return value
+    if value.dtype in (ms.float16, ms.bfloat16, ms.float64) and param.dtype == ms.float32:
+        array = value.float().asnumpy() if value.dtype == ms.bfloat16 else value.asnumpy()
+        return ms.Parameter(ms.Tensor(array.astype(np.float32)), name=param.name)
+    return None
+
+
 def load_state(model, params, strict=True, source="checkpoint"):
     """Load {name: Parameter/Tensor} into model; strict: every name and shape must match."""
     report = compare_state(model, params)
@@ -90,7 +142,19 @@ def load_state(model, params, strict=True, source="checkpoint"):
                  + [f"unused: {n}" for n in report.unexpected]
                  + [f"shape differs, not loaded: {n} {a} vs model {b}" for n, a, b in report.mismatched]):
         logger.warning("%s: %s", source, line)
-    subset = {name: params[name] for name in report.loaded}
+    model_params = model.parameters_dict()
+    subset = {}
+    for name in report.loaded:
+        value = _as_model_dtype(params[name], model_params[name])
+        if value is None:
+            raise CheckpointError(f"{source}: {name} is stored as {params[name].dtype}, the model needs "
+                                  f"{model_params[name].dtype}")
+        if value is not params[name]:
+            report.upcast.append(name)
+        subset[name] = value
+    if report.upcast:
+        logger.info("%s: %d parameters stored as %s were upcast to float32", source, len(report.upcast),
+                    params[report.upcast[0]].dtype)
     not_loaded, _ = ms.load_param_into_net(model, subset, strict_load=True)
     not_loaded = [n for n in not_loaded if n in subset]
     if not_loaded:
@@ -103,3 +167,45 @@ def load_state(model, params, strict=True, source="checkpoint"):
 def load_checkpoint(model, path, strict=True):
     """Read ``path`` and load it into ``model``; returns the LoadReport."""
     return load_state(model, read_checkpoint(path), strict=strict, source=os.fspath(path))
+
+
+def ema_weights(params):
+    """{name: value} of the EMA copy a training checkpoint holds (``ema.<name>``), or {} when it has none."""
+    return {n[len("ema."):]: v for n, v in params.items() if n.startswith("ema.")}
+
+
+def num_classes_in(params):
+    """Head size stored in a checkpoint ({name: Parameter}), or None if it has no head."""
+    bias = params.get("head.bias")
+    return int(bias.shape[0]) if bias is not None else None
+
+
+def model_from_checkpoint(path, model_name=None, num_classes=None, model_args=None, ema=False):
+    """(model in inference mode, meta) of a checkpoint, strictly loaded.
+
+    Model name, constructor options and head size come from the arguments, else from the checkpoint's
+    coat_ms record, else (head size) from its ``head.bias``.  ``ema=True`` loads the EMA weights when
+    the checkpoint holds them (as mindcv's validate does) and says which weights were used.
+    """
+    from .errors import CoatError
+    from .factory import create_model
+
+    params, meta = read_checkpoint_and_meta(path)
+    model_name = model_name or meta.get("model")
+    if not model_name:
+        raise CoatError(f"{path} does not say which model it holds: pass --model (e.g. coat_lite_tiny)")
+    if model_args is None:
+        model_args = meta.get("model_args") or {}
+    if num_classes is None:
+        num_classes = num_classes_in(params) or meta.get("num_classes") or 1000
+    if ema:
+        averaged = ema_weights(params)
+        if averaged:
+            logger.info("%s: evaluating its EMA weights (ema: True)", path)
+            params = averaged
+        else:
+            logger.info("%s: ema is set but the checkpoint holds no EMA weights; evaluating its weights", path)
+    model = create_model(model_name, num_classes=num_classes, **model_args)
+    load_state(model, params, strict=True, source=os.fspath(path))
+    model.set_train(False)
+    return model, meta

@@ -1,4 +1,4 @@
-"""Shared plumbing for the command-line tools: clean one-line errors and a quiet exit.
+"""Shared plumbing for the command-line tools: one-line errors, Ctrl-C, device selection, a quiet exit.
 
 Usage in a CLI module::
 
@@ -8,9 +8,14 @@ Usage in a CLI module::
 """
 import logging
 import os
+import signal
 import sys
+import time
 
 from .errors import CoatError
+
+# When the process started (train.py's start-up time is measured from here, imports included).
+STARTED_AT = time.time()
 
 
 def setup_logging(verbose=False):
@@ -25,6 +30,38 @@ def fail(message, code=2):
     os._exit(code)
 
 
+def _interrupted(signum, frame):
+    # Runs as soon as the interpreter gets control, also between the graph compiler's Python callbacks;
+    # files are only ever replaced atomically, so stopping here leaves the last complete checkpoint intact.
+    fail("interrupted", code=130)
+
+
+def stop_on_ctrl_c():
+    """Ctrl-C (SIGINT) and SIGTERM stop any phase promptly with ``error: interrupted`` and exit 130.
+
+    MindSpore installs its own handlers once it starts (its runtime turns SIGINT into SIGTERM of the
+    process: exit 143 with no message); ours are set again after it is imported.
+    """
+    signal.signal(signal.SIGINT, _interrupted)
+    if not os.environ.get("MS_ROLE"):  # cluster workers: MindSpore's handler lets the scheduler see the exit
+        signal.signal(signal.SIGTERM, _interrupted)
+
+
+def use_device(target):
+    """Select the MindSpore backend (None: the one this build was made for); one line if it is absent."""
+    import mindspore as ms
+
+    if target:
+        try:
+            ms.set_device(target)
+        except (RuntimeError, ValueError):
+            built = "CPU" if "CPU" in str(ms.get_context("device_target")) else ms.get_context("device_target")
+            raise CoatError(f"device_target {target} is not available: this MindSpore build runs on {built}; "
+                            f"pass --device_target {built} (or install MindSpore for {target})") from None
+    stop_on_ctrl_c()
+    return ms.get_context("device_target")
+
+
 def run_cli(main, argv=None):
     """Run ``main(argv)``; user errors become one line on stderr and exit code 2.
 
@@ -32,12 +69,17 @@ def run_cli(main, argv=None):
     Cell.__del__' noise while the interpreter shuts down (distributed workers excepted, see below).
     """
     setup_logging()
+    stop_on_ctrl_c()
     try:
         code = main(argv)
     except CoatError as exc:
         fail(str(exc))
     except (FileNotFoundError, IsADirectoryError, PermissionError, NotADirectoryError) as exc:
         fail(f"{exc.strerror}: {exc.filename}")
+    except OSError as exc:
+        if exc.errno is None:
+            raise
+        fail(f"{exc.strerror}{': ' + str(exc.filename) if exc.filename else ''}")
     except KeyboardInterrupt:
         fail("interrupted", code=130)
     sys.stdout.flush()

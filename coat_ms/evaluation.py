@@ -1,178 +1,23 @@
-"""Evaluation data and metrics shared by validate.py and predict.
+"""Evaluation: one metric accumulator and one loop, used by train-time validation, validate.py and
+distributed validation.
 
-Preprocessing follows the model's pretrained config (mindcv's eval pipeline): decode RGB, resize the
-short side to floor(image_size / crop_pct) with the config's interpolation, centre-crop image_size,
-normalise with mean/std, HWC -> CHW.  Every sample counts: the last, smaller batch is padded to the
-batch size for the network (one compiled shape) and the padding is dropped from the results.
+* Every sample of the split counts exactly once: each rank evaluates its share (coat_ms.data.pipeline),
+  the last, smaller batch is padded to the batch size for the network (one compiled shape) and the
+  padding is dropped, and the per-rank sums are added across ranks.
+* Unreadable images are left out of the metrics and counted (``skipped``).
+* Loss is the mean cross-entropy of the logits against the true labels, **without label smoothing**,
+  over the readable images (timm's validation loss).  It is comparable across recipes; mindcv's
+  validate.py instead reports its training loss (with the recipe's smoothing).
 """
 import dataclasses
-import io
-import os
+import logging
 
 import numpy as np
 
-from .errors import CoatError
+from .data.files import DataError
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".gif")
+logger = logging.getLogger("coat_ms")
 
-
-class DataError(CoatError):
-    """A data folder or image that cannot be used as asked."""
-
-
-@dataclasses.dataclass
-class EvalSettings:
-    image_size: tuple = (224, 224)
-    crop_pct: float = 0.9
-    interpolation: str = "bicubic"
-    mean: tuple = (123.675, 116.28, 103.53)  # 0..255 scale, as mindcv's Normalize on uint8 images
-    std: tuple = (58.395, 57.12, 57.375)
-
-    @property
-    def resize(self):
-        """Short-side size before the centre crop (int for square crops, like mindcv)."""
-        h, w = self.image_size
-        if h == w:
-            return int(np.floor(h / self.crop_pct))
-        return (int(h / self.crop_pct), int(w / self.crop_pct))
-
-    def describe(self):
-        return (f"resize {self.resize} {self.interpolation}, centre crop {self.image_size[0]}x{self.image_size[1]}, "
-                f"mean {tuple(round(m, 3) for m in self.mean)}, std {tuple(round(s, 3) for s in self.std)}")
-
-
-def _to_255(values):
-    values = tuple(float(v) for v in values)
-    return tuple(v * 255.0 for v in values) if max(values) <= 1.0 else values
-
-
-def eval_settings(pretrained_cfg, config=None, image_size=None):
-    """EvalSettings from a pretrained config, overridden by keys present in ``config`` and ``image_size``.
-
-    ``config`` uses mindcv's keys (image_resize, crop_pct, interpolation, mean, std); mean/std given
-    in 0..1 are scaled to 0..255.
-    """
-    cfg = dict(pretrained_cfg or {})
-    config = dict(config or {})
-    size = cfg.get("input_size", (3, 224, 224))[-2:]
-    if config.get("image_resize") is not None:
-        size = config["image_resize"]
-    if image_size is not None:
-        size = image_size
-    if isinstance(size, (int, np.integer)):
-        size = (int(size), int(size))
-    size = tuple(int(s) for s in size)
-    if len(size) != 2 or min(size) <= 0:
-        raise DataError(f"image size must be H W (positive), got {size}")
-    crop_pct = float(config.get("crop_pct") or cfg.get("crop_pct", 0.9))
-    if not 0.0 < crop_pct <= 1.0:
-        raise DataError(f"crop_pct must be in (0, 1], got {crop_pct}")
-    interpolation = str(config.get("interpolation") or cfg.get("interpolation", "bicubic")).lower()
-    if interpolation not in ("bicubic", "bilinear", "nearest", "area"):
-        raise DataError(f"unknown interpolation '{interpolation}' (bicubic, bilinear, nearest, area)")
-    mean = _to_255(config.get("mean") or cfg.get("mean", (0.485, 0.456, 0.406)))
-    std = _to_255(config.get("std") or cfg.get("std", (0.229, 0.224, 0.225)))
-    return EvalSettings(size, crop_pct, interpolation, mean, std)
-
-
-def eval_transforms(settings, decode=True):
-    """mindspore.dataset vision ops for ``settings`` (the list mindcv's eval pipeline builds)."""
-    from mindspore.dataset import vision
-    from mindspore.dataset.vision import Inter
-
-    ops = [vision.Decode()] if decode else []
-    ops += [vision.Resize(settings.resize, interpolation=getattr(Inter, settings.interpolation.upper())),
-            vision.CenterCrop(settings.image_size),
-            vision.Normalize(mean=list(settings.mean), std=list(settings.std)),
-            vision.HWC2CHW()]
-    return ops
-
-
-# ----------------------------------------------------------------------------------------------
-# Folders and files
-# ----------------------------------------------------------------------------------------------
-
-def class_folders(split_dir):
-    """Sorted class-folder names of an ImageFolder split (the label order of training)."""
-    if not os.path.isdir(split_dir):
-        raise DataError(f"data folder not found: {split_dir}")
-    names = sorted(d for d in os.listdir(split_dir) if os.path.isdir(os.path.join(split_dir, d)))
-    if not names:
-        raise DataError(f"{split_dir} has no class folders (expected {split_dir}/<class>/<image>)")
-    return names
-
-
-def list_images(paths):
-    """Expand files and folders (recursively, sorted) into image paths; other files are listed too
-    so that they get reported, but folders' non-image files (by extension) are ignored."""
-    out = []
-    for path in paths:
-        path = os.fspath(path)
-        if os.path.isdir(path):
-            for root, dirs, files in os.walk(path):
-                dirs.sort()
-                out += [os.path.join(root, f) for f in sorted(files) if f.lower().endswith(IMAGE_EXTENSIONS)]
-        elif os.path.exists(path):
-            out.append(path)
-        else:
-            raise DataError(f"no such file or folder: {path}")
-    return out
-
-
-def read_image(path):
-    """RGB uint8 HWC array of an image file; DataError if it is not a readable image."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-        with Image.open(io.BytesIO(data)) as img:
-            return np.asarray(img.convert("RGB"))
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise DataError(f"{path}: not a readable image ({type(exc).__name__})") from None
-
-
-def preprocess_arrays(images, settings):
-    """List of RGB HWC uint8 arrays -> float32 (N, 3, H, W) with the eval transforms."""
-    from mindspore.dataset import transforms
-
-    pipeline = transforms.Compose(eval_transforms(settings, decode=False))
-    return np.stack([np.asarray(pipeline(img), dtype=np.float32) for img in images])
-
-
-def preprocess_files(paths, settings):
-    """(batch, good paths, [(path, reason)] skipped) for a list of image files."""
-    images, good, skipped = [], [], []
-    for path in paths:
-        try:
-            images.append(read_image(path))
-            good.append(path)
-        except DataError as exc:
-            skipped.append((path, str(exc).split(": ", 1)[-1]))
-    batch = preprocess_arrays(images, settings) if images else None
-    return batch, good, skipped
-
-
-def create_eval_dataset(data_dir, split, settings, batch_size, num_workers=1):
-    """(batched mindspore dataset, class names, sample count) of ``data_dir/split``; no sample dropped."""
-    import mindspore.dataset as ds
-
-    split_dir = os.path.join(os.fspath(data_dir), split) if split else os.fspath(data_dir)
-    names = class_folders(split_dir)
-    dataset = ds.ImageFolderDataset(split_dir, shuffle=False, num_parallel_workers=num_workers,
-                                    class_indexing={n: i for i, n in enumerate(names)},
-                                    extensions=list(IMAGE_EXTENSIONS) + [e.upper() for e in IMAGE_EXTENSIONS])
-    count = dataset.get_dataset_size()
-    if count == 0:
-        raise DataError(f"{split_dir} holds no images")
-    dataset = dataset.map(eval_transforms(settings), input_columns="image", num_parallel_workers=num_workers)
-    dataset = dataset.batch(batch_size, drop_remainder=False)
-    return dataset, names, count
-
-
-# ----------------------------------------------------------------------------------------------
-# Metrics
-# ----------------------------------------------------------------------------------------------
 
 def log_softmax(logits):
     logits = np.asarray(logits, dtype=np.float64)
@@ -187,53 +32,80 @@ def softmax(logits):
 @dataclasses.dataclass
 class EvalResult:
     num_samples: int
+    skipped: int
     top1: float
     top5: float
     loss: float
     class_names: list
-    per_class: list          # accuracy of each class (None where the class has no samples)
-    confusion: np.ndarray    # rows: true class, columns: predicted class
+    per_class: list = None          # accuracy of each class (None where the class has no samples)
+    confusion: np.ndarray = None    # rows: true class, columns: predicted class
 
     def metrics(self):
         """mindcv's printout keys."""
         return {"Top_1_Accuracy": self.top1, "Top_5_Accuracy": self.top5, "Loss": self.loss}
 
 
-class MetricAccumulator:
-    """Collects logits batch by batch; top-1/top-5, cross-entropy, confusion matrix."""
+class MetricSums:
+    """Top-1 / Top-5 hits, summed cross-entropy, counts (and optionally the confusion matrix) of a split."""
 
-    def __init__(self, num_classes, label_smoothing=0.0):
+    def __init__(self, num_classes, confusion=False):
         self.num_classes = num_classes
-        self.label_smoothing = float(label_smoothing)
-        self.n = self.top1 = self.top5 = 0
+        self.count = self.skipped = self.top1 = self.top5 = 0
         self.loss_sum = 0.0
-        self.confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
+        self.confusion = np.zeros((num_classes, num_classes), dtype=np.int64) if confusion else None
 
-    def update(self, logits, labels):
+    def update(self, logits, labels, bad=None):
         logits = np.asarray(logits)
         labels = np.asarray(labels).astype(np.int64)
-        if logits.shape[1] < self.num_classes or labels.max(initial=0) >= logits.shape[1]:
+        if bad is not None:
+            keep = np.asarray(bad) == 0
+            self.skipped += int((~keep).sum())
+            logits, labels = logits[keep], labels[keep]
+        if not len(labels):
+            return
+        if logits.shape[1] < self.num_classes or labels.max() >= logits.shape[1]:
             raise DataError(f"the model predicts {logits.shape[1]} classes but the data has {self.num_classes}; "
                             f"check num_classes and the checkpoint")
-        logp = log_softmax(logits)
         k = min(5, logits.shape[1])
         topk = np.argsort(-logits, axis=1, kind="stable")[:, :k]
         self.top1 += int((topk[:, 0] == labels).sum())
         self.top5 += int((topk == labels[:, None]).any(axis=1).sum())
-        eps = self.label_smoothing
-        nll = -logp[np.arange(len(labels)), labels]
-        self.loss_sum += float(((1 - eps) * nll - eps * logp.mean(axis=1)).sum())
-        pred = np.minimum(topk[:, 0], self.num_classes - 1)
-        np.add.at(self.confusion, (labels, pred), 1)
-        self.n += len(labels)
+        self.loss_sum += float(-log_softmax(logits)[np.arange(len(labels)), labels].sum())
+        if self.confusion is not None:
+            np.add.at(self.confusion, (labels, np.minimum(topk[:, 0], self.num_classes - 1)), 1)
+        self.count += len(labels)
+
+    def _vector(self):
+        # float32 on the wire (MindSpore's CPU AllReduce); the loss sum travels as hi + lo parts so the
+        # reduced sum keeps float64 precision, and counts stay exact below 2**24.
+        hi = np.float32(self.loss_sum)
+        lo = np.float32(self.loss_sum - float(hi))
+        head = np.array([self.count, self.skipped, self.top1, self.top5, hi, lo], dtype=np.float32)
+        return head if self.confusion is None else np.concatenate([head, self.confusion.ravel().astype(np.float32)])
+
+    def _set_vector(self, vector):
+        vector = np.asarray(vector, dtype=np.float64)
+        self.count, self.skipped, self.top1, self.top5 = (int(round(v)) for v in vector[:4])
+        self.loss_sum = float(vector[4]) + float(vector[5])
+        if self.confusion is not None:
+            self.confusion = np.rint(vector[6:]).astype(np.int64).reshape(self.confusion.shape)
+
+    def all_reduce(self, dist):
+        """Add the sums of every rank (all ranks end with the same totals)."""
+        if dist is not None and dist.size > 1:
+            from .train.distributed import all_reduce_sum
+            self._set_vector(all_reduce_sum(self._vector()))
+        return self
 
     def result(self, class_names):
-        if self.n == 0:
-            raise DataError("no samples were evaluated")
-        totals = self.confusion.sum(axis=1)
-        per_class = [float(self.confusion[i, i] / t) if t else None for i, t in enumerate(totals)]
-        return EvalResult(self.n, self.top1 / self.n, self.top5 / self.n, self.loss_sum / self.n,
-                          list(class_names), per_class, self.confusion)
+        if self.count == 0:
+            raise DataError(f"no readable images were evaluated ({self.skipped} unreadable)")
+        per_class = None
+        if self.confusion is not None:
+            totals = self.confusion.sum(axis=1)
+            per_class = [float(self.confusion[i, i] / t) if t else None for i, t in enumerate(totals)]
+        return EvalResult(self.count, self.skipped, self.top1 / self.count, self.top5 / self.count,
+                          self.loss_sum / self.count, list(class_names), per_class, self.confusion)
 
 
 def run_padded(predict_fn, batch, batch_size):
@@ -245,22 +117,27 @@ def run_padded(predict_fn, batch, batch_size):
     return np.asarray(predict_fn(batch))[:n]
 
 
-def evaluate(predict_fn, dataset, class_names, batch_size, label_smoothing=0.0, progress=True):
-    """Run ``predict_fn`` (float32 NCHW array -> logits array) over every batch of ``dataset``."""
+def evaluate(predict_fn, dataset, num_classes, batch_size, dist=None, confusion=False, progress=True,
+             desc="validate"):
+    """Run ``predict_fn`` (float32 NCHW array -> logits array) over this rank's ``dataset`` (columns
+    image, label, bad; None when the rank has no share) and return the MetricSums of all ranks."""
     from tqdm import tqdm
 
-    acc = MetricAccumulator(len(class_names), label_smoothing)
-    steps = dataset.get_dataset_size()
-    for item in tqdm(dataset.create_dict_iterator(num_epochs=1, output_numpy=True), total=steps,
-                     desc="validate", unit="batch", disable=not progress, leave=False):
-        images = item["image"].astype(np.float32)
-        acc.update(run_padded(predict_fn, images, batch_size), item["label"])
-    return acc.result(class_names)
+    sums = MetricSums(num_classes, confusion=confusion)
+    if dataset is not None:
+        steps = dataset.get_dataset_size()
+        for image, label, bad in tqdm(dataset.create_tuple_iterator(num_epochs=1, output_numpy=True), total=steps,
+                                      desc=desc, unit="batch", disable=not progress, leave=False, dynamic_ncols=True):
+            sums.update(run_padded(predict_fn, image.astype(np.float32, copy=False), batch_size), label, bad)
+    return sums.all_reduce(dist)
 
 
 def cell_predictor(net):
-    """numpy -> numpy wrapper of a MindSpore Cell or GraphCell."""
+    """numpy -> numpy wrapper of a MindSpore Cell or GraphCell (in inference mode)."""
     import mindspore as ms
+
+    if hasattr(net, "set_train"):
+        net.set_train(False)
 
     def predict(batch):
         return net(ms.Tensor(np.ascontiguousarray(batch, dtype=np.float32))).asnumpy()
@@ -272,6 +149,8 @@ def save_confusion_png(result, path, title="confusion matrix"):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from .fileio import atomic_write
 
     n = len(result.class_names)
     fig, ax = plt.subplots(figsize=(max(4, 0.45 * n + 2), max(3.5, 0.45 * n + 1.5)))
@@ -292,25 +171,3 @@ def save_confusion_png(result, path, title="confusion matrix"):
     fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
     plt.close(fig)
-
-
-def atomic_write(path, write_fn):
-    """write_fn(tmp_path) into a temp file next to ``path``, then os.replace."""
-    import tempfile
-
-    path = os.path.abspath(os.fspath(path))
-    folder = os.path.dirname(path)
-    if not os.path.isdir(folder):
-        raise DataError(f"cannot write {path}: folder {folder} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
-    os.close(fd)
-    try:
-        write_fn(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp files are private; the result should not be
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path

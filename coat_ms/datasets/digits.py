@@ -12,8 +12,13 @@ from PIL import Image
 CLASS_NAMES = tuple(str(d) for d in range(10))
 
 
-def write_digits_imagefolder(root, image_size=32, val_fraction=0.2, seed=0):
-    """Write the digits dataset to ``root`` (idempotent); returns {'train': n, 'val': n}."""
+def write_digits_imagefolder(root, image_size=32, val_fraction=0.2, seed=0, classes=None, per_class=None,
+                             fmt="png"):
+    """Write the digits dataset to ``root`` (idempotent); returns {'train': n, 'val': n}.
+
+    ``classes`` (digits) and ``per_class`` (images per class and split, at most) make smaller sets;
+    ``fmt`` is the file format ("png" or "jpg").
+    """
     from sklearn.datasets import load_digits
 
     digits = load_digits()
@@ -28,11 +33,17 @@ def write_digits_imagefolder(root, image_size=32, val_fraction=0.2, seed=0):
 
     scale = image_size // 8
     counts = {"train": 0, "val": 0}
+    taken = {}
     for i, (image, label) in enumerate(zip(images, labels)):
         split = "val" if is_val[i] else "train"
+        if classes is not None and label not in classes:
+            continue
+        if per_class is not None and taken.get((split, label), 0) >= per_class:
+            continue
+        taken[(split, label)] = taken.get((split, label), 0) + 1
         folder = os.path.join(root, split, CLASS_NAMES[label])
         os.makedirs(folder, exist_ok=True)
-        path = os.path.join(folder, f"{i:04d}.png")
+        path = os.path.join(folder, f"{i:04d}.{fmt}")
         if not os.path.exists(path):
             big = np.kron(image, np.ones((scale, scale), dtype=np.uint8))
             Image.fromarray(np.stack([big] * 3, axis=-1), mode="RGB").save(path)

@@ -1,9 +1,15 @@
-"""Training checkpoints: latest + top-k by validation Top-1, with optimizer state, epoch and step.
+"""Training checkpoints and the run folder.
 
-Every file is written to a temporary name in the same folder and then os.replace'd, so a process
-killed during a save leaves the previous file intact.  Entries that are not network weights keep
-names that coat_ms.checkpoint recognises as training state, so a training checkpoint still loads
-strictly into a bare model.
+* ``claim_run_folder``: a new run never writes into a folder that holds another run's files (latest
+  checkpoint, results, kept checkpoints): it stops with a one-line hint at ``--resume`` or a new
+  folder.  A resumed run continues in the folder of its checkpoint (or an empty one).
+* ``CheckpointManager``: ``latest.ckpt`` every save, plus the best K by validation Top-1
+  (``top_k``) or the latest K (``latest_k``).  It deletes only checkpoints of this run.
+* Every file is written through coat_ms.fileio.atomic_write: a process killed during a save leaves
+  the previous file intact; the temp file it leaves is removed by the next run in that folder.
+* Entries that are not network weights keep names that coat_ms.checkpoint recognises as training
+  state, so a training checkpoint still loads strictly into a bare model; every checkpoint carries
+  the coat_ms record (model, classes, preprocessing, and the settings a resume must keep).
 """
 import logging
 import os
@@ -13,14 +19,16 @@ import signal
 import mindspore as ms
 import numpy as np
 
-from ..checkpoint import TRAINING_STATE_PREFIXES, compare_state, read_checkpoint
-from ..errors import CheckpointError
+from ..checkpoint import TRAINING_STATE_PREFIXES, compare_state, meta_entry, read_checkpoint_and_meta
+from ..errors import CheckpointError, CoatError
+from ..fileio import atomic_write, is_temp_leftover
 
 logger = logging.getLogger("coat_ms")
 
 # Optimizer / train-step entries whose own names are not recognised as training state are stored
 # under this (recognised) prefix and renamed back on resume.
 STATE_PREFIX = "accum.state."
+RUN_FILES = ("latest.ckpt", "results.csv", "results.png", "ema_weights.ckpt", "config.yaml")
 
 
 def _state_name(name, model_names):
@@ -35,25 +43,17 @@ def _state_name(name, model_names):
 KILL_DURING_SAVE = "COAT_MS_KILL_DURING_SAVE"
 
 
-def _maybe_kill(epoch):
-    if epoch is not None and os.environ.get(KILL_DURING_SAVE) == str(epoch):
-        os.kill(os.getpid(), signal.SIGKILL)
+def atomic_save(entries, path, meta=None, epoch=None):
+    """ms.save_checkpoint through a temp file beside ``path`` (flushed, then renamed over it)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
 
-
-def atomic_save(entries, path, epoch=None):
-    """ms.save_checkpoint to a temp file beside ``path``, flush it to disk, then rename over it."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp{os.getpid()}.ckpt")  # ms wants a .ckpt suffix
-    try:
-        ms.save_checkpoint(entries, tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        _maybe_kill(epoch)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    def write(tmp):
+        ms.save_checkpoint(entries, tmp, append_dict=meta_entry(meta) if meta else None)
+        if epoch is not None and os.environ.get(KILL_DURING_SAVE) == str(epoch):
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+            os.kill(os.getpid(), signal.SIGKILL)
+    return atomic_write(path, write, suffix=".ckpt")  # MindSpore insists on a .ckpt suffix
 
 
 def train_state_entries(train_step, model, epoch, step):
@@ -74,9 +74,9 @@ def weights_entries(model, ema_params=None):
     return [{"name": n, "data": ms.Tensor(ema_params["ema." + n].asnumpy())} for n in model.parameters_dict()]
 
 
-def load_train_state(train_step, model, path):
-    """Restore a training checkpoint into train_step; returns (epoch, step). Clear errors, never partial."""
-    params = read_checkpoint(path)
+def read_resume_checkpoint(path, model):
+    """(params, meta, epoch, step) of a training checkpoint that fits ``model``; clear errors otherwise."""
+    params, meta = read_checkpoint_and_meta(path)
     report = compare_state(model, params)
     if report.missing or report.mismatched or report.unexpected:
         raise CheckpointError(f"cannot resume from {path}: it does not match this model ({report.problems()}); "
@@ -84,6 +84,25 @@ def load_train_state(train_step, model, path):
     if "epoch_num" not in params or "step_num" not in params:
         raise CheckpointError(f"cannot resume from {path}: it holds weights only, no epoch/optimizer state "
                               f"(use --ckpt_path to start training from these weights)")
+    return params, meta, int(params["epoch_num"].asnumpy()), int(params["step_num"].asnumpy())
+
+
+def check_resume_settings(path, saved, current):
+    """Refuse a resume whose settings would not be honoured: the optimizer state and the lr schedule
+    come from the checkpoint, so a changed lr, schedule, epoch count or batch layout is named, not
+    silently ignored."""
+    if not saved:
+        return
+    changed = [k for k in current if k in saved and saved[k] != current[k]]
+    if changed:
+        shown = ", ".join(f"{k}: checkpoint {saved[k]!r}, now {current[k]!r}" for k in changed[:4])
+        raise CheckpointError(f"cannot resume from {path} with changed settings ({shown}): the optimizer state "
+                              f"and lr schedule are restored from the checkpoint; resume with the run's settings, "
+                              f"or start a new run from its weights with --ckpt_path")
+
+
+def load_train_state(train_step, params, path):
+    """Restore a training checkpoint's entries into train_step (all or nothing)."""
     restored = {(n[len(STATE_PREFIX):] if n.startswith(STATE_PREFIX) else n): p for n, p in params.items()}
     wanted = train_step.parameters_dict()
     absent = [n for n in wanted if n not in restored]
@@ -93,55 +112,98 @@ def load_train_state(train_step, model, path):
                               f"loss-scale setting?")
     bad = [n for n in wanted if tuple(restored[n].shape) != tuple(wanted[n].shape)]
     if bad:
-        raise CheckpointError(f"cannot resume from {path}: shapes differ for {', '.join(bad[:3])}")
+        raise CheckpointError(f"cannot resume from {path}: shapes differ for {', '.join(bad[:3])} (another "
+                              f"optimizer, epoch count or dataset size?)")
     for name, param in wanted.items():
         param.set_data(ms.Tensor(restored[name].asnumpy(), dtype=param.dtype))
-    return int(params["epoch_num"].asnumpy()), int(params["step_num"].asnumpy())
+
+
+def _kept_pattern(model_name):
+    return re.compile(re.escape(model_name) + r"-e(\d{3,})(?:-top1_([0-9.]+))?\.ckpt$")
+
+
+def run_files(folder):
+    """Names of files in ``folder`` that belong to a training run."""
+    if not os.path.isdir(folder):
+        return []
+    kept = re.compile(r".+-e\d{3,}(?:-top1_[0-9.]+)?\.ckpt$")
+    return sorted(n for n in os.listdir(folder) if n in RUN_FILES or kept.match(n))
+
+
+def claim_run_folder(folder, resume_path=None):
+    """Check ``folder`` may receive this run's files; create it.  One-line errors (see module doc)."""
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise CoatError(f"ckpt_save_dir {folder} is a file, not a folder: choose another --ckpt_save_dir")
+    existing = run_files(folder)
+    if resume_path:
+        same = os.path.isdir(folder) and os.path.samefile(os.path.dirname(os.path.abspath(resume_path)), folder)
+        if existing and not same:
+            raise CoatError(f"ckpt_save_dir {folder} holds another run ({', '.join(existing[:3])}); resume into the "
+                            f"checkpoint's own folder or an empty one")
+    elif existing:
+        raise CoatError(f"ckpt_save_dir {folder} already holds a run ({', '.join(existing[:3])}"
+                        f"{', ...' if len(existing) > 3 else ''}): continue it with --resume "
+                        f"{os.path.join(folder, 'latest.ckpt')}, or choose a new --ckpt_save_dir")
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as exc:
+        raise CoatError(f"cannot create ckpt_save_dir {folder}: {exc.strerror}") from None
+    for name in os.listdir(folder):  # temp files of a killed save of this run
+        if is_temp_leftover(name) and name.endswith(".ckpt"):
+            os.remove(os.path.join(folder, name))
 
 
 class CheckpointManager:
-    """Keeps ``latest.ckpt`` and the ``keep`` best checkpoints by Top-1 in ``folder``."""
+    """``latest.ckpt`` and the ``keep`` best (policy top_k) or latest (latest_k) epoch checkpoints."""
 
-    def __init__(self, folder, model_name, keep=5, resumed_epoch=None):
+    def __init__(self, folder, model_name, keep=10, policy="top_k", resumed_epoch=None):
         self.folder = folder
         self.model_name = model_name
         self.keep = max(1, int(keep))
-        self.best = []  # (top1, epoch, path), best first
-        os.makedirs(folder, exist_ok=True)
-        pattern = re.compile(re.escape(model_name) + r"-e(\d{3,})-top1_([0-9.]+)\.ckpt$")
-        for entry in os.scandir(folder):
-            if entry.name.startswith(".") and ".tmp" in entry.name:  # temp file of a killed run
-                os.remove(entry.path)
-            elif pattern.match(entry.name):  # a resumed run keeps ranking the earlier best ones
-                m = pattern.match(entry.name)
-                if resumed_epoch is not None and int(m.group(1)) > resumed_epoch:
-                    logger.info("keeping %s from a later epoch than the resume point; it is not ranked", entry.name)
-                    continue
-                self.best.append((float(m.group(2)), int(m.group(1)), entry.path))
-        self.best.sort(key=lambda t: (-t[0], t[1]))
+        self.policy = policy
+        self.kept = []  # (rank key, epoch, path), best first
+        if resumed_epoch is None:
+            return
+        pattern = _kept_pattern(model_name)
+        for name in sorted(os.listdir(folder)):  # a resumed run keeps ranking its earlier checkpoints
+            m = pattern.match(name)
+            if not m or (policy == "top_k") != (m.group(2) is not None):
+                continue
+            if int(m.group(1)) > resumed_epoch:
+                logger.info("keeping %s from a later epoch than the resume point; it is not ranked", name)
+                continue
+            self.kept.append((self._key(float(m.group(2) or 0.0), int(m.group(1))), int(m.group(1)),
+                              os.path.join(folder, name)))
+        self.kept.sort(key=lambda t: t[0])
+
+    def _key(self, top1, epoch):
+        return (-top1, epoch) if self.policy == "top_k" else (-epoch,)
 
     @property
     def latest_path(self):
         return os.path.join(self.folder, "latest.ckpt")
 
-    def save(self, entries, epoch, top1=None):
-        """Write latest.ckpt; also keep a top-k copy when top1 ranks among the best. Returns saved paths."""
-        atomic_save(entries, self.latest_path, epoch)
+    def save(self, entries, epoch, meta, top1=None):
+        """Write latest.ckpt and, when it ranks, a kept copy; drop copies that fell out. Returns saved paths."""
+        atomic_save(entries, self.latest_path, meta, epoch)
         saved = [self.latest_path]
-        if top1 is None:
+        if self.policy == "top_k" and top1 is None:
             return saved
-        if len(self.best) < self.keep or top1 > self.best[-1][0]:
-            path = os.path.join(self.folder, f"{self.model_name}-e{epoch:03d}-top1_{top1:.4f}.ckpt")
-            atomic_save(entries, path)
-            saved.append(path)
-            self.best.append((top1, epoch, path))
-            self.best.sort(key=lambda t: (-t[0], t[1]))
-            for _, _, old in self.best[self.keep:]:
-                if os.path.exists(old):
-                    os.remove(old)
-            self.best = self.best[:self.keep]
+        key = self._key(top1 or 0.0, epoch)
+        if len(self.kept) >= self.keep and key >= self.kept[-1][0]:
+            return saved
+        name = f"{self.model_name}-e{epoch:03d}" + (f"-top1_{top1:.4f}" if self.policy == "top_k" else "") + ".ckpt"
+        path = os.path.join(self.folder, name)
+        atomic_save(entries, path, meta)
+        saved.append(path)
+        self.kept.append((key, epoch, path))
+        self.kept.sort(key=lambda t: t[0])
+        for _, _, old in self.kept[self.keep:]:
+            if os.path.exists(old):
+                os.remove(old)
+        self.kept = self.kept[:self.keep]
         return saved
 
     @property
     def best_path(self):
-        return self.best[0][2] if self.best else None
+        return self.kept[0][2] if self.kept else None

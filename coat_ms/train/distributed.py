@@ -15,6 +15,8 @@ import sys
 import time
 import zlib
 
+from ..errors import CoatError
+
 logger = logging.getLogger("coat_ms")
 
 
@@ -89,8 +91,14 @@ def _wait_for_port(host, port, timeout=300):
     raise RuntimeError(f"MindSpore scheduler at {host}:{port} did not start within {timeout} s")
 
 
-def launched_distributed():
-    return bool(os.environ.get("MS_ROLE") or _mpi_rank_size() or os.environ.get("RANK_TABLE_FILE"))
+def launcher_present():
+    """True when a launcher (mpirun, msrun, an Ascend rank table) started this process."""
+    return bool(os.environ.get("MS_ROLE") or _mpi_rank_size() or os.environ.get("RANK_TABLE_FILE")
+                or os.environ.get("RANK_ID"))
+
+
+class LaunchError(CoatError):
+    """--distribute without a launcher."""
 
 
 def init_distributed(distribute, device_target=None):
@@ -100,6 +108,9 @@ def init_distributed(distribute, device_target=None):
 
     if not distribute:
         return DistInfo()
+    if not launcher_present():
+        raise LaunchError("--distribute needs a launcher that starts the ranks: mpirun -n N python train.py ... "
+                          "or msrun --worker_num N --local_worker_num N train.py ... (or drop --distribute)")
     launcher = "mpirun" if _mpi_rank_size() else ("msrun" if os.environ.get("MS_ROLE") else "rank_table")
     if map_mpirun_to_dynamic_cluster(device_target):
         launcher = "mpirun (mapped onto MindSpore's dynamic cluster)"
@@ -123,3 +134,11 @@ def shutdown_distributed(info):
         import mindspore as ms
         from mindspore import ops
         ops.AllReduce()(ms.Tensor(np.zeros(1, np.float32))).asnumpy()
+
+
+def all_reduce_sum(array):
+    """Element-wise sum of a float32 numpy array over all ranks (every rank gets the result)."""
+    import numpy as np
+    import mindspore as ms
+    from mindspore import ops
+    return ops.AllReduce()(ms.Tensor(np.ascontiguousarray(array, dtype=np.float32))).asnumpy()

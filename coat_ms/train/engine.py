@@ -1,29 +1,40 @@
-"""The training engine: config dict -> model, data, mindcv loss/optimizer/scheduler, TrainStep -> epochs.
+"""The training engine: settings -> data, model, mindcv loss/optimizer/scheduler, training cell -> epochs.
 
-train.py and coat_ms.demo are thin wrappers around ``train(cfg)``.
+train.py and coat_ms.demo are thin wrappers around ``train(cfg, dist)``.  The epochs run through
+MindSpore's ``Model.train`` (dataset sink mode or not, as configured) with ``TrainMonitor`` doing the
+epoch bookkeeping; validation runs on every rank, each on its share of the val split.
 """
+import dataclasses
 import logging
-import math
 import os
 import time
 
 import mindspore as ms
-import numpy as np
 from mindspore import nn
-from tqdm import tqdm
 
 from .. import checkpoint as ckpt_io
+from ..data.files import DataError, list_split
+from ..data.pipeline import eval_dataset, train_dataset, worker_count
+from ..data.transforms import preprocessing_from_config
 from ..errors import CoatError
+from ..evaluation import cell_predictor, evaluate
 from ..factory import create_model
-from .checkpoints import CheckpointManager, load_train_state, train_state_entries, weights_entries, atomic_save
+from .checkpoints import (CheckpointManager, atomic_save, check_resume_settings, claim_run_folder,
+                          load_train_state, read_resume_checkpoint, train_state_entries, weights_entries)
 from .distributed import DistInfo
-from .results import plot_curves, write_csv
+from .monitor import TrainingDiverged, TrainMonitor  # noqa: F401  (TrainingDiverged is part of the API)
+from .results import read_rows
+from .train_cell import TrainingCell, TrainStep
 
 logger = logging.getLogger("coat_ms")
 
-
-class TrainingDiverged(CoatError):
-    """The loss became NaN or infinite."""
+# Settings a resumed run must share with its checkpoint: they shape the optimizer state, the lr
+# schedule or the model.  Settings left at their defaults on resume are taken from the checkpoint.
+RESUME_KEYS = ("model", "model_args", "num_classes", "opt", "lr", "min_lr", "scheduler", "warmup_epochs",
+               "warmup_factor", "decay_epochs", "decay_rate", "multi_step_decay_milestones", "num_cycles",
+               "cycle_decay", "lr_epoch_stair", "epoch_size", "weight_decay", "momentum", "use_nesterov",
+               "weight_decay_filter", "eps", "betas", "ema", "ema_decay", "loss_scale_type",
+               "gradient_accumulation_steps", "batch_size", "lr_scale_by_batch")
 
 
 def device_target():
@@ -32,24 +43,30 @@ def device_target():
 
 def resolve_amp(cfg, device):
     """amp_level and loss scaling that work on this device; says what it chose."""
-    amp, scale_type = cfg["amp_level"], cfg["loss_scale_type"]
-    if device == "CPU" and amp not in ("O0",):
-        # MindSpore's CPU backend: O2 + dynamic loss scale raises, and fp16 kernels are slow; fp32 is exact.
-        logger.info("amp: CPU device -> amp_level O0 (fp32) instead of %s, fixed loss scale 1", amp)
-        return "O0", "fixed", 1.0
-    if amp == "auto":
+    amp, scale_type, scale = cfg["amp_level"], cfg["loss_scale_type"], float(cfg["loss_scale"])
+    if device == "CPU" and amp != "O0":
+        # MindSpore's CPU backend: fp16 kernels are slow and O2 casts trip its kernels; fp32 is exact.
+        logger.info("amp: CPU device -> amp_level O0 (fp32) instead of %s", amp)
+        amp = "O0"
+    elif amp == "auto":
         amp = "O2"
-    logger.info("amp: %s on %s, loss scale %s %s", amp, device, scale_type, cfg["loss_scale"])
-    return amp, scale_type, float(cfg["loss_scale"])
+    if scale_type == "auto":
+        scale_type = "dynamic" if amp in ("O2", "O3") else "fixed"
+    logger.info("amp: %s on %s, loss scale %s %s", amp, device, scale_type, scale)
+    return amp, scale_type, scale
 
 
-def build_model(cfg):
-    """create_model from the config; a --ckpt_path with another head size re-initialises the head."""
-    model = create_model(cfg["model"], num_classes=cfg["num_classes"], in_channels=cfg["in_channels"],
-                         drop_rate=cfg["drop_rate"], drop_path_rate=cfg["drop_path_rate"], **(cfg.get("model_args") or {}))
-    if cfg.get("ckpt_path"):
+def build_model(cfg, num_classes):
+    """create_model from the settings: --ckpt_path (fine-tuning, wins), else --pretrained, else random."""
+    kwargs = dict(num_classes=num_classes, in_channels=cfg["in_channels"], drop_rate=cfg["drop_rate"] or 0.0,
+                  drop_path_rate=cfg["drop_path_rate"] or 0.0, **(cfg["model_args"] or {}))
+    if cfg["ckpt_path"]:
+        if cfg["pretrained"]:
+            logger.info("pretrained: starting from --ckpt_path %s (it wins over the hub weights)", cfg["ckpt_path"])
+        model = create_model(cfg["model"], **kwargs)
         load_finetune_weights(model, cfg["ckpt_path"])
-    return model
+        return model
+    return create_model(cfg["model"], pretrained=cfg["pretrained"], **kwargs)
 
 
 def load_finetune_weights(model, path):
@@ -71,33 +88,31 @@ def load_finetune_weights(model, path):
         ckpt_io.load_state(model, params, strict=True, source=path)
 
 
-def build_optimizer_and_schedule(cfg, model, steps_per_epoch):
+def build_optimizer_and_schedule(cfg, model, steps_per_epoch, world_size=1):
     from mindcv.optim import create_optimizer
     from mindcv.scheduler import create_scheduler
 
     epochs, warmup = cfg["epoch_size"], cfg["warmup_epochs"]
     lr = cfg["lr"]
-    if cfg.get("lr_scale_by_batch"):
-        lr = lr * cfg["batch_size"] * cfg.get("_world_size", 1) / 512.0
+    if cfg["lr_scale_by_batch"]:
+        lr = lr * cfg["batch_size"] * world_size / 512.0
     schedule = create_scheduler(steps_per_epoch, scheduler=cfg["scheduler"], lr=lr, min_lr=cfg["min_lr"],
                                 warmup_epochs=warmup, warmup_factor=cfg["warmup_factor"],
-                                decay_epochs=cfg.get("decay_epochs") or max(1, epochs - warmup),
-                                decay_rate=cfg["decay_rate"], milestones=cfg.get("multi_step_decay_milestones"),
+                                decay_epochs=cfg["decay_epochs"] or max(1, epochs - warmup),
+                                decay_rate=cfg["decay_rate"], milestones=cfg["multi_step_decay_milestones"],
                                 num_epochs=epochs, num_cycles=cfg["num_cycles"], cycle_decay=cfg["cycle_decay"],
                                 lr_epoch_stair=cfg["lr_epoch_stair"])
     extra = {}
-    if cfg.get("betas") and cfg["opt"] in ("adamw", "adam", "lion"):
+    if cfg["betas"] and cfg["opt"] in ("adamw", "adam", "lion"):
         extra = dict(beta1=cfg["betas"][0], beta2=cfg["betas"][1])
     opt = create_optimizer(model.trainable_params(), opt=cfg["opt"], lr=schedule, weight_decay=cfg["weight_decay"],
                            momentum=cfg["momentum"], nesterov=cfg["use_nesterov"],
-                           weight_decay_filter="norm_and_bias" if cfg["filter_bias_and_bn"] else "disable",
-                           eps=cfg["eps"], **extra)
+                           weight_decay_filter=cfg["weight_decay_filter"], eps=cfg["eps"], **extra)
     return opt, schedule
 
 
 def build_train_step(cfg, model, optimizer, device):
     from mindcv.loss import create_loss
-    from mindcv.utils import TrainStep
     from mindcv.utils.amp import auto_mixed_precision
 
     amp, scale_type, scale = resolve_amp(cfg, device)
@@ -121,149 +136,197 @@ def build_train_step(cfg, model, optimizer, device):
     return step
 
 
-def evaluate(model, loader):
-    """Top-1, Top-5 and mean cross-entropy over a loader."""
-    model.set_train(False)
-    correct1 = correct5 = n = 0
-    loss_sum = 0.0
-    for images, labels in loader.create_tuple_iterator(num_epochs=1):
-        logits = model(images).asnumpy().astype(np.float64)
-        y = labels.asnumpy().astype(np.int64)
-        top = np.argsort(-logits, axis=1)[:, :5]
-        correct1 += int((top[:, 0] == y).sum())
-        correct5 += int((top == y[:, None]).any(axis=1).sum())
-        shifted = logits - logits.max(axis=1, keepdims=True)
-        logp = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-        loss_sum += float(-logp[np.arange(len(y)), y].sum())
-        n += len(y)
-    model.set_train(True)
-    return {"Top_1_Accuracy": correct1 / max(n, 1), "Top_5_Accuracy": correct5 / max(n, 1), "Loss": loss_sum / max(n, 1),
-            "num_images": n}
+@dataclasses.dataclass
+class TrainData:
+    """The listed splits of a run and the class order that defines the labels."""
+    train: object
+    val: object
+    num_classes: int
+
+    @classmethod
+    def list(cls, cfg):
+        t0 = time.time()
+        train_images = list_split(cfg["data_dir"], cfg["train_split"])
+        classes = train_images.classes
+        num_classes = cfg["num_classes"] or len(classes)
+        if len(classes) > num_classes:
+            raise DataError(f"{train_images.root} has {len(classes)} class folders but num_classes={num_classes}: "
+                            f"labels {num_classes}..{len(classes) - 1} have no output; set --num_classes "
+                            f"{len(classes)} or remove the extra folders")
+        if len(classes) < num_classes:
+            logger.warning("%s has %d class folders, fewer than num_classes=%d (outputs without data stay untrained)",
+                           train_images.root, len(classes), num_classes)
+        val_images = None
+        if cfg["val_while_train"]:
+            val_images = list_split(cfg["data_dir"], cfg["val_split"], require_every_class=False).relabelled(classes)
+        logger.info("data: listed %d train%s images in %.1f s", len(train_images),
+                    f" and {len(val_images)} val" if val_images is not None else "", time.time() - t0)
+        return cls(train_images, val_images, num_classes)
 
 
-def evaluate_with_ema(model, train_step, loader):
-    """Validate the EMA weights: swap them in, evaluate, swap the trained weights back."""
-    params = model.parameters_dict()
-    ema = train_step.parameters_dict()
-    backup = {n: p.asnumpy().copy() for n, p in params.items()}
-    for n, p in params.items():
-        p.set_data(ms.Tensor(ema["ema." + n].asnumpy(), dtype=p.dtype))
-    try:
-        return evaluate(model, loader)
-    finally:
-        for n, p in params.items():
-            p.set_data(ms.Tensor(backup[n], dtype=p.dtype))
+@dataclasses.dataclass
+class RunInfo:
+    """What the monitor needs to know about the run."""
+    cfg: dict
+    dist: DistInfo
+    epochs: int
+    steps_per_epoch: int
+    global_batch: int
+    start_step: int
+    log_interval: int
+    last_good: object
+
+    def val_due(self, epoch):
+        return self.cfg["val_while_train"] and (epoch % self.cfg["val_interval"] == 0 or epoch == self.epochs)
+
+    def save_due(self, epoch):
+        return epoch % self.cfg["ckpt_save_interval"] == 0 or epoch == self.epochs
 
 
-def train(cfg, dist=None, out_dir=None):
+def _resumed_settings(cfg, meta, path):
+    """The settings of a resumed run: those not given take the checkpoint's; given ones must match."""
+    saved = (meta.get("training") or {}).get("settings") or {}
+    cfg = type(cfg)(cfg, cfg.sources) if hasattr(cfg, "sources") else dict(cfg)
+    for key, value in saved.items():
+        if key in cfg and key not in ("ckpt_path", "pretrained", "resume_opt", "output_dir") and \
+                getattr(cfg, "source", lambda k: "given")(key) == "default":
+            cfg[key] = value
+    cfg["ckpt_path"], cfg["pretrained"] = "", False  # the weights come from the resumed checkpoint
+    check_resume_settings(path, {k: saved[k] for k in RESUME_KEYS if k in saved},
+                          {k: cfg[k] for k in RESUME_KEYS})
+    return cfg
+
+
+def train(cfg, dist=None, out_dir=None, started_at=None):
     """Run training as configured; returns a summary dict (rank 0 writes all files)."""
-    from ..data import create_split_loader, scan_split
-
+    started_at = started_at or time.time()
     dist = dist or DistInfo()
     device = device_target()
+    if cfg["num_classes"] == 0:
+        raise CoatError("num_classes must be >= 1 to train a classifier")
+    resume = None
+    if cfg["resume"]:
+        resume_params, resume_meta = ckpt_io.read_checkpoint_and_meta(cfg["resume"])
+        cfg = _resumed_settings(cfg, resume_meta, cfg["resume"])
+        resume = (resume_params, resume_meta)
     out_dir = out_dir or cfg["ckpt_save_dir"]
+    if dist.is_main:
+        claim_run_folder(out_dir, cfg["resume"])
     ms.set_seed(cfg["seed"])  # same seed on every rank: initial weights are not broadcast
-    shards = dict(num_shards=dist.size, shard_id=dist.rank) if dist.size > 1 else {}
-    train_scan = scan_split(cfg["data_dir"], cfg["train_split"])
-    if len(train_scan.classes) != cfg["num_classes"]:
-        logger.warning("%s has %d classes but num_classes=%d", train_scan.root, len(train_scan.classes),
-                       cfg["num_classes"])
-    train_loader, _ = create_split_loader(cfg, cfg["train_split"], is_training=True, scan=train_scan, **shards)
+    import mindspore.dataset as ds
+    ds.config.set_seed(cfg["seed"])
+
+    data = TrainData.list(cfg)
+    num_classes = data.num_classes
+    loader = train_dataset(cfg, data.train, num_classes, dist.rank, dist.size)
+    steps_per_epoch = loader.get_dataset_size()
+    pre = preprocessing_from_config(cfg)
     val_loader = None
-    if cfg["val_while_train"] and dist.is_main:
-        val_loader, _ = create_split_loader(cfg, cfg["val_split"], is_training=False)
-    steps_per_epoch = train_loader.get_dataset_size()
+    if data.val is not None:
+        val_loader, _ = eval_dataset(data.val, pre, cfg["batch_size"], worker_count(cfg["num_parallel_workers"]),
+                                     dist.rank, dist.size)
 
-    model = build_model(cfg)
-    cfg = dict(cfg, _world_size=dist.size)
-    optimizer, schedule = build_optimizer_and_schedule(cfg, model, steps_per_epoch)
+    model = build_model(cfg, num_classes)
+    optimizer, schedule = build_optimizer_and_schedule(cfg, model, steps_per_epoch, dist.size)
     train_step = build_train_step(cfg, model, optimizer, device)
-    train_step.set_train(True)
-
-    start_epoch, global_step = 0, 0
-    if cfg.get("resume"):
-        start_epoch, global_step = load_train_state(train_step, model, cfg["resume"])
-        if dist.is_main:
-            logger.info("resumed from %s: epoch %d done, step %d", cfg["resume"], start_epoch, global_step)
-    manager = CheckpointManager(out_dir, cfg["model"], cfg["keep_checkpoint_max"],
-                                resumed_epoch=start_epoch if cfg.get("resume") else None) if dist.is_main else None
-    csv_path, png_path = os.path.join(out_dir, "results.csv"), os.path.join(out_dir, "results.png")
-    rows = []
-    if cfg.get("resume") and dist.is_main and os.path.exists(csv_path):
-        from .results import read_csv
-        rows = [_typed(r) for r in read_csv(csv_path) if int(r["epoch"]) <= start_epoch]
+    cell = TrainingCell(train_step)
+    cell.set_train(True)
 
     epochs = cfg["epoch_size"]
-    global_batch = cfg["batch_size"] * dist.size
-    if dist.is_main:
-        logger.info("training %s on %s: %d train images (%d skipped), %d classes, %d step(s)/epoch of %d images, "
-                    "%d epochs, %d rank(s) [%s]", cfg["model"], device, train_scan.num_images,
-                    len(train_scan.corrupt), len(train_scan.classes), steps_per_epoch, global_batch, epochs,
-                    dist.size, dist.launcher)
-    last_good = manager.latest_path if manager and os.path.exists(manager.latest_path) else None
-    iterator = train_loader.create_tuple_iterator(num_epochs=max(1, epochs - start_epoch))
-    result = {}
-    for epoch in range(start_epoch, epochs):
-        t0 = time.time()
-        losses = []
-        bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{epochs}", disable=not dist.is_main,
-                   dynamic_ncols=True, leave=True)
-        for i, (images, labels) in enumerate(iterator):
-            loss = float(train_step(images, labels).asnumpy())
-            global_step += 1
-            if not math.isfinite(loss):
-                bar.close()
-                kept = f"; the last good checkpoint is {last_good}" if last_good else "; no checkpoint was written"
-                raise TrainingDiverged(f"loss became {loss} at epoch {epoch + 1}, step {global_step}: training "
-                                       f"stopped{kept} (lower --lr, enable --clip_grad, or check the data)")
-            losses.append(loss)
-            if dist.is_main:
-                elapsed = time.time() - t0
-                bar.set_postfix(loss=f"{loss:.4f}", lr=f"{schedule[min(global_step - 1, len(schedule) - 1)]:.2e}",
-                                img_s=f"{(i + 1) * global_batch / max(elapsed, 1e-9):.1f}")
-                bar.update(1)
-        bar.close()  # the iterator ends each epoch by itself (breaking early would desynchronise epochs)
-        if not losses:
-            raise CoatError(f"epoch {epoch + 1} received no training batches")
-        epoch_time = time.time() - t0
-        row = {"epoch": epoch + 1, "step": global_step, "lr": float(schedule[min(global_step - 1, len(schedule) - 1)]),
-               "train_loss": float(np.mean(losses)), "val_loss": "", "top1": "", "top5": "",
-               "epoch_time_s": epoch_time, "img_per_s": steps_per_epoch * global_batch / max(epoch_time, 1e-9)}
+    training_record = {"settings": dict(cfg), "steps_per_epoch": steps_per_epoch, "world_size": dist.size}
+    start_epoch, start_step = 0, 0
+    if resume:
+        params, meta = resume
+        read_resume_checkpoint(cfg["resume"], model)  # shape/state checks with clear messages
+        saved_layout = meta.get("training") or {}
+        if saved_layout and (saved_layout.get("steps_per_epoch"), saved_layout.get("world_size")) != \
+                (steps_per_epoch, dist.size):
+            raise CoatError(f"cannot resume from {cfg['resume']}: it was trained with {saved_layout.get('steps_per_epoch')} "
+                            f"steps per epoch on {saved_layout.get('world_size')} rank(s), this run has "
+                            f"{steps_per_epoch} on {dist.size} (same data, batch size and ranks are needed)")
+        load_train_state(train_step, params, cfg["resume"])
+        start_epoch, start_step = int(params["epoch_num"].asnumpy()), int(params["step_num"].asnumpy())
+        if start_epoch >= epochs:
+            raise CoatError(f"{cfg['resume']} already finished epoch {start_epoch} of {epochs}: nothing to resume")
         if dist.is_main:
-            if val_loader is not None and ((epoch + 1) % cfg["val_interval"] == 0 or epoch + 1 == epochs):
-                metrics = evaluate_with_ema(model, train_step, val_loader) if cfg["ema"] else evaluate(model, val_loader)
-                row.update(val_loss=metrics["Loss"], top1=metrics["Top_1_Accuracy"], top5=metrics["Top_5_Accuracy"])
-                result = metrics
-                logger.info("epoch %d/%d: train loss %.4f, val%s Top-1 %.2f%%, Top-5 %.2f%%, loss %.4f (%.1f s)",
-                            epoch + 1, epochs, row["train_loss"], " (EMA)" if cfg["ema"] else "",
-                            100 * metrics["Top_1_Accuracy"], 100 * metrics["Top_5_Accuracy"], metrics["Loss"], epoch_time)
-            else:
-                logger.info("epoch %d/%d: train loss %.4f (%.1f s)", epoch + 1, epochs, row["train_loss"], epoch_time)
-            if (epoch + 1) % cfg["ckpt_save_interval"] == 0 or epoch + 1 == epochs:
-                manager.save(train_state_entries(train_step, model, epoch + 1, global_step), epoch + 1,
-                             top1=row["top1"] if row["top1"] != "" else None)
-                last_good = manager.latest_path
-                if cfg["ema"]:
-                    atomic_save(weights_entries(model, train_step.parameters_dict()),
-                                os.path.join(out_dir, "ema_weights.ckpt"))
-            rows.append(row)
-            write_csv(csv_path, rows)
-            plot_curves(png_path, rows, title=f"{cfg['model']} ({dist.size} rank(s))")
-    summary = {"epochs": epochs, "steps": global_step, "out_dir": out_dir, "metrics": result,
-               "latest": manager.latest_path if manager else None, "best": manager.best_path if manager else None,
-               "csv": csv_path, "plot": png_path, "skipped_images": len(train_scan.corrupt), "rank": dist.rank}
-    summary["_train_step"] = train_step
-    summary["_model"] = model
-    return summary
+            logger.info("resumed from %s: epoch %d done, step %d", cfg["resume"], start_epoch, start_step)
+    meta = ckpt_io.make_meta(cfg["model"], num_classes, data.train.classes, pre, cfg["model_args"],
+                             training=training_record)
+
+    manager = CheckpointManager(out_dir, cfg["model"], cfg["keep_checkpoint_max"], cfg["ckpt_save_policy"],
+                                resumed_epoch=start_epoch if resume else None) if dist.is_main else None
+    csv_path, png_path = os.path.join(out_dir, "results.csv"), os.path.join(out_dir, "results.png")
+    rows = read_rows(csv_path, start_epoch) if resume and dist.is_main and os.path.exists(csv_path) else []
+    if dist.is_main:
+        _save_config(cfg, out_dir)
+    global_batch = cfg["batch_size"] * dist.size
+
+    def validate():
+        ema = train_step.parameters_dict() if cfg["ema"] else None
+        with _weights_swapped(model, ema):
+            sums = evaluate(cell_predictor(model), val_loader, num_classes, cfg["batch_size"], dist,
+                            progress=dist.is_main and _interactive(), desc="validate")
+        model.set_train(True)
+        result = sums.result(data.train.classes)
+        return dict(result.metrics(), num_images=result.num_samples, skipped=result.skipped)
+
+    def save(epoch, step, top1):
+        if not dist.is_main:
+            return
+        manager.save(train_state_entries(train_step, model, epoch, step), epoch, meta, top1=top1)
+        if cfg["ema"]:
+            atomic_save(weights_entries(model, train_step.parameters_dict()), os.path.join(out_dir, "ema_weights.ckpt"),
+                        meta)
+
+    run = RunInfo(cfg, dist, epochs, steps_per_epoch, global_batch, start_step, cfg["log_interval"],
+                  last_good=lambda: manager.latest_path if manager and os.path.exists(manager.latest_path) else None)
+    if dist.is_main:
+        logger.info("training %s on %s: %d train images, %d classes, %d step(s)/epoch of %d images, epochs %d..%d, "
+                    "%d rank(s) [%s], dataset sink mode %s", cfg["model"], device, len(data.train),
+                    len(data.train.classes), steps_per_epoch, global_batch, start_epoch + 1, epochs, dist.size,
+                    dist.launcher, "on" if cfg["dataset_sink_mode"] else "off")
+    monitor = TrainMonitor(run, cell, schedule, validate, save, csv_path, png_path, rows, started_at)
+    from mindspore.train import Model
+    Model(cell).train(epochs, loader, callbacks=[monitor], dataset_sink_mode=cfg["dataset_sink_mode"],
+                      initial_epoch=start_epoch)
+    total = sum(monitor.bad_per_epoch)
+    return {"epochs": epochs, "steps": monitor.step, "out_dir": out_dir, "metrics": monitor.metrics,
+            "latest": manager.latest_path if manager else None, "best": manager.best_path if manager else None,
+            "csv": csv_path, "plot": png_path, "skipped_images": total, "skipped_per_epoch": monitor.bad_per_epoch,
+            "rank": dist.rank, "first_step_s": monitor.first_step_s, "elapsed_s": time.time() - started_at,
+            "_train_step": train_step, "_model": model}
 
 
-def _typed(row):
-    out = {}
-    for k, v in row.items():
-        if v in ("", None):
-            out[k] = ""
-        elif k in ("epoch", "step"):
-            out[k] = int(v)
-        else:
-            out[k] = float(v)
-    return out
+def _interactive():
+    import sys
+    return sys.stderr.isatty()
+
+
+class _weights_swapped:
+    """Context: the EMA weights in the model (when ``ema_params`` is given), the trained ones back after."""
+
+    def __init__(self, model, ema_params):
+        self.model, self.ema = model, ema_params
+
+    def __enter__(self):
+        if self.ema is None:
+            return
+        params = self.model.parameters_dict()
+        self.backup = {n: p.asnumpy().copy() for n, p in params.items()}
+        for n, p in params.items():
+            p.set_data(ms.Tensor(self.ema["ema." + n].asnumpy(), dtype=p.dtype))
+
+    def __exit__(self, *exc):
+        if self.ema is None:
+            return
+        for n, p in self.model.parameters_dict().items():
+            p.set_data(ms.Tensor(self.backup[n], dtype=p.dtype))
+
+
+def _save_config(cfg, out_dir):
+    """The run's resolved settings as YAML (mindcv writes <model>.yaml; this one reloads with -c)."""
+    import yaml
+
+    from ..fileio import atomic_write_text
+    keep = {k: v for k, v in cfg.items() if k != "output_dir"}
+    atomic_write_text(os.path.join(out_dir, "config.yaml"), yaml.safe_dump(keep, sort_keys=True))

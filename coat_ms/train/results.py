@@ -1,16 +1,12 @@
 """Per-epoch results: a CSV (rewritten atomically each epoch) and a PNG of loss and accuracy curves."""
 import csv
 import io
-import os
 
-COLUMNS = ["epoch", "step", "lr", "train_loss", "val_loss", "top1", "top5", "epoch_time_s", "img_per_s"]
+from ..errors import CoatError
+from ..fileio import atomic_write_bytes
 
-
-def _atomic_write_bytes(path, data):
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
+COLUMNS = ["epoch", "step", "lr", "train_loss", "val_loss", "top1", "top5", "epoch_time_s", "img_per_s",
+           "skipped_images"]
 
 
 def write_csv(path, rows):
@@ -19,12 +15,28 @@ def write_csv(path, rows):
     writer.writeheader()
     for row in rows:
         writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-    _atomic_write_bytes(path, buf.getvalue().encode())
+    atomic_write_bytes(path, buf.getvalue().encode())
 
 
-def read_csv(path):
-    with open(path, newline="") as f:
-        return [dict(r) for r in csv.DictReader(f)]
+def read_rows(path, up_to_epoch):
+    """Typed rows of an earlier results.csv up to ``up_to_epoch`` (a resumed run continues it)."""
+    rows = []
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            for line, row in enumerate(csv.DictReader(f), start=2):
+                try:
+                    typed = {k: ("" if v in ("", None) else int(v) if k in ("epoch", "step", "skipped_images")
+                                 else float(v)) for k, v in row.items() if k in COLUMNS}
+                except (TypeError, ValueError):
+                    raise CoatError(f"cannot resume: {path} is damaged at line {line}; repair it or move it away "
+                                    f"(the checkpoint itself is fine)") from None
+                if "epoch" not in typed or typed["epoch"] == "":
+                    raise CoatError(f"cannot resume: {path} has no epoch column; repair it or move it away")
+                if typed["epoch"] <= up_to_epoch:
+                    rows.append(typed)
+    except UnicodeDecodeError:
+        raise CoatError(f"cannot resume: {path} is not a text file; repair it or move it away") from None
+    return rows
 
 
 def plot_curves(path, rows, title=""):
@@ -54,4 +66,4 @@ def plot_curves(path, rows, title=""):
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
     plt.close(fig)
-    _atomic_write_bytes(path, buf.getvalue())
+    atomic_write_bytes(path, buf.getvalue())

@@ -1,0 +1,110 @@
+"""Image transforms: mindcv's training recipe pipeline and the one evaluation preprocessing.
+
+Images arrive decoded (coat_ms.data.decode), so mindcv's fused ``RandomCropDecodeResize`` becomes the
+same crop on the decoded image (``RandomResizedCrop``); everything after it (flips, RandAugment /
+colour jitter, normalise, HWC -> CHW, random erasing) is mindcv's own list.
+
+Evaluation (train-time validation, validate.py, predict, export metadata) uses ``Preprocessing``:
+resize the short side to floor(size / crop_pct) with the interpolation, centre-crop, normalise.  A
+training checkpoint records it, so every tool evaluates an image the way the model was validated.
+"""
+import dataclasses
+import math
+
+import numpy as np
+
+from .files import DataError
+
+
+@dataclasses.dataclass(frozen=True)
+class Preprocessing:
+    image_size: tuple = (224, 224)
+    crop_pct: float = 0.9
+    interpolation: str = "bicubic"
+    mean: tuple = (123.675, 116.28, 103.53)  # 0..255 scale, as mindcv's Normalize on uint8 images
+    std: tuple = (58.395, 57.12, 57.375)
+
+    @property
+    def resize(self):
+        """Short-side size before the centre crop (int for square crops, as mindcv)."""
+        h, w = self.image_size
+        if h == w:
+            return int(math.floor(h / self.crop_pct))
+        return (int(h / self.crop_pct), int(w / self.crop_pct))
+
+    def as_dict(self):
+        return {"image_size": list(self.image_size), "crop_pct": self.crop_pct, "interpolation": self.interpolation,
+                "mean": list(self.mean), "std": list(self.std)}
+
+    def describe(self):
+        return (f"resize {self.resize} {self.interpolation}, centre crop {self.image_size[0]}x{self.image_size[1]}, "
+                f"mean {tuple(round(m, 3) for m in self.mean)}, std {tuple(round(s, 3) for s in self.std)}")
+
+
+def _to_255(values):
+    values = tuple(float(v) for v in values)
+    return tuple(v * 255.0 for v in values) if max(values) <= 1.0 else values
+
+
+def preprocessing(base=None, **given):
+    """Preprocessing from ``base`` (a dict: a checkpoint's record or a pretrained config) with ``given``
+    values (not None) taking precedence.  Accepts ``image_size`` as int or (H, W), ``input_size`` as
+    (C, H, W), and mean/std on the 0..1 or 0..255 scale."""
+    cfg = dict(base or {})
+    cfg.update({k: v for k, v in given.items() if v is not None})
+    size = cfg.get("image_size", cfg.get("input_size", (3, 224, 224))[-2:])
+    if isinstance(size, (int, np.integer)):
+        size = (int(size), int(size))
+    size = tuple(int(s) for s in size)
+    if len(size) != 2 or min(size) < 32 or size[0] % 32 or size[1] % 32:
+        raise DataError(f"image size must be H W, multiples of 32 (CoaT's patch grid), got {size}")
+    crop_pct = float(cfg.get("crop_pct", 0.9))
+    if not 0.0 < crop_pct <= 1.0:
+        raise DataError(f"crop_pct must be in (0, 1], got {crop_pct}")
+    interpolation = str(cfg.get("interpolation", "bicubic")).lower()
+    from mindspore.dataset.vision import Inter
+    if not hasattr(Inter, interpolation.upper()):
+        raise DataError(f"unknown interpolation '{interpolation}' (bicubic, bilinear, nearest, area, ...)")
+    mean = _to_255(cfg.get("mean", (0.485, 0.456, 0.406)))
+    std = _to_255(cfg.get("std", (0.229, 0.224, 0.225)))
+    return Preprocessing(size, crop_pct, interpolation, mean, std)
+
+
+def preprocessing_from_config(cfg, base=None):
+    """The eval preprocessing a training config implies (its image_resize, crop_pct, interpolation, mean, std)."""
+    return preprocessing(base, image_size=cfg["image_resize"], crop_pct=cfg["crop_pct"],
+                         interpolation=cfg["interpolation"], mean=cfg["mean"], std=cfg["std"])
+
+
+def _inter(name):
+    from mindspore.dataset.vision import Inter
+    return getattr(Inter, name.upper())
+
+
+def eval_transforms(pre):
+    """mindspore.dataset vision ops for a decoded HWC uint8 image (mindcv's eval list minus Decode)."""
+    from mindspore.dataset import vision
+
+    return [vision.Resize(pre.resize, interpolation=_inter(pre.interpolation)),
+            vision.CenterCrop(pre.image_size),
+            vision.Normalize(mean=list(pre.mean), std=list(pre.std)),
+            vision.HWC2CHW()]
+
+
+def train_transforms(cfg):
+    """mindcv's training transforms for the recipe keys in ``cfg``, for decoded images."""
+    from mindcv.data import create_transforms
+    from mindspore.dataset import vision
+
+    ops = create_transforms("", image_resize=cfg["image_resize"], is_training=True, auto_augment=cfg["auto_augment"],
+                            scale=tuple(cfg["scale"]), ratio=tuple(cfg["ratio"]), hflip=cfg["hflip"],
+                            vflip=cfg["vflip"], color_jitter=cfg["color_jitter"], interpolation=cfg["interpolation"],
+                            mean=list(cfg["mean"]), std=list(cfg["std"]), re_prob=cfg["re_prob"],
+                            re_scale=tuple(cfg["re_scale"]), re_ratio=tuple(cfg["re_ratio"]),
+                            re_value=cfg["re_value"], re_max_attempts=cfg["re_max_attempts"])
+    if not isinstance(ops[0], vision.RandomCropDecodeResize):  # mindcv's list changed: fail loudly, not silently
+        raise RuntimeError(f"mindcv's training transforms start with {type(ops[0]).__name__}, "
+                           "expected RandomCropDecodeResize")
+    ops[0] = vision.RandomResizedCrop(cfg["image_resize"], scale=tuple(cfg["scale"]), ratio=tuple(cfg["ratio"]),
+                                      interpolation=_inter(cfg["interpolation"]))
+    return ops

@@ -1,100 +1,98 @@
 """Validate a CoaT checkpoint on an ImageFolder split; prints mindcv's metrics dict.
 
     python validate.py -c configs/coat_mini_ascend.yaml --data_dir DIR --ckpt_path X.ckpt
-    python validate.py --model coat_lite_tiny --data_dir DIR --ckpt_path X.ckpt --json out.json --confusion cm.png
+    python validate.py --data_dir DIR --ckpt_path X.ckpt --json out.json --confusion cm.png
+    mpirun -n 2 python validate.py --data_dir DIR --ckpt_path X.ckpt --distribute     (each rank takes a share)
 
-Preprocessing comes from the model's pretrained config (resize floor(size / crop_pct) with its
-interpolation, centre crop, mean/std); keys image_resize / crop_pct / interpolation / mean / std in the
-config file override it.  Every sample of the split counts, whatever the batch size.
+Takes mindcv's validate arguments (every config key is a flag: --dataset, --device_target, --image_resize,
+--crop_pct, --interpolation, --mean/--std, --mode, --ema, --val_amp_level, ...).  Model, head size,
+class order and preprocessing come from the checkpoint's coat_ms record unless given.  With --ema (the
+coat_tiny recipes set it) the checkpoint's EMA weights are evaluated when it holds them.  Loss is the
+plain cross-entropy over the readable images (no label smoothing; see coat_ms.evaluation).
 """
 import argparse
 import json
+import logging
 import os
 
 from coat_ms.cli import run_cli
 
+logger = logging.getLogger("coat_ms")
+
 
 def build_parser():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("-c", "--config", default=None, help="mindcv-style YAML (model, num_classes, data_dir, ...)")
-    p.add_argument("--model", "--model_name", dest="model", default=None, help="CoaT variant (overrides the config)")
-    p.add_argument("--data_dir", default=None, help="dataset root holding the split folder")
-    p.add_argument("--val_split", default=None, help="split folder under data_dir (default 'val')")
-    p.add_argument("--ckpt_path", default=None, help="MindSpore .ckpt to validate (strictly loaded)")
-    p.add_argument("--num_classes", type=int, default=None,
-                   help="head size (default: config, else read from the checkpoint)")
-    p.add_argument("--batch_size", type=int, default=None, help="images per step (default: config, else 32)")
-    p.add_argument("--image_size", type=int, nargs=2, metavar=("H", "W"), default=None,
-                   help="eval crop size (default: config image_resize, else the model's 224 224)")
-    p.add_argument("--num_parallel_workers", type=int, default=None, help="data workers (default: config, else 2)")
-    p.add_argument("--json", dest="json_out", default=None, help="write metrics, per-class accuracy and confusion to JSON")
-    p.add_argument("--per_class", action="store_true", help="print the accuracy of every class")
-    p.add_argument("--confusion", default=None, metavar="PNG", help="write the confusion matrix as a PNG")
-    p.add_argument("--no_progress", action="store_true", help="no progress bar")
-    return p
+    from coat_ms.config import add_config_flags
 
-
-def settings_from(args):
-    """Merge config file and flags into the values validate needs."""
-    from coat_ms.config import load_yaml
-
-    cfg = load_yaml(args.config) if args.config else {}
-    flag = {"model": args.model, "data_dir": args.data_dir, "val_split": args.val_split,
-            "ckpt_path": args.ckpt_path, "num_classes": args.num_classes, "batch_size": args.batch_size,
-            "num_parallel_workers": args.num_parallel_workers}
-    merged = dict(cfg)
-    merged.update({k: v for k, v in flag.items() if v is not None})
-    return cfg, merged
+    p = argparse.ArgumentParser(prog="validate.py", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    extra = p.add_argument_group("validate.py")
+    extra.add_argument("--model_name", dest="model_alias", default=None, help="same as --model")
+    extra.add_argument("--image_size", type=int, nargs=2, metavar=("H", "W"), default=None,
+                       help="non-square eval size (default: image_resize)")
+    extra.add_argument("--json", dest="json_out", default=None, help="write metrics, per-class accuracy and confusion")
+    extra.add_argument("--per_class", action="store_true", help="print the accuracy of every class")
+    extra.add_argument("--confusion", default=None, metavar="PNG", help="write the confusion matrix as a PNG")
+    extra.add_argument("--no_progress", action="store_true", help="no progress bar")
+    return add_config_flags(p)
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    if args.model_alias and not args.model:
+        args.model = args.model_alias
+    from coat_ms.config import settings_from
+    from coat_ms.errors import CoatError
+    from coat_ms.fileio import refuse_overwriting_inputs
+
+    cfg = settings_from(args)
+    if not cfg["data_dir"]:
+        raise CoatError("no data_dir given: pass --data_dir (a folder holding the val split) or set it in the config")
+    for out, flag in ((args.json_out, "--json"), (args.confusion, "--confusion")):
+        refuse_overwriting_inputs(out, [cfg["ckpt_path"], args.config], flag)
+    from coat_ms.train import distributed
+    if cfg["distribute"] and cfg.source("distribute") != "--distribute" and not distributed.launcher_present():
+        cfg["distribute"] = False  # a training recipe's setting; validating needs no launcher
+    if cfg["distribute"]:
+        distributed.map_mpirun_to_dynamic_cluster(cfg["device_target"])
     import mindspore as ms
 
-    from coat_ms.errors import CoatError
-    from coat_ms.evaluation import (atomic_write, cell_predictor, create_eval_dataset, eval_settings, evaluate,
-                                    save_confusion_png)
-    from coat_ms.predict import build_model_from_checkpoint
-
-    cfg, run = settings_from(args)
-    for key in ("model", "data_dir", "ckpt_path"):
-        if not run.get(key):
-            raise CoatError(f"no {key} given: pass --{key} or set '{key}' in the config")
-    batch_size = int(run.get("batch_size") or 32)
-    if batch_size < 1:
-        raise CoatError(f"batch size must be >= 1, got {batch_size}")
-    if run.get("device_target"):
-        ms.set_device(run["device_target"])
-    ms.set_context(mode=ms.PYNATIVE_MODE if run.get("mode") == 1 else ms.GRAPH_MODE)
-
-    model = build_model_from_checkpoint(run["model"], run["ckpt_path"], run.get("num_classes"),
-                                        model_args=run.get("model_args"))
-    settings = eval_settings(model.pretrained_cfg, cfg, image_size=args.image_size)
-    dataset, names, count = create_eval_dataset(run["data_dir"], run.get("val_split", "val"), settings, batch_size,
-                                                int(run.get("num_parallel_workers") or 2))
-    print(f"validating {run['model']} ({run['ckpt_path']}) on {count} images in {len(names)} classes; "
-          f"{settings.describe()}", flush=True)
-    label_smoothing = float(cfg.get("label_smoothing") or 0.0)
-    result = evaluate(cell_predictor(model), dataset, names, batch_size, label_smoothing,
-                      progress=not args.no_progress)
-
+    from coat_ms.cli import use_device
+    from coat_ms.evaluation import evaluate_checkpoint, save_confusion_png
+    from coat_ms.runtime import configure_runtime
+    device = use_device(cfg["device_target"])
+    configure_runtime(device)
+    ms.set_context(mode=ms.PYNATIVE_MODE if cfg["mode"] == 1 else ms.GRAPH_MODE)
+    dist = distributed.init_distributed(cfg["distribute"], device)
+    if not dist.is_main:
+        logger.setLevel(logging.WARNING)
+    try:
+        result, model, pre = evaluate_checkpoint(cfg, dist, image_size=args.image_size,
+                                                 confusion=bool(args.json_out or args.confusion or args.per_class),
+                                                 progress=dist.is_main and not args.no_progress,
+                                                 amp_level=cfg["val_amp_level"] if device != "CPU" else "O0")
+    finally:
+        distributed.shutdown_distributed(dist)
+    if not dist.is_main:
+        return 0
+    name = cfg["ckpt_path"] or f"{cfg['model']} (pretrained)"
+    print(f"validated {name} on {result.num_samples} images in {len(result.class_names)} classes over "
+          f"{dist.size} rank(s); {pre.describe()}"
+          f"{f'; {result.skipped} unreadable images skipped' if result.skipped else ''}")
     print(result.metrics())
     if args.per_class:
-        for name, acc, total in zip(result.class_names, result.per_class, result.confusion.sum(axis=1)):
-            print(f"  class {name}: {'n/a' if acc is None else f'{acc:.4f}'} ({int(total)} images)")
+        for cls, acc, total in zip(result.class_names, result.per_class, result.confusion.sum(axis=1)):
+            print(f"  class {cls}: {'n/a' if acc is None else f'{acc:.4f}'} ({int(total)} images)")
     if args.json_out:
-        payload = dict(result.metrics(), num_samples=result.num_samples, model=run["model"],
-                       ckpt_path=os.path.abspath(run["ckpt_path"]),
+        from coat_ms.fileio import atomic_write_text
+        payload = dict(result.metrics(), num_samples=result.num_samples, skipped=result.skipped,
+                       ckpt_path=os.path.abspath(cfg["ckpt_path"]) if cfg["ckpt_path"] else None,
+                       preprocessing=pre.as_dict(),
                        per_class={n: a for n, a in zip(result.class_names, result.per_class)},
                        class_names=result.class_names, confusion=result.confusion.tolist())
-
-        def dump(tmp):
-            with open(tmp, "w", encoding="utf-8") as f:
-                json.dump(payload, f, indent=2)
-        atomic_write(args.json_out, dump)
+        atomic_write_text(args.json_out, json.dumps(payload, indent=2))
         print(f"wrote {args.json_out}")
     if args.confusion:
-        save_confusion_png(result, args.confusion, title=run["model"])
+        save_confusion_png(result, args.confusion, title=os.path.basename(name))
         print(f"wrote {args.confusion}")
     return 0
 

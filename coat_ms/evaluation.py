@@ -171,3 +171,70 @@ def save_confusion_png(result, path, title="confusion matrix"):
     fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
     plt.close(fig)
+
+
+def evaluate_images(model_or_fn, images, pre, batch_size, workers=1, dist=None, confusion=False, progress=True):
+    """EvalResult of a model (Cell or numpy predict function) on an ImageList, every sample counted once
+    over all ranks (each rank evaluates its share)."""
+    from .data.pipeline import eval_dataset
+
+    predict_fn = model_or_fn if callable(model_or_fn) and not hasattr(model_or_fn, "construct") \
+        else cell_predictor(model_or_fn)
+    rank, size = (dist.rank, dist.size) if dist is not None else (0, 1)
+    dataset, _ = eval_dataset(images, pre, batch_size, workers, rank, size)
+    sums = evaluate(predict_fn, dataset, len(images.classes), batch_size, dist, confusion=confusion,
+                    progress=progress)
+    return sums.result(images.classes)
+
+
+def given(settings, key):
+    """The value of ``key`` when the config file or a flag set it, else None."""
+    source = getattr(settings, "source", lambda k: "config")(key)
+    return None if source == "default" else settings[key]
+
+
+def evaluate_checkpoint(settings, dist=None, image_size=None, confusion=False, progress=True, amp_level="O0"):
+    """validate.py's job: (EvalResult, model, preprocessing) of ``settings['ckpt_path']`` (or the
+    pretrained weights) on ``data_dir/val_split``.
+
+    Model, head size and class order come from the checkpoint's coat_ms record unless given; the
+    preprocessing is the given keys, else the checkpoint's record, else the model's default.  With
+    ``ema: True`` the checkpoint's EMA weights are evaluated when it holds them.
+    """
+    from .checkpoint import model_from_checkpoint
+    from .data.files import list_split
+    from .data.pipeline import worker_count
+    from .data.transforms import preprocessing
+    from .errors import CoatError
+
+    if settings["ckpt_path"]:
+        # The checkpoint's head size wins over a config file's num_classes (a recipe says 1000; the
+        # checkpoint may be a fine-tuned one); a --num_classes flag is taken as given.
+        flag_classes = settings["num_classes"] if getattr(settings, "source", lambda k: "")("num_classes") == \
+            "--num_classes" else None
+        model, meta = model_from_checkpoint(settings["ckpt_path"], given(settings, "model"), flag_classes,
+                                            given(settings, "model_args"), ema=settings["ema"])
+    elif settings["pretrained"]:
+        from .factory import create_model
+        model = create_model(settings["model"], pretrained=True, num_classes=settings["num_classes"] or 1000,
+                             **(settings["model_args"] or {}))
+        model.set_train(False)
+        meta = {}
+    else:
+        raise CoatError("no weights given: pass --ckpt_path X.ckpt (or --pretrained True)")
+    if amp_level != "O0":
+        from mindcv.utils.amp import auto_mixed_precision
+        auto_mixed_precision(model, amp_level=amp_level)
+    images = list_split(settings["data_dir"], settings["val_split"], require_every_class=False)
+    if meta.get("class_names"):
+        images = images.relabelled(meta["class_names"])
+    elif len(images.classes) != model.num_classes:
+        logger.warning("%s: %d class folders for a %d-class model, and the checkpoint has no class list: labels are "
+                       "the positions of the sorted folder names", images.root, len(images.classes), model.num_classes)
+    record = meta.get("preprocessing") or dict(getattr(model, "pretrained_cfg", None) or {})
+    pre = preprocessing(record, image_size=image_size or given(settings, "image_resize"),
+                        crop_pct=given(settings, "crop_pct"), interpolation=given(settings, "interpolation"),
+                        mean=given(settings, "mean"), std=given(settings, "std"))
+    result = evaluate_images(model, images, pre, settings["batch_size"], worker_count(settings["num_parallel_workers"]),
+                             dist, confusion=confusion, progress=progress)
+    return result, model, pre

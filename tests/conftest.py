@@ -19,3 +19,14 @@ def pynative_mode():
 
 def random_images(shape, seed=0):
     return ms.Tensor(np.random.RandomState(seed).rand(*shape).astype(np.float32))
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The recipe smoke runs' wall times (README's Recipes table is filled from this output)."""
+    import sys
+    helpers = sys.modules.get("helpers")
+    times = getattr(helpers, "RECIPE_TIMES", {}) if helpers else {}
+    if times:
+        terminalreporter.write_sep("-", "recipe smoke runs (one epoch on CPU, train.py wall time)")
+        for name, seconds in sorted(times.items()):
+            terminalreporter.write_line(f"{name}: {seconds:.0f} s")

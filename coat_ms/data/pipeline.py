@@ -37,6 +37,16 @@ def worker_count(requested):
     return requested
 
 
+def describe(op):
+    """Short name of a transform (mindcv's RandAugment is a Python object holding its policy name)."""
+    name = type(op).__name__
+    if name == "RandomErasing":
+        return f"RandomErasing(p={op.prob})"
+    if "Augment" in name or name == "RandAugment":
+        return "RandAugment" if "Rand" in name else name
+    return name
+
+
 def _source(images, indices, shuffle, num_shards=None, shard_id=None, num_samples=None):
     import mindspore.dataset as ds
 
@@ -67,11 +77,14 @@ def train_dataset(cfg, images, num_classes, rank=0, size=1):
                      num_samples=cfg["num_samples"], **shards)
     decoded = _decoded(source, images, replace=True, workers=workers)
     transform = eval_transforms(preprocessing_from_config(cfg)) if deterministic else train_transforms(cfg)
-    mixing = 0.0 if deterministic else cfg["mixup"] + cfg["cutmix"]
+    mixup, cutmix = (0.0, 0.0) if deterministic else (cfg["mixup"], cfg["cutmix"])
     loader = create_loader(dataset=decoded, batch_size=cfg["batch_size"], drop_remainder=cfg["drop_remainder"],
-                           is_training=True, mixup=cfg["mixup"] if mixing else 0.0,
-                           cutmix=cfg["cutmix"] if mixing else 0.0, cutmix_prob=cfg["cutmix_prob"],
+                           is_training=True, mixup=mixup, cutmix=cutmix, cutmix_prob=cfg["cutmix_prob"],
                            num_classes=num_classes, transform=transform, num_parallel_workers=workers)
+    if rank == 0:
+        logger.info("data: %d worker(s); decode (PIL), %s%s", workers, ", ".join(describe(op) for op in transform),
+                    f"; batch mixing: mixup {mixup}, cutmix {cutmix} (prob {cfg['cutmix_prob']})"
+                    if mixup + cutmix > 0 else "")
     if loader.get_dataset_size() == 0:
         raise DataError(f"{images.root}: {len(images)} images over {size} rank(s) make no full batch of "
                         f"{cfg['batch_size']}; lower --batch_size")

@@ -3,12 +3,13 @@
     python export.py --model_name coat_mini --ckpt_file X.ckpt --file_format MINDIR
     python export.py --model_name coat_lite_tiny --ckpt_file X.ckpt --file_format ONNX --image_size 256 256
 
-MINDIR is loaded back in a fresh process (mindspore.load + nn.GraphCell) and must match the Cell within
-1e-6 relative; ONNX is run with onnxruntime (1e-4 relative).  AIR needs an Ascend backend.
+The model is built on the operator set the format needs (MindSpore's stock operators; for ONNX the
+ONNX-writable set), never with the CPU C++ kernels. MINDIR is loaded back in a fresh process
+(mindspore.load + nn.GraphCell) and must match the Cell within 1e-6 relative; ONNX is run with
+onnxruntime (1e-4 relative).  AIR needs an Ascend backend.
 """
 import argparse
 import json
-import os
 
 from coat_ms.cli import run_cli
 
@@ -37,13 +38,12 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    # Exported files must hold MindSpore's stock operators only, not the CPU C++ kernels.
-    os.environ["COAT_MS_CPU_KERNELS"] = "0"
     import mindspore as ms
 
     from coat_ms.errors import CoatError
-    from coat_ms.export import check_format, check_writable, export_model, output_path
+    from coat_ms.export import check_format, check_writable, export_backend, export_model, output_path
     from coat_ms.predict import build_model_from_checkpoint
+    from coat_ms.runtime import configure_runtime
 
     if args.device_target:
         try:
@@ -52,6 +52,7 @@ def main(argv=None):
             raise CoatError(f"cannot use device_target {args.device_target} with this MindSpore build "
                             f"({str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__})") from None
     ms.set_context(mode=ms.GRAPH_MODE)
+    configure_runtime(args.device_target)
     fmt = check_format(args.file_format, args.device_target)      # before any slow work
     final = output_path(args.file_name or args.model_name, fmt)
     check_writable(final)
@@ -59,10 +60,15 @@ def main(argv=None):
         raise CoatError(f"--batch_size must be >= 1, got {args.batch_size}")
 
     try:
-        model_args = json.loads(args.model_args) if args.model_args else None
+        model_args = json.loads(args.model_args) if args.model_args else {}
     except ValueError as exc:
         raise CoatError(f"--model_args is not valid JSON: {exc}") from None
-    model = build_model_from_checkpoint(args.model_name, args.ckpt_file or None, args.num_classes, model_args)
+    if not isinstance(model_args, dict) or "backend" in model_args:
+        raise CoatError("--model_args must be a JSON object of model options, without 'backend' "
+                        "(the export picks the operator set its format needs)")
+    # built directly on the export's operator set: no C++ kernel is built or used
+    model = build_model_from_checkpoint(args.model_name, args.ckpt_file or None, args.num_classes,
+                                        dict(model_args, backend=export_backend(fmt)))
     result = export_model(model, final, fmt, batch_size=args.batch_size, image_size=args.image_size,
                           seed=args.seed, verify=not args.no_verify, device_target=args.device_target)
     print(result.summary())

@@ -20,7 +20,7 @@ import torch  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 
 import convert  # noqa: E402
-from convert import ms_io, rules, torch_io  # noqa: E402
+from convert import readers, rules, writers  # noqa: E402
 
 
 def timed(label, fn, times):
@@ -45,19 +45,19 @@ def main():
         save_file({k: sd[k].contiguous() for k in groups.values()}, st)
         rules.layout.cache_clear()
         t = {}
-        src = timed("read .pth (+sha256)", lambda: torch_io.read_source(pth), t)
+        src = timed("read .pth (+sha256)", lambda: readers.read_source(pth), t)
         res = timed("torch_to_ms (layout build + checks)", lambda: convert.torch_to_ms(src.state_dict), t)
-        timed("write .ckpt + .json", lambda: ms_io.write_mindspore(res.params, os.path.join(tmp, "m.ckpt"), "ckpt",
+        timed("write .ckpt + .json", lambda: writers.write_mindspore(res.params, os.path.join(tmp, "m.ckpt"), "ckpt",
                                                                    {"variant": res.variant}), t)
         total = sum(t.values())
         t2 = {}
-        src2 = timed("read .safetensors (+sha256)", lambda: torch_io.read_source(st), t2)
+        src2 = timed("read .safetensors (+sha256)", lambda: readers.read_source(st), t2)
         res2 = timed("torch_to_ms", lambda: convert.torch_to_ms(src2.state_dict), t2)
-        timed("write .ckpt + .json", lambda: ms_io.write_mindspore(res2.params, os.path.join(tmp, "s.ckpt")), t2)
+        timed("write .ckpt + .json", lambda: writers.write_mindspore(res2.params, os.path.join(tmp, "s.ckpt")), t2)
         t3 = {}
-        back = timed("read .ckpt", lambda: ms_io.read_mindspore(os.path.join(tmp, "m.ckpt")), t3)
+        back = timed("read .ckpt", lambda: readers.read_mindspore(os.path.join(tmp, "m.ckpt")), t3)
         sd_back = timed("ms_to_torch", lambda: convert.ms_to_torch(back, res.variant), t3)
-        timed("write .pth", lambda: ms_io.write_torch(sd_back, os.path.join(tmp, "back.pth")), t3)
+        timed("write .pth", lambda: writers.write_torch(sd_back, os.path.join(tmp, "back.pth")), t3)
     print(f"{args.model}: {res.report.numel / 1e6:.2f}M parameters ({len(sd)} PyTorch keys, "
           f"{len(res.params)} MindSpore parameters)")
     for title, steps in ((".pth -> .ckpt", t), (".safetensors -> .ckpt", t2), (".ckpt -> .pth", t3)):

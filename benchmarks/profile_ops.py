@@ -61,7 +61,10 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     import mindspore as ms
+
+    from coat_ms.runtime import configure_runtime
     ms.set_context(mode=ms.GRAPH_MODE)
+    configure_runtime()  # as the coat_ms tools run
     step = build_step(args.model, args.batch, args.task, args.size)
     step()  # compile outside the profile
     from mindspore import Profiler

@@ -47,6 +47,8 @@ class _MindSporeWorker:
             self.model = mindcv.create_model(model_name, num_classes=1000)
         else:
             import coat_ms
+            from coat_ms.runtime import configure_runtime
+            configure_runtime()  # as the coat_ms CLIs run
             self.model = coat_ms.create_model(model_name)
         self.model.set_train(task == "train")
         self.inputs = {}
@@ -120,8 +122,8 @@ class _MatmulWorker:
             import mindspore as ms
             from mindspore import ops
 
-            from .runtime import use_blocking_cpu_run
-            use_blocking_cpu_run()  # as coat_ms runs: the waiting thread does not spin on a core
+            from .runtime import configure_runtime
+            configure_runtime()  # as coat_ms runs: the waiting thread does not spin on a core
             self.a = ms.Tensor(a)
             self.fn = lambda: ops.matmul(self.a, self.a).asnumpy()
 
@@ -158,15 +160,16 @@ def worker_main(spec):
 def worker_env(framework, mindcv_blocking_run=False):
     """The environment of a worker process: this coat_ms first on the path, quiet logs, and the runtime flag.
 
-    Building a coat_ms model (count_macs does, in the parent) sets ``MS_DEV_HOST_BLOCKING_RUN``; it is not
-    passed on: coat_ms workers set it themselves, mindcv gets MindSpore's default unless asked for the same.
+    coat_ms workers call ``configure_runtime`` (which keeps a value the user set); mindcv gets MindSpore's
+    default runtime, as its users do, unless asked for the same setting as coat_ms.
     """
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # so workers import this coat_ms
     env = dict(os.environ, GLOG_v="3", PYTHONWARNINGS="ignore",
                PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
-    env.pop(BLOCKING_RUN, None)
-    if framework == "mindcv" and mindcv_blocking_run:
-        env[BLOCKING_RUN] = "1"
+    if framework == "mindcv":
+        env.pop(BLOCKING_RUN, None)
+        if mindcv_blocking_run:
+            env[BLOCKING_RUN] = "1"
     return env
 
 
@@ -411,15 +414,6 @@ def to_markdown(result):
     return "\n".join(lines) + "\n"
 
 
-def _atomic_write(path, text):
-    d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp_")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def build_parser():
     p = argparse.ArgumentParser(prog="python -m coat_ms.bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -442,6 +436,7 @@ def build_parser():
 
 def main(argv=None):
     from coat_ms.errors import CoatError
+    from coat_ms.fileio import atomic_write_text
     args = build_parser().parse_args(argv)
     if args.worker:
         worker_main(args.worker)
@@ -461,8 +456,9 @@ def main(argv=None):
         raise CoatError(f"unknown model(s) {', '.join(unknown)}; known: {', '.join(names)}")
     result = run_benchmark(args)
     md = to_markdown(result)
-    _atomic_write(os.path.join(args.out, "bench.json"), json.dumps(result, indent=2))
-    _atomic_write(os.path.join(args.out, "bench.md"), md)
+    os.makedirs(args.out, exist_ok=True)
+    atomic_write_text(os.path.join(args.out, "bench.json"), json.dumps(result, indent=2))
+    atomic_write_text(os.path.join(args.out, "bench.md"), md)
     print(md)
     print(f"wrote {os.path.join(args.out, 'bench.json')} and {os.path.join(args.out, 'bench.md')}")
     return 0

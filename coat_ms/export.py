@@ -3,16 +3,17 @@
 * MINDIR: written with ``mindspore.export``, then loaded back with ``mindspore.load`` +
   ``nn.GraphCell`` in a fresh Python process and run on the same random input as the live Cell;
   relative difference (max |a - b| / max |b|) must be <= 1e-6.
-* ONNX: MindSpore's exporter has neither Erf nor ResizeBilinearV2, so during export the exact GELU
-  cells are swapped for :class:`coat_ms.onnx_gelu.OnnxGELU` and the parallel blocks' bilinear
-  resizes for the same half-pixel interpolation written as a constant matrix product; the file is
-  then run with onnxruntime and compared with the unmodified Cell (relative <= 1e-4).
+* ONNX: MindSpore's exporter has neither Erf nor ResizeBilinearV2, so the file is written from the
+  model on the ``onnx`` operator set (exact GELU without Erf, bilinear resizes as constant matrix
+  products; coat_ms/models/backend.py), then run with onnxruntime and compared with the model on
+  MindSpore's stock operators (relative <= 1e-4).
 * AIR: only with an Ascend backend; elsewhere a clear error before anything is compiled.
 
-Files are written under a temporary name in the target folder and moved into place only after
-the check passed, so a failed or interrupted export never leaves a file behind.
+Exported files hold MindSpore's operators only: the model is rebuilt for the export's operator set
+through ``CoaT.with_backend`` (a custom C++ kernel points at a local .so, which neither Ascend nor
+ONNX can run). Files are written with ``coat_ms.fileio.atomic_write`` and the check runs on the
+temporary file, so a failed or interrupted export never leaves a file behind.
 """
-import contextlib
 import dataclasses
 import json
 import os
@@ -24,6 +25,7 @@ import time
 import numpy as np
 
 from .errors import CoatError
+from .fileio import atomic_write, atomic_write_text
 
 FORMATS = {"MINDIR": ".mindir", "ONNX": ".onnx", "AIR": ".air"}
 TOLERANCES = {"MINDIR": 1e-6, "ONNX": 1e-4, "AIR": None}
@@ -106,98 +108,15 @@ def check_writable(path):
         raise ExportError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
-def publish(tmp, final):
-    """Move a finished temp file into place with ordinary permissions (mkstemp makes it private)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    os.replace(tmp, final)
+def export_backend(file_format):
+    """The operator set a file of ``file_format`` is written from: "onnx" for ONNX, else "stock"."""
+    return "onnx" if file_format == "ONNX" else "stock"
 
 
 def example_input(batch_size, image_size, in_chans=3, seed=0):
     """The random (B, C, H, W) float32 input used for export and for the check."""
     rng = np.random.default_rng(seed)
     return rng.standard_normal((batch_size, in_chans, image_size[0], image_size[1])).astype(np.float32)
-
-
-# ----------------------------------------------------------------------------------------------
-# ONNX-compatible forms of the two operators the exporter lacks
-# ----------------------------------------------------------------------------------------------
-
-def bilinear_matrix(size, target, align_corners=False):
-    """(Ht*Wt, Hs*Ws) matrix M with  tokens_target = M @ tokens_source  (row-major grids)."""
-    from .models.coat import bilinear_weights
-
-    return np.kron(bilinear_weights(size[0], target[0], align_corners),
-                   bilinear_weights(size[1], target[1], align_corners)).astype(np.float32)
-
-
-def _constexpr(fn):
-    from mindspore.ops import constexpr
-    return constexpr(fn)
-
-
-@_constexpr
-def _bilinear_tensor(size, target, align_corners):
-    import mindspore as ms
-    return ms.Tensor(bilinear_matrix(size, target, align_corners))
-
-
-def _make_onnx_parallel_block():
-    """A ParallelBlock subclass whose interpolate is a constant-matrix product (exports as MatMul)."""
-    from mindspore import ops
-
-    from .models.coat import ParallelBlock
-
-    class OnnxParallelBlock(ParallelBlock):
-        def interpolate(self, x, size, target):
-            # Grid sizes are compile-time constants, so the matrix is folded into the graph.
-            cls_token, img = x[:, :1], x[:, 1:]
-            img = ops.matmul(_bilinear_tensor(size, target, self.align_corners), img)
-            return ops.concat((cls_token, img), axis=1)
-
-    return ParallelBlock, OnnxParallelBlock
-
-
-@contextlib.contextmanager
-def stock_operators(model):
-    """Temporarily route every cell that has a CPU C++ kernel (``use_kernel``) to its stock operators.
-
-    Exported files must hold only MindSpore's own operators: an AOT custom op points at a local .so
-    and cannot run on Ascend, nor export to ONNX.
-    """
-    switched = [cell for _, cell in model.cells_and_names() if getattr(cell, "use_kernel", False) is True]
-    try:
-        for cell in switched:
-            cell.use_kernel = False
-        yield model
-    finally:
-        for cell in switched:
-            cell.use_kernel = True
-
-
-@contextlib.contextmanager
-def onnx_compatible(model):
-    """Temporarily give ``model`` ONNX-exportable GELU and interpolation; restored on exit."""
-    from .models.layers import Mlp
-    from .onnx_gelu import OnnxGELU
-
-    base, onnx_block = _make_onnx_parallel_block()
-    swapped_acts, swapped_blocks = [], []
-    try:
-        for _, cell in model.cells_and_names():
-            if isinstance(cell, Mlp) and not isinstance(cell.act, OnnxGELU):
-                swapped_acts.append((cell, cell.act))
-                cell.act = OnnxGELU()
-            elif type(cell) is base:
-                swapped_blocks.append(cell)
-                cell.__class__ = onnx_block
-        yield model
-    finally:
-        for cell, act in swapped_acts:
-            cell.act = act
-        for cell in swapped_blocks:
-            cell.__class__ = base
 
 
 # ----------------------------------------------------------------------------------------------
@@ -275,46 +194,46 @@ def _Fresh(net):
     return _fresh_cell_class()(net)
 
 
-def _write(model, tensor, tmp_base, fmt):
-    """Write ``model`` under ``tmp_base`` + extension; returns the written path."""
+def _write(net, tensor, path, fmt):
+    """Write ``net`` (already on the export's operator set) to ``path``, which ends with the format's extension."""
     import mindspore as ms
 
-    path = tmp_base + FORMATS[fmt]
     if fmt == "ONNX":
-        with onnx_compatible(model):
-            # A new wrapper cell each time: MindSpore caches the 'export.onnx' graph per cell and input
-            # shape, and exporting a cached graph a second time fails inside the exporter.
-            ms.onnx.export(_Fresh(model), tensor, file_name=path, input_names=["image"], output_names=["logits"])
+        # A new wrapper cell each time: MindSpore caches the 'export.onnx' graph per cell and input
+        # shape, and exporting a cached graph a second time fails inside the exporter.
+        ms.onnx.export(_Fresh(net), tensor, file_name=path, input_names=["image"], output_names=["logits"])
     else:
-        ms.export(model, tensor, file_name=tmp_base, file_format=fmt)
+        ms.export(net, tensor, file_name=path, file_format=fmt)
     if not os.path.isfile(path) or os.path.getsize(path) == 0:
         raise ExportError(f"MindSpore did not write {fmt} file {path}")
-    return path
 
 
-def _write_metadata(model, final, fmt, input_shape):
+def _metadata(model, fmt, input_shape):
     """``<file>.json`` next to the export: input shape and the eval preprocessing, for predict."""
-    from .evaluation import atomic_write, eval_settings
+    from .evaluation import eval_settings
 
     settings = eval_settings(getattr(model, "pretrained_cfg", {}), image_size=input_shape[-2:])
-    meta = {"format": fmt, "architecture": getattr(model, "pretrained_cfg", {}).get("architecture"),
+    return {"format": fmt, "architecture": getattr(model, "pretrained_cfg", {}).get("architecture"),
             "input_shape": list(input_shape), "num_classes": getattr(model, "num_classes", None),
             "preprocessing": {"crop_pct": settings.crop_pct, "interpolation": settings.interpolation,
                               "mean": list(settings.mean), "std": list(settings.std)}}
 
-    def dump(tmp):
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(meta, f, indent=2)
-    atomic_write(final + ".json", dump)
+
+def on_backend(model, backend):
+    """``model`` rebuilt on operator set ``backend`` (a CoaT's ``with_backend``); other Cells as they are."""
+    with_backend = getattr(model, "with_backend", None)
+    return model if with_backend is None else with_backend(backend)
 
 
 def export_model(model, file_name, file_format="MINDIR", batch_size=1, image_size=None, seed=0,
                  verify=True, device_target=None, reference=None):
     """Export ``model`` to ``file_name`` (extension added) and check the file; returns ExportResult.
 
-    ``image_size`` (H, W) defaults to the model's pretrained input size; H and W must be multiples of
-    the model's stride (32).  ``reference``, if given, is the Cell's output on the example input
-    (saves recomputing it when several files are written from one model).
+    The file is written from ``model`` rebuilt on the format's operator set (``export_backend``), and
+    checked against the model on MindSpore's stock operators, run op by op. ``image_size`` (H, W)
+    defaults to the model's pretrained input size; H and W must be multiples of the model's stride
+    (32). ``reference``, if given, is the expected output on the example input (saves recomputing it
+    when several files are written from one model).
     """
     import mindspore as ms
 
@@ -333,14 +252,25 @@ def export_model(model, file_name, file_format="MINDIR", batch_size=1, image_siz
     check_writable(final)
 
     model.set_train(False)
+    net = on_backend(model, export_backend(fmt))
     array = example_input(int(batch_size), image_size, getattr(model, "in_chans", 3), seed)
     tensor = ms.Tensor(array)
-    with stock_operators(model):
-        return _export_checked(model, final, fmt, array, tensor, verify, reference, start)
+    if verify and fmt != "AIR" and reference is None:
+        reference = reference_output(on_backend(net, "stock"), tensor)
+    result = ExportResult(final, fmt, array.shape)
+
+    def write_and_check(tmp):
+        _write(net, tensor, tmp, fmt)
+        _check(tmp, fmt, array, reference if verify else None, result)
+        atomic_write_text(final + ".json", json.dumps(_metadata(model, fmt, array.shape), indent=2))
+
+    atomic_write(final, write_and_check, suffix=FORMATS[fmt])
+    result.seconds = time.perf_counter() - start
+    return result
 
 
 def reference_output(model, tensor):
-    """The live Cell's output, run op by op (PyNative): no graph compile, independent of the exporter's."""
+    """The Cell's output, run op by op (PyNative): no graph compile, independent of the exporter's."""
     import mindspore as ms
 
     mode = ms.get_context("mode")
@@ -351,39 +281,51 @@ def reference_output(model, tensor):
         ms.set_context(mode=mode)
 
 
-def _export_checked(model, final, fmt, array, tensor, verify, reference, start):
-    if verify and fmt != "AIR" and reference is None:
-        reference = reference_output(model, tensor)
+def _check(path, fmt, array, reference, result):
+    """Run the written file on ``array`` and compare with ``reference`` (None: not checked); fills ``result``."""
+    if reference is None or fmt == "AIR":
+        result.verified_by = ("AIR files run only on Ascend (compile it with ATC to check)"
+                              if fmt == "AIR" else "verification switched off")
+        return
+    if fmt == "MINDIR":
+        out = verify_mindir_fresh([(path, array)])[0]
+        result.verified_by = "mindspore.load + nn.GraphCell in a fresh process"
+    else:
+        out = run_onnx(path, array)
+        result.verified_by = "onnxruntime (CPU)"
+    result.max_abs_diff, result.rel_diff = relative_diff(out, reference)
+    result.tolerance = TOLERANCES[fmt]
+    if not result.rel_diff <= result.tolerance:
+        raise ExportError(f"{fmt} file disagrees with the Cell: relative difference {result.rel_diff:.3g} "
+                          f"> {result.tolerance:g} (max |diff| {result.max_abs_diff:.3g}); file not written")
 
-    folder = os.path.dirname(final)
-    fd, tmp_base = tempfile.mkstemp(prefix=f".{os.path.basename(final)}.", suffix=".tmp", dir=folder)
-    os.close(fd)
-    os.unlink(tmp_base)  # only its unique name is used
-    written = tmp_base + FORMATS[fmt]
-    result = ExportResult(final, fmt, array.shape)
+
+# ----------------------------------------------------------------------------------------------
+# Reading an exported file back
+# ----------------------------------------------------------------------------------------------
+
+def mindir_input_shape(path):
+    """The input shape (N, C, H, W) a MindIR file was exported with, read from the file's graph.
+
+    A dimension exported as dynamic is -1. ExportError for a missing file, or one that is not a
+    MindIR file with a single 4-D input.
+    """
+    from google.protobuf.message import DecodeError
+    from mindspore.train import mind_ir_pb2
+
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ExportError(f"MindIR file not found: {path}")
+    proto = mind_ir_pb2.ModelProto()
     try:
-        written = _write(model, tensor, tmp_base, fmt)
-        if verify and fmt == "MINDIR":
-            out = verify_mindir_fresh([(written, array)])[0]
-            result.verified_by = "mindspore.load + nn.GraphCell in a fresh process"
-        elif verify and fmt == "ONNX":
-            out = run_onnx(written, array)
-            result.verified_by = "onnxruntime (CPU)"
-        else:
-            out = None
-            result.verified_by = ("AIR files run only on Ascend (compile it with ATC to check)"
-                                  if fmt == "AIR" else "verification switched off")
-        if out is not None:
-            result.max_abs_diff, result.rel_diff = relative_diff(out, reference)
-            result.tolerance = TOLERANCES[fmt]
-            if not result.rel_diff <= result.tolerance:
-                raise ExportError(f"{fmt} file disagrees with the Cell: relative difference {result.rel_diff:.3g} "
-                                  f"> {result.tolerance:g} (max |diff| {result.max_abs_diff:.3g}); file not written")
-        _write_metadata(model, final, fmt, array.shape)
-        publish(written, final)
-    finally:
-        for leftover in (written, tmp_base):
-            if os.path.exists(leftover):
-                os.remove(leftover)
-    result.seconds = time.perf_counter() - start
-    return result
+        with open(path, "rb") as f:
+            proto.ParseFromString(f.read())
+    except (DecodeError, ValueError) as exc:
+        raise ExportError(f"{path} is not a MindIR file ({str(exc).splitlines()[0][:80]})") from None
+    inputs = list(proto.graph.input)
+    if len(inputs) != 1 or len(inputs[0].tensor) != 1:
+        raise ExportError(f"{path}: expected a MindIR file with one image input, found {len(inputs)} inputs")
+    dims = tuple(int(d) for d in inputs[0].tensor[0].dims)
+    if len(dims) != 4:
+        raise ExportError(f"{path}: the MindIR input has shape {dims}, not (N, C, H, W)")
+    return dims

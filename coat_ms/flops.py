@@ -30,7 +30,7 @@ def _cpe_macs(grid, dim):
 def count_macs(model, image_size=(224, 224)):
     """MACs for one image of ``image_size`` (H, W); ``model`` is a CoaT or a registered name."""
     if isinstance(model, str):
-        model = model_entrypoint(model)()
+        model = model_entrypoint(model)(backend="stock")  # only its configuration is read: no kernels needed
     if not isinstance(model, CoaT):
         raise TypeError(f"count_macs expects a CoaT model or name, got {type(model).__name__}")
     H, W = image_size

@@ -12,10 +12,14 @@ import os
 import sys
 import time
 
+from coat_ms.fileio import refuse_overwriting_inputs
+
 from . import __version__
 from .errors import ConversionError
 
 FORMATS = {"ms": ("ckpt", "safetensors"), "torch": ("pth", "safetensors")}
+# Output names that say which framework reads them (.safetensors can be either: --to decides, default ms).
+DIRECTION_OF_EXTENSION = {"ckpt": "ms", "pth": "torch", "pt": "torch", "bin": "torch"}
 
 
 def build_parser():
@@ -25,8 +29,9 @@ def build_parser():
     parser.add_argument("--src", required=True, help="source checkpoint: .pth / .safetensors (PyTorch), "
                         ".ckpt (mindcv, or coat_ms with --to torch); the format is read from the file")
     parser.add_argument("--out", required=True, help="output file (written atomically) + '<out>.json' metadata")
-    parser.add_argument("--to", choices=("ms", "torch"), default="ms",
-                        help="direction: 'ms' (default) PyTorch/mindcv -> coat_ms; 'torch' coat_ms -> timm")
+    parser.add_argument("--to", choices=("ms", "torch"),
+                        help="direction: 'ms' PyTorch/mindcv -> coat_ms; 'torch' coat_ms -> timm; default from --out's "
+                             "extension (.ckpt: ms, .pth/.pt/.bin: torch, otherwise ms)")
     parser.add_argument("--model", help="expected variant (checked); default: inferred from shapes and depths")
     parser.add_argument("--format", choices=("ckpt", "safetensors", "pth"),
                         help="output format; default from --out's extension (ckpt for --to ms, pth for --to torch)")
@@ -42,8 +47,24 @@ def build_parser():
     return parser
 
 
+def _extension(path):
+    return os.path.splitext(path)[1].lstrip(".").lower()
+
+
+def direction(args):
+    """'ms' or 'torch': --to, else read off --out's extension; a contradiction is an error, not a misnamed file."""
+    implied = DIRECTION_OF_EXTENSION.get(_extension(args.out))
+    if args.to is None:
+        return implied or "ms"
+    if implied and implied != args.to:
+        what = {"ms": "a MindSpore checkpoint", "torch": "a PyTorch checkpoint"}
+        raise ConversionError(f"--out {args.out} names {what[implied]} but --to {args.to} writes "
+                              f"{what[args.to]}: use --to {implied}, or give --out another extension")
+    return args.to
+
+
 def output_format(args):
-    ext = os.path.splitext(args.out)[1].lstrip(".").lower()
+    ext = _extension(args.out)
     fmt = args.format or (ext if ext in FORMATS[args.to] else FORMATS[args.to][0])
     if fmt not in FORMATS[args.to]:
         raise ConversionError(f"--format {fmt} is not an output of --to {args.to} (choose from "
@@ -75,7 +96,7 @@ def _metadata(src, variant, direction, report, extra=None):
 
 
 def to_mindspore(args, src, fmt):
-    from . import core, mindcv_rules, ms_io, verify
+    from . import core, mindcv_rules, verify, writers
     mindcv = src.format == "ckpt" and mindcv_rules.is_mindcv(src.state_dict)
     bar = _Progress(len(src.state_dict), "converting")
     try:
@@ -95,12 +116,15 @@ def to_mindspore(args, src, fmt):
                      {"model_kwargs": result.model_kwargs, "format": fmt,
                       "verify_rel_error": check.rel if check else None})
     if check is None or check.ok:
-        ms_io.write_mindspore(result.params, args.out, fmt, meta)
+        writers.write_mindspore(result.params, args.out, fmt, meta)
     return result, check
 
 
 def to_torch(args, src, fmt):
-    from . import core, ms_io, verify
+    from . import core, verify, writers
+    if src.format == "pth":
+        raise ConversionError(f"--to torch converts a coat_ms MindSpore checkpoint (.ckpt or .safetensors); "
+                              f"{src.path} is already a PyTorch file")
     if not args.model:
         args.model = core.infer_variant(src.state_dict)
         print(f"model: {args.model} (inferred from the checkpoint's shapes and depths)")
@@ -109,7 +133,7 @@ def to_torch(args, src, fmt):
     check = verify.verify_torch(result, state, args.tolerance, args.image_size) if args.verify else None
     meta = _metadata(src, args.model, "ms->torch", result.report, {"format": fmt})
     if check is None or check.ok:
-        ms_io.write_torch(state, args.out, fmt, meta)
+        writers.write_torch(state, args.out, fmt, meta)
     result.report.notes.append(f"wrote {len(state)} PyTorch keys ({len(state) - len(result.params)} tied aliases "
                                f"re-expanded)")
     return result, check
@@ -117,17 +141,22 @@ def to_torch(args, src, fmt):
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    from . import ms_io, torch_io
+    from . import readers, writers
+    # real paths: a symlink or hard link to the source is the source
+    refuse_overwriting_inputs(args.out, [args.src], "--out")
+    refuse_overwriting_inputs(args.out + ".json", [args.src], "--out's metadata file")
+    inferred = args.to is None
+    args.to = direction(args)
+    if inferred and args.to == "torch":
+        print(f"direction: --to torch (from the extension of {args.out})")
     fmt = output_format(args)
-    ms_io.check_writable(args.out)
-    if os.path.abspath(args.out) == os.path.abspath(args.src):
-        raise ConversionError("--out must differ from --src")
+    writers.check_writable(args.out)
     if args.model:
         from coat_ms.models.coat import VARIANTS
         if args.model not in VARIANTS:
             raise ConversionError(f"unknown model '{args.model}'; known: {', '.join(VARIANTS)}")
     start = time.perf_counter()
-    src = torch_io.read_source(args.src, ema=args.ema, trust_pickle=args.trust_pickle)
+    src = readers.read_source(args.src, ema=args.ema, trust_pickle=args.trust_pickle)
     print(f"source: {args.src} ({src.format}{', ' + repr(src.container) if src.container else ''}, "
           f"{len(src.state_dict)} tensors, sha256 {src.sha256[:12]})")
     result, check = (to_torch if args.to == "torch" else to_mindspore)(args, src, fmt)

@@ -36,6 +36,27 @@ def is_mindcv(names):
     return any(n.endswith((".gamma", ".beta")) or QKV.match(n) for n in names)
 
 
+def torch_key(name):
+    """(PyTorch key, part) for a mindcv parameter name.
+
+    ``part`` is 'q', 'k' or 'v' when the mindcv tensor holds those rows of PyTorch's fused qkv, else None.
+    The key may be an alias of a tied tensor (e.g. ``serial_blocks1.0.cpe.proj.weight``): a coat_ms
+    Layout maps it to the parameter that owns it.
+    """
+    qkv = QKV.match(name)
+    if qkv:
+        return f"{qkv.group(1)}.qkv.{qkv.group(3)}", qkv.group(2)
+    key = name
+    if name.endswith(".gamma"):
+        key = name[:-len("gamma")] + "weight"
+    elif name.endswith(".beta"):
+        key = name[:-len("beta")] + "bias"
+    cpes = CPES.match(key)
+    if cpes:
+        key = f"cpe{int(cpes.group(1)) + 1}.{cpes.group(2)}"
+    return key, None
+
+
 def mindcv_to_torch(params, report):
     """{mindcv name: array} -> {PyTorch name: array}; records renames/merges/drops in ``report``."""
     out, parts = {}, {}
@@ -44,18 +65,10 @@ def mindcv_to_torch(params, report):
             report.dropped.append((name, "training state (optimizer / step counter), not a weight"))
             continue
         value = np.asarray(value)
-        qkv = QKV.match(name)
-        if qkv:
-            parts.setdefault((qkv.group(1), qkv.group(3)), {})[qkv.group(2)] = (name, value)
+        new, part = torch_key(name)
+        if part:
+            parts.setdefault(new, {})[part] = (name, value)
             continue
-        new = name
-        if name.endswith(".gamma"):
-            new = name[:-len("gamma")] + "weight"
-        elif name.endswith(".beta"):
-            new = name[:-len("beta")] + "bias"
-        cpes = CPES.match(new)
-        if cpes:
-            new = f"cpe{int(cpes.group(1)) + 1}.{cpes.group(2)}"
         if new == "aggregate.weight" and value.ndim == 4:
             report.reshaped.append((new, value.shape, value.shape[:3]))
             value = value.reshape(value.shape[:3])
@@ -66,11 +79,10 @@ def mindcv_to_torch(params, report):
                 raise ConversionError(f"mindcv checkpoint has two different tensors for {new}")
             continue
         out[new] = value
-    for (prefix, kind), found in parts.items():
+    for key, found in parts.items():
         if set(found) != {"q", "k", "v"}:
-            lacking = ", ".join(f"{prefix}.{x}.{kind}" for x in "qkv" if x not in found)
+            lacking = ", ".join(key.replace(".qkv.", f".{x}.") for x in "qkv" if x not in found)
             raise ConversionError(f"mindcv checkpoint lacks {lacking}")
-        key = f"{prefix}.qkv.{kind}"
         out[key] = np.concatenate([found[x][1] for x in "qkv"], axis=0)
         report.merged.append((key, tuple(found[x][0] for x in "qkv")))
     return out

@@ -62,6 +62,12 @@ def layout(variant, num_classes=1000, in_chans=3):
         no_init_parameters = contextlib.nullcontext
     with no_init_parameters():
         model = getattr(coat_model, variant)(num_classes=num_classes, in_chans=in_chans)
+    return layout_of(model, variant)
+
+
+def layout_of(model, variant=""):
+    """The Layout of a built coat_ms model (any architecture, e.g. a narrow test build)."""
+    num_classes, in_chans = model.num_classes, model.in_chans
     params = model.parameters_dict()
     names = tuple(params)
     paths, order = {}, []

@@ -76,9 +76,21 @@ def timm_logits(state_dict, variant, x, num_classes, in_chans):
             key = key[len(prefix):] if key.startswith(prefix) else key
         if key in wanted:
             tensors[key] = torch.from_numpy(np.array(to_numpy(value), dtype=np.float32))
-    model.load_state_dict(tensors, strict=True)
+    model.load_state_dict(tensors, strict=False)
+    # A file may name each tied tensor once (safetensors.torch.save_model does): the keys it lacks
+    # must then be timm's own aliases of keys it has, i.e. share their storage in timm's model.
+    lacking = [k for k in wanted if k not in tensors and not any(a in tensors for a in _tied_with(wanted, k))]
+    if lacking:
+        raise ConversionError(f"--verify: timm's {variant} needs {len(lacking)} tensors the source lacks "
+                              f"({', '.join(lacking[:5])}{', ...' if len(lacking) > 5 else ''})")
     with torch.no_grad():
         return model(torch.from_numpy(x)).numpy()
+
+
+def _tied_with(state, key):
+    """Other keys of a torch state dict whose tensor is the same storage as ``key``'s (timm's tied weights)."""
+    ref = state[key]
+    return [k for k, t in state.items() if k != key and t.data_ptr() == ref.data_ptr() and t.shape == ref.shape]
 
 
 def mindcv_logits(params, variant, x, num_classes):

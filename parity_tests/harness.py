@@ -5,7 +5,6 @@ weights perturbed away from their 0 / 1 initialisation so every parameter matter
 MindSpore model receives them through ``convert.torch_to_ms``, the product's own converter.
 """
 import contextlib
-import re
 import dataclasses
 
 import mindspore as ms
@@ -195,11 +194,6 @@ class _TrainStep(ms.nn.Cell):
         return loss
 
 
-def torch_param_names(model):
-    """timm's parameter names, each tied tensor once (torch dedups named_parameters)."""
-    return [n for n, _ in model.named_parameters()]
-
-
 def torch_loss_grads(model, x, labels):
     """(loss, d loss / d input, {param name: grad}) for mean cross-entropy, in PyTorch."""
     model.zero_grad(set_to_none=True)
@@ -287,50 +281,40 @@ def step_excess(w_pt, w_ms, w0, g_pt, g_ms, cfg=ADAMW, tol=None):
 # mindcv 0.3.0's CoaT (its own parameter names) loaded with the same weights
 # ---------------------------------------------------------------------------------------------
 
-_MINDCV_RULES = [  # mindcv name pattern -> coat_ms name (ties resolved to the canonical owner)
-    (re.compile(r"^serial_blocks(\d)\.\d+\.cpe\."), r"cpe\1."),
-    (re.compile(r"^serial_blocks(\d)\.\d+\.factoratt_crpe\.crpe\."), r"crpe\1."),
-    (re.compile(r"^parallel_blocks\.\d+\.factoratt_crpe(\d)\.crpe\."), r"crpe\1."),
-    (re.compile(r"^parallel_blocks\.(\d+)\.mlp[34]\."), r"parallel_blocks.\1.mlp2."),
-    (re.compile(r"\.gamma$"), ".weight"),
-    (re.compile(r"\.beta$"), ".bias"),
-]
-_QKV = re.compile(r"^(.*\.factoratt_crpe\d?)\.([qkv])\.(weight|bias)$")
+def mindcv_value(name, ours, lay):
+    """The array for mindcv parameter ``name`` taken from coat_ms parameters ``ours`` ({name: array}).
+
+    The name rules are the converter's (convert.mindcv_rules.torch_key), read backwards; ``lay`` (a
+    convert.rules.Layout) resolves tied aliases to the coat_ms parameter that owns them.
+    """
+    from convert.mindcv_rules import torch_key  # noqa: PLC0415
+    key, part = torch_key(name)
+    owner = lay.canonical(key)
+    if owner is None:
+        raise KeyError(f"mindcv parameter {name} maps to {key}, which coat_ms does not have")
+    value = ours[owner]
+    if part is None:
+        return value
+    rows = value.shape[0] // 3
+    i = "qkv".index(part)
+    return value[i * rows:(i + 1) * rows]
 
 
-def _cpes_rule(name):
-    """mindcv's parallel blocks hold the shared cpes as ``cpes.{i}``: cpes.1 -> cpe2."""
-    m = re.match(r"^parallel_blocks\.\d+\.cpes\.(\d)\.(.*)$", name)
-    return f"cpe{int(m.group(1)) + 1}.{m.group(2)}" if m else name
-
-
-def mindcv_value(name, ours):
-    """The array for mindcv parameter ``name`` taken from coat_ms parameters ``ours`` ({name: array})."""
-    m = _QKV.match(name)
-    if m:
-        prefix, which, kind = m.groups()
-        qkv = ours[f"{prefix}.qkv.{kind}"]
-        c = qkv.shape[0] // 3
-        i = "qkv".index(which)
-        return qkv[i * c:(i + 1) * c]
-    mapped = _cpes_rule(name)
-    for pattern, repl in _MINDCV_RULES:
-        mapped = pattern.sub(repl, mapped)
-    return ours[mapped]
-
-
-def build_mindcv(name, img_size, ours, num_classes=1000):
-    """mindcv's CoaT for ``name`` (variant or tiny arch) with coat_ms's weights ``ours`` copied in."""
+def build_mindcv(name, img_size, ours_model, num_classes=1000):
+    """mindcv's CoaT for ``name`` (variant or tiny arch) holding the weights of the coat_ms model ``ours_model``."""
     from mindcv.models.coat import CoaT as MindcvCoaT  # noqa: PLC0415
+    from convert.rules import layout_of  # noqa: PLC0415
     _, _, arch = arch_of(name)
     model = MindcvCoaT(image_size=img_size, patch_size=4, num_classes=num_classes,
                        embed_dims=list(arch["embed_dims"]), serial_depths=list(arch["serial_depths"]),
                        parallel_depth=arch.get("parallel_depth", 0), num_heads=8,
                        mlp_ratios=list(arch["mlp_ratios"]), qkv_bias=True)
     model.set_train(False)
+    ours = {n: p.asnumpy() for n, p in ours_model.parameters_dict().items()}
+    lay = layout_of(ours_model, name)
     values = {}
     for pname, param in model.parameters_dict().items():
-        value = np.asarray(mindcv_value(pname, ours), np.float32)
+        value = np.asarray(mindcv_value(pname, ours, lay), np.float32)
         if value.size != int(np.prod(param.shape)):
             raise ValueError(f"mindcv {pname} {tuple(param.shape)} vs coat_ms value {value.shape}")
         values[pname] = ms.Parameter(ms.Tensor(value.reshape(param.shape)), name=pname)

@@ -12,11 +12,11 @@ import json
 import logging
 import os
 import sys
-import tempfile
 import time
 
 from coat_ms.cli import run_cli
 from coat_ms.errors import CoatError
+from coat_ms.fileio import atomic_write, atomic_write_text
 from coat_ms.models.coat import VARIANTS
 
 ORDER = ["coat_lite_tiny", "coat_lite_mini", "coat_lite_small", "coat_lite_medium", "coat_tiny", "coat_mini",
@@ -219,22 +219,8 @@ def plot(forward, path):
     ax.set_title(f"{forward[0].variant}: relative error by depth")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110), binary=True)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
     plt.close(fig)
-
-
-def atomic_write(path, writer, binary=False):
-    """Write through a temp file in the same folder, then os.replace: never a half-written file."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp_", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "wb" if binary else "w") as f:
-            writer(f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def to_json(results):
@@ -293,9 +279,9 @@ def main(argv=None):
         if forward:
             plot(forward, os.path.join(args.out, f"{v}_depth.png"))
     text = summary(results, variants, elapsed)
-    atomic_write(os.path.join(args.out, "parity.md"), lambda f: f.write(markdown(results, variants, elapsed, header)))
-    atomic_write(os.path.join(args.out, "results.json"), lambda f: json.dump(to_json(results), f, indent=1, default=float))
-    atomic_write(os.path.join(args.out, "summary.txt"), lambda f: f.write(text))
+    atomic_write_text(os.path.join(args.out, "parity.md"), markdown(results, variants, elapsed, header))
+    atomic_write_text(os.path.join(args.out, "results.json"), json.dumps(to_json(results), indent=1, default=float))
+    atomic_write_text(os.path.join(args.out, "summary.txt"), text)
     print(text, end="")
     print(f"report: {os.path.join(args.out, 'parity.md')}")
     return 0 if all(s.passed for s in results if s.counted) else 1

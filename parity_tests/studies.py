@@ -118,7 +118,7 @@ def mindcv_study(variant, img_size=224, batch=2, seed=0):
     pair = harness.Pair(variant, img_size, seed, pt, ours, harness.arch_of(variant)[2], how)
     x = pair.inputs(batch)
     got = pair.ms_forward_taps(x, "pynative")
-    ref = harness.mindcv_taps(harness.build_mindcv(variant, img_size, params), x, pair.tap_names)
+    ref = harness.mindcv_taps(harness.build_mindcv(variant, img_size, ours), x, pair.tap_names)
     study = Study("mindcv", variant, f"mindcv as released, {img_size} b{batch}",
                   metrics.compare_all(ref, got, metrics.FORWARD_RTOL, names=pair.tap_names), time.time() - t0,
                   notes=["coat_ms built with align_corners=True, cpe_residual=False (mindcv's interpolation and "

@@ -197,3 +197,57 @@ def test_reverse_sets_training_state_aside_and_rejects_foreign_names(lite_tiny_s
     assert list(convert.ms_to_torch(with_state, "coat_lite_tiny")) == list(lite_tiny_sd)
     with pytest.raises(ConversionError, match=r"1 unknown \(extra.bias\)"):
         convert.ms_to_torch(dict(params, **{"extra.bias": np.zeros(3, np.float32)}), "coat_lite_tiny")
+
+
+def test_output_that_is_the_source_through_a_link_is_refused(lite_tiny_pth, tmp_path):
+    """--out naming the source through a symlink or hard link: refused, the source untouched."""
+    same = tmp_path / "same.pth"
+    same.write_bytes(open(lite_tiny_pth, "rb").read())
+    before = same.read_bytes()
+    (tmp_path / "link.pth").symlink_to(same)
+    os.link(same, tmp_path / "hard.pth")
+    for src in ("link.pth", "hard.pth"):
+        with pytest.raises(CoatError, match="is the input file .* refusing to overwrite it") as info:
+            cli.main(["--src", str(tmp_path / src), "--out", str(same)])
+        assert "\n" not in str(info.value)
+        assert same.read_bytes() == before
+    assert sorted(os.listdir(tmp_path)) == ["hard.pth", "link.pth", "same.pth"]  # no temp file left either
+
+
+def test_output_extension_sets_the_direction_or_is_refused(lite_tiny_pth, lite_tiny_sd, tmp_path):
+    """A .pth output is a PyTorch file: without --to it converts back to timm; with --to ms it is refused."""
+    ckpt = str(tmp_path / "w.ckpt")
+    assert cli.main(["--src", lite_tiny_pth, "--out", ckpt]) == 0
+    back = tmp_path / "back.pth"
+    assert cli.main(["--src", ckpt, "--out", str(back)]) == 0   # no --to: from the extension
+    restored = torch.load(back, weights_only=True)
+    assert list(restored) == list(lite_tiny_sd)
+    assert all(torch.equal(restored[k], v) for k, v in lite_tiny_sd.items())
+    for args, match in ((["--src", lite_tiny_pth, "--to", "ms"], "names a PyTorch checkpoint but --to ms writes "
+                                                                  "a MindSpore checkpoint: use --to torch"),
+                        (["--src", lite_tiny_pth], "is already a PyTorch file")):
+        with pytest.raises(ConversionError, match=match) as info:
+            cli.main(args + ["--out", str(tmp_path / "out.pth")])
+        assert "\n" not in str(info.value)
+    with pytest.raises(ConversionError, match="names a MindSpore checkpoint but --to torch"):
+        cli.main(["--src", ckpt, "--to", "torch", "--out", str(tmp_path / "out.ckpt")])
+    assert no_outputs(tmp_path)
+
+
+def test_safetensors_saved_with_one_name_per_tie_converts_and_verifies(tmp_path):
+    """safetensors.torch.save_model keeps one key per tied tensor; --verify must load it into timm anyway."""
+    from safetensors import safe_open
+    from safetensors.torch import save_model
+    torch.manual_seed(1)
+    model = timm.create_model("coat_lite_tiny", img_size=64)
+    path = str(tmp_path / "model.safetensors")
+    save_model(model, path)
+    with safe_open(path, "np") as f:
+        assert len(list(f.keys())) < len(model.state_dict())  # the alias form, not the full state dict
+    out = tmp_path / "w.ckpt"
+    assert cli.main(["--src", path, "--out", str(out), "--verify", "--image-size", "64"]) == 0
+    meta = json.loads((tmp_path / "w.ckpt.json").read_text())
+    assert meta["verify_rel_error"] <= 2e-5
+    from coat_ms.checkpoint import read_checkpoint
+    got = read_checkpoint(str(out))
+    np.testing.assert_array_equal(got["cpe3.proj.weight"].asnumpy(), model.state_dict()["cpe3.proj.weight"].numpy())

@@ -14,7 +14,7 @@ import mindspore as ms  # noqa: E402
 from mindspore.nn.utils import no_init_parameters  # noqa: E402
 import coat_ms  # noqa: E402
 import convert  # noqa: E402
-from convert import mindcv_rules, ms_io  # noqa: E402
+from convert import mindcv_rules, readers  # noqa: E402
 
 import mindcv.models as mindcv_models  # noqa: E402
 
@@ -60,7 +60,7 @@ def logits(result, x, **kwargs):
 def test_mindcv_values_are_mapped(name, mindcv_refs, tmp_path):
     path, params, _, _ = mindcv_refs[name]
     assert mindcv_rules.is_mindcv(params)
-    result = convert.mindcv_to_ms(ms_io.read_mindspore(path))
+    result = convert.mindcv_to_ms(readers.read_mindspore(path))
     assert result.variant == name
     assert set(result.params) == set(coat_ms.create_model(name).parameters_dict())
     pre = "serial_blocks2.1.factoratt_crpe"

@@ -14,7 +14,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 import mindspore as ms  # noqa: E402
 import coat_ms  # noqa: E402
 import convert  # noqa: E402
-from convert import ms_io, torch_io  # noqa: E402
+from convert import readers, writers  # noqa: E402
 
 import torch  # noqa: E402  (the reference side is part of the dev install: fail, never skip)
 import timm  # noqa: E402
@@ -75,10 +75,10 @@ def coat_ms_logits(ckpt_path, name, x, **kwargs):
 def check_variant(name, timm_cache, tmp_path):
     pth, ckpt = tmp_path / f"{name}.pth", str(tmp_path / f"{name}.ckpt")
     torch.save(timm_cache.model(name).state_dict(), pth)
-    src = torch_io.read_source(str(pth))
+    src = readers.read_source(str(pth))
     result = convert.torch_to_ms(src.state_dict)  # variant inferred
     assert result.variant == name
-    ms_io.write_mindspore(result.params, ckpt, metadata={"variant": name})
+    writers.write_mindspore(result.params, ckpt, metadata={"variant": name})
     out = coat_ms_logits(ckpt, name, timm_cache.x)  # strict load: names and shapes must all match
     assert rel_err(out, timm_cache.reference(name)) <= TOL
 
@@ -105,11 +105,11 @@ def test_official_format_drops_unused_norms(name, timm_cache, tmp_path):
         sd[f"{norm}.weight"], sd[f"{norm}.bias"] = torch.randn(dim), torch.randn(dim)
     pth, ckpt = tmp_path / "official.pth", str(tmp_path / "official.ckpt")
     torch.save({"model": sd}, pth)
-    src = torch_io.read_source(str(pth))
+    src = readers.read_source(str(pth))
     assert src.container == "model"
     result = convert.torch_to_ms(src.state_dict, name)
     assert sorted(k for k, _ in result.report.dropped) == sorted(f"{n}.{p}" for n in extra for p in ("weight", "bias"))
-    ms_io.write_mindspore(result.params, ckpt)
+    writers.write_mindspore(result.params, ckpt)
     assert rel_err(coat_ms_logits(ckpt, name, timm_cache.x), timm_cache.reference(name)) <= TOL
 
 
@@ -125,10 +125,10 @@ def test_safetensors_input_matches(name, timm_cache, tmp_path):
     kept = {keys[-1]: sd[keys[-1]].clone().contiguous() for keys in groups.values()}
     path, ckpt = tmp_path / "w.safetensors", str(tmp_path / "w.ckpt")
     save_file(kept, str(path))
-    src = torch_io.read_source(str(path))
+    src = readers.read_source(str(path))
     assert src.format == "safetensors"
     result = convert.torch_to_ms(src.state_dict, name)
-    ms_io.write_mindspore(result.params, ckpt)
+    writers.write_mindspore(result.params, ckpt)
     assert rel_err(coat_ms_logits(ckpt, name, timm_cache.x), timm_cache.reference(name)) <= TOL
 
 
@@ -137,10 +137,10 @@ def test_round_trip_pth_ckpt_pth_bit_exact(name, timm_cache, tmp_path):
     sd = timm_cache.model(name).state_dict()
     pth, ckpt, back = tmp_path / "a.pth", str(tmp_path / "a.ckpt"), str(tmp_path / "b.pth")
     torch.save(sd, pth)
-    result = convert.torch_to_ms(torch_io.read_source(str(pth)).state_dict)
-    ms_io.write_mindspore(result.params, ckpt)
-    restored = convert.ms_to_torch(ms_io.read_mindspore(ckpt), name)
-    ms_io.write_torch(restored, back)
+    result = convert.torch_to_ms(readers.read_source(str(pth)).state_dict)
+    writers.write_mindspore(result.params, ckpt)
+    restored = convert.ms_to_torch(readers.read_mindspore(ckpt), name)
+    writers.write_torch(restored, back)
     loaded = torch.load(back, weights_only=True)
     assert list(loaded) == list(sd)  # same keys, same order as timm's state_dict
     for key, value in sd.items():

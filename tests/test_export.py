@@ -15,9 +15,10 @@ import pytest
 import torch
 
 import coat_ms
-from coat_ms.export import (ExportError, bilinear_matrix, example_input, export_model, reference_output,
+from coat_ms.export import (ExportError, example_input, export_model, mindir_input_shape, reference_output,
                             relative_diff, run_onnx, verify_mindir_fresh)
-from coat_ms.onnx_gelu import OnnxGELU
+from coat_ms.models.onnx_gelu import OnnxGELU
+from coat_ms.models.tokens import bilinear_matrix
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -68,6 +69,16 @@ def exported(request, tmp_path_factory):
     return name, tm, model, out
 
 
+def mindir_op_types(path):
+    """The operator types in a MindIR file's graph (node op_type 'REF::Conv2D:41' -> 'Conv2D')."""
+    from mindspore.train import mind_ir_pb2
+
+    proto = mind_ir_pb2.ModelProto()
+    with open(path, "rb") as f:
+        proto.ParseFromString(f.read())
+    return {node.op_type.split("::")[-1].split(":")[0] for node in proto.graph.node}
+
+
 def check_exports(name, tm, out):
     items = list(out.values())
     # MINDIR: mindspore.load + nn.GraphCell in a fresh process, against the live Cell.
@@ -79,6 +90,10 @@ def check_exports(name, tm, out):
         mres, ores = item["mindir"], item["onnx"]
         assert os.path.isfile(mres.path) and mres.path.endswith(".mindir")
         assert mres.input_shape == (1, 3) + size
+        assert mindir_input_shape(mres.path) == (1, 3) + size  # read from the file's graph, not the sidecar
+        # the model runs the C++ kernels; the file was written from its stock-operator twin
+        ops_in_file = mindir_op_types(mres.path)
+        assert "Conv2D" in ops_in_file and not any("Custom" in op for op in ops_in_file), ops_in_file
         # ONNX: run it again here with onnxruntime, against the Cell's output.
         got = run_onnx(ores.path, item["x"])
         _, rel = relative_diff(got, item["ref"])
@@ -95,8 +110,21 @@ def check_exports(name, tm, out):
 
 
 def test_mindir_and_onnx_round_trip(exported):
-    name, tm, _, out = exported
+    name, tm, model, out = exported
+    assert model.backend.name == "cpu_kernels", "export leaves the caller's model as it was"
     check_exports(name, tm, out)
+
+
+def test_mindir_input_shape_reads_the_graph_and_refuses_other_files(exported, tmp_path):
+    _, _, _, out = exported
+    mindir = tmp_path / "copy.mindir"  # without the .json sidecar: the shape comes from the graph
+    mindir.write_bytes(open(out[(64, 96)]["mindir"].path, "rb").read())
+    assert mindir_input_shape(mindir) == (1, 3, 64, 96)
+    (tmp_path / "notes.txt").write_text("not a model\n")
+    for path, words in ((out[(64, 96)]["onnx"].path, "not a MindIR file"),
+                        (tmp_path / "notes.txt", "not a MindIR file"), (tmp_path / "none.mindir", "not found")):
+        with pytest.raises(ExportError, match=words):
+            mindir_input_shape(path)
 
 
 def test_failed_check_leaves_no_file(tmp_path):
@@ -179,6 +207,8 @@ def test_cli_unwritable_and_missing_paths(tmp_path):
     assert_clean_error(run_export("--model_name", "coat_lite_tiny", "--ckpt_file", tmp_path / "none.ckpt",
                                   "--file_name", tmp_path / "m"), "not found")
     assert_clean_error(run_export("--model_name", "coat_nano", "--file_name", tmp_path / "m"), "unknown model")
+    assert_clean_error(run_export("--model_name", "coat_lite_tiny", "--file_name", tmp_path / "m",
+                                  "--model_args", '{"backend": "cpu_kernels"}'), "without 'backend'")
     assert os.listdir(tmp_path) == []
 
 

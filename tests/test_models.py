@@ -251,3 +251,101 @@ def test_buildable_through_mindcv_create_model():
     model = mindcv_create_model("coat_ms_lite_tiny", num_classes=10, in_channels=1)
     assert isinstance(model, coat_ms.CoaT)
     assert (model.num_classes, model.in_chans) == (10, 1)
+
+
+# ------------------------------------------------------------------------------ backend (operator set)
+
+NARROW_TINY = dict(embed_dims=(32, 32, 32, 32), serial_depths=(1, 1, 1, 1), parallel_depth=1)
+
+
+def _kernel_cells(model):
+    """{cell path: kernel primitive or None} for every layer that can run a C++ kernel."""
+    return {name: cell.kernel for name, cell in model.cells_and_names() if hasattr(cell, "kernel")}
+
+
+def test_backend_is_chosen_once_at_build_and_passed_to_every_layer(monkeypatch):
+    from coat_ms.models.backend import SWITCH
+
+    model = coat_ms.create_model("coat_tiny", **NARROW_TINY)  # the CPU target: C++ kernels
+    assert model.backend.name == "cpu_kernels"
+    assert model.backend.kernels == {"dwconv", "rowops", "gelu", "attention"}
+    assert None not in _kernel_cells(model).values(), "with every kernel in use, each layer has its kernel"
+    assert model.parallel_blocks[0].token_resize == "separable"
+
+    monkeypatch.setenv(SWITCH, "0")  # the documented switch: stock operators on CPU too
+    stock = coat_ms.create_model("coat_tiny", **NARROW_TINY)
+    assert str(stock.backend) == "stock"
+    assert set(_kernel_cells(stock).values()) == {None}
+    assert stock.parallel_blocks[0].token_resize == "interpolate"
+    assert model.backend.name == "cpu_kernels", "a built model keeps its backend whatever the environment says"
+
+
+def test_kernels_switched_off_by_name(monkeypatch):
+    from coat_ms.models.backend import SWITCH_OFF
+
+    monkeypatch.setenv(SWITCH_OFF, "gelu, rowops")
+    model = coat_ms.create_model("coat_lite_tiny", embed_dims=(32, 32, 32, 32), serial_depths=(1, 1, 1, 1))
+    assert model.backend.kernels == {"dwconv", "attention"}
+    block = model.serial_blocks1[0]
+    assert block.norm1.kernel is None and block.mlp.kernel is None and block.mlp.act.kernel is None
+    assert block.cpe.kernel is not None and block.factoratt_crpe.kernel is not None
+
+    # the attention kernel reads the dwconv kernel's token-layout output: it goes with it
+    monkeypatch.setenv(SWITCH_OFF, "dwconv")
+    assert coat_ms.create_model("coat_lite_tiny", embed_dims=(32, 32, 32, 32)).backend.kernels == {"rowops", "gelu"}
+
+
+@pytest.mark.parametrize("env,value,words", [
+    ("COAT_MS_CPU_KERNELS_OFF", "gemm", ["unknown kernel(s) gemm", "dwconv, rowops, gelu, attention"]),
+    ("COAT_MS_CPU_KERNELS", "maybe", ["COAT_MS_CPU_KERNELS='maybe'", "use 0"])])
+def test_malformed_kernel_switch_is_a_clear_error(monkeypatch, env, value, words):
+    monkeypatch.setenv(env, value)
+    with pytest.raises(coat_ms.CoatError) as err:
+        coat_ms.create_model("coat_lite_tiny", embed_dims=(32, 32, 32, 32))
+    assert all(w in str(err.value) for w in words), str(err.value)
+
+
+def test_backend_argument_and_device_target():
+    from coat_ms.models.backend import resolve_backend
+
+    assert resolve_backend("auto", device_target="Ascend").name == "stock"
+    assert resolve_backend("auto", device_target="GPU").name == "stock"
+    with pytest.raises(coat_ms.CoatError, match="CPU target only"):
+        resolve_backend("cpu_kernels", device_target="Ascend")
+    with pytest.raises(coat_ms.CoatError, match="unknown backend 'fast'"):
+        coat_ms.create_model("coat_lite_tiny", backend="fast")
+    onnx = coat_ms.create_model("coat_tiny", backend="onnx", **NARROW_TINY)
+    assert onnx.backend.name == "onnx" and set(_kernel_cells(onnx).values()) == {None}
+    assert type(onnx.serial_blocks1[0].mlp.act).__name__ == "OnnxGELU"
+    assert onnx.parallel_blocks[0].token_resize == "dense"
+
+
+def test_with_backend_computes_the_same_function_on_a_copy_of_the_weights(graph_mode):
+    model = coat_ms.create_model("coat_tiny", num_classes=10, **NARROW_TINY)
+    model.head = nn.Dense(model.num_features, 7)  # a head of the user's own is carried over
+    model.set_train(False)
+    x = random_images((2, 3, 64, 96), seed=4)
+    want = model(x).asnumpy()
+    assert model.with_backend("cpu_kernels") is model
+    for name in ("stock", "onnx"):
+        twin = model.with_backend(name)
+        assert twin.backend.name == name and not twin.training
+        assert twin.head is model.head
+        got = twin(x).asnumpy()
+        assert got.shape == (2, 7)
+        assert np.abs(got - want).max() / np.abs(want).max() <= 1e-5, name
+    twin = model.with_backend("stock")
+    twin.parameters_dict()["cpe1.proj.weight"].set_data(ms.Tensor(np.zeros((32, 1, 3, 3), np.float32)))
+    assert np.abs(model.parameters_dict()["cpe1.proj.weight"].asnumpy()).max() > 0, "weights are copied, not shared"
+
+    model.parallel_blocks[0].mlp2.fc2 = nn.Dense(128, 32, has_bias=False)  # a changed model cannot be rebuilt
+    with pytest.raises(coat_ms.CoatError, match="changed after it was built"):
+        model.with_backend("stock")
+
+
+def test_building_a_model_changes_no_process_state():
+    import os
+
+    before = dict(os.environ)
+    coat_ms.create_model("coat_lite_tiny", embed_dims=(16, 16, 16, 16), serial_depths=(1, 1, 1, 1))
+    assert dict(os.environ) == before

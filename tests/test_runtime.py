@@ -1,44 +1,74 @@
-"""The CPU runtime settings coat_ms applies (coat_ms/runtime.py): blocking graph runs and heap trimming."""
+"""coat_ms.runtime.configure_runtime: the CPU runtime settings (blocking graph runs, heap trimming), applied
+only when asked; building a model applies none of them."""
+import os
+
 import mindspore as ms
 import numpy as np
+import pytest
 
 import coat_ms
-import coat_ms.models.coat as coat_module
 from coat_ms import runtime
 
 
-def test_blocking_run_is_set_on_cpu_and_a_user_value_is_kept(monkeypatch):
+@pytest.fixture
+def restore_runtime(monkeypatch):
+    """Undo what a test's configure_runtime call arranged (environment and module state)."""
     monkeypatch.delenv(runtime.BLOCKING_RUN, raising=False)
-    assert runtime.use_blocking_cpu_run() is True
-    assert runtime.os.environ[runtime.BLOCKING_RUN] == "1"
-    monkeypatch.setenv(runtime.BLOCKING_RUN, "0")  # the user's opt-out wins
-    assert runtime.use_blocking_cpu_run() is False
-    assert runtime.os.environ[runtime.BLOCKING_RUN] == "0"
+    monkeypatch.setattr(runtime, "_settings", runtime._settings)
+    return monkeypatch
 
 
-def test_creating_a_model_turns_blocking_runs_on(monkeypatch):
-    monkeypatch.delenv(runtime.BLOCKING_RUN, raising=False)
-    coat_ms.create_model("coat_lite_tiny", num_classes=3, embed_dims=(16, 16, 16, 16), serial_depths=(1, 1, 1, 1))
-    assert runtime.os.environ.get(runtime.BLOCKING_RUN) == "1"
+def test_cpu_runtime_sets_blocking_runs_and_keeps_a_user_value(restore_runtime):
+    settings = runtime.configure_runtime("CPU")
+    assert settings == runtime.RuntimeSettings("CPU", blocking_run=True, trim_after_compile=True)
+    assert os.environ[runtime.BLOCKING_RUN] == "1"
+    restore_runtime.setenv(runtime.BLOCKING_RUN, "0")  # the user's opt-out wins
+    assert runtime.configure_runtime().blocking_run is False  # MindSpore's own target: CPU here
+    assert os.environ[runtime.BLOCKING_RUN] == "0"
+    assert runtime.current_settings().device_target == "CPU"
 
 
-def test_heap_is_trimmed_once_per_new_compilation(monkeypatch, graph_mode):
+def test_devices_keep_mindspores_runtime(restore_runtime):
+    assert runtime.configure_runtime("Ascend") == runtime.RuntimeSettings("Ascend")
+    assert runtime.BLOCKING_RUN not in os.environ
+    assert runtime.after_graph_compile() is False
+
+
+def _count_trims(monkeypatch):
     calls = []
-    real = coat_module.release_freed_host_memory
+    real = runtime.release_freed_host_memory
 
     def counting():
         calls.append(1)
         return real()
 
-    monkeypatch.setattr(coat_module, "release_freed_host_memory", counting)
+    monkeypatch.setattr(runtime, "release_freed_host_memory", counting)
+    return calls
+
+
+def _compile_twice_and_once_more(model):
+    x = ms.Tensor(np.zeros((1, 3, 32, 32), np.float32))
+    first = model(x).asnumpy()
+    np.testing.assert_array_equal(model(x).asnumpy(), first)
+    model(ms.Tensor(np.zeros((2, 3, 32, 32), np.float32))).asnumpy()
+
+
+def test_heap_is_trimmed_once_per_new_compilation_when_configured(restore_runtime, graph_mode):
+    calls = _count_trims(restore_runtime)
     model = coat_ms.create_model("coat_lite_tiny", num_classes=3, embed_dims=(16, 16, 16, 16),
                                  serial_depths=(1, 1, 1, 1))
     model.set_train(False)
-    x = ms.Tensor(np.zeros((1, 3, 32, 32), np.float32))
-    first = model(x).asnumpy()
-    second = model(x).asnumpy()
-    assert len(calls) == 1, "the same input signature must not trim again"
-    model(ms.Tensor(np.zeros((2, 3, 32, 32), np.float32))).asnumpy()
-    assert len(calls) == 2, "a new input shape compiles a new graph and trims once more"
-    np.testing.assert_array_equal(first, second)
-    assert isinstance(real(), bool)
+    runtime.configure_runtime("CPU")
+    _compile_twice_and_once_more(model)
+    assert len(calls) == 2, "once for the first input shape, once for the new one; not for a cached graph"
+    assert isinstance(runtime.release_freed_host_memory(), bool)
+
+
+def test_no_trim_without_configure_runtime(restore_runtime, graph_mode):
+    calls = _count_trims(restore_runtime)
+    restore_runtime.setattr(runtime, "_settings", runtime.RuntimeSettings(""))
+    model = coat_ms.create_model("coat_lite_tiny", num_classes=3, embed_dims=(16, 16, 16, 16),
+                                 serial_depths=(1, 1, 1, 1))
+    model.set_train(False)
+    _compile_twice_and_once_more(model)
+    assert calls == []

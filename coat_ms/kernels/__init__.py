@@ -1,10 +1,21 @@
-"""CPU kernels for MindSpore's CPU backend (AOT-compiled C++), used only when the device target is CPU.
+"""C++ kernels for MindSpore's CPU backend (AOT-compiled with g++ at first use, each self-checked).
 
-Ascend and GPU keep MindSpore's stock operators. See docs/performance.md.
+A model uses them only when its backend is ``cpu_kernels`` (coat_ms/models/backend.py decides that,
+once, when the model is built); everything else keeps MindSpore's stock operators.
+See docs/performance.md.
 """
-from .dwconv import (MODE_CONV, MODE_RESIDUAL, fallback_reason, get_op, kernel_size_table, kernels_available,
-                     make_meta, pack_weights, tap_embeddings)
-from .gelu import gelu_kernel
+from . import attention, dwconv, gelu, rowops
+from .dwconv import MODE_CONV, MODE_RESIDUAL, kernel_size_table, make_meta, pack_weights, tap_embeddings
+from .loader import KERNEL_NAMES, reason
 
-__all__ = ["kernels_available", "fallback_reason", "get_op", "make_meta", "pack_weights", "kernel_size_table",
-           "tap_embeddings", "gelu_kernel", "MODE_CONV", "MODE_RESIDUAL"]
+_MODULES = {"dwconv": dwconv, "rowops": rowops, "gelu": gelu, "attention": attention}
+assert set(_MODULES) == set(KERNEL_NAMES)
+
+
+def load_kernel(name):
+    """Build and self-check kernel ``name`` (once per process); its primitives, or None if unavailable."""
+    return _MODULES[name].load()
+
+
+__all__ = ["KERNEL_NAMES", "load_kernel", "reason", "make_meta", "pack_weights", "kernel_size_table",
+           "tap_embeddings", "MODE_CONV", "MODE_RESIDUAL"]

@@ -2,7 +2,7 @@
 
 ``factor_attention_op()`` -> ``attend(qkv, conv, cfg)`` = scale * q_h softmax_N(k_h)^T v_h + q * conv per head,
 with qkv (B, N, 3C) the qkv tokens, conv (B, N, C) crpe's convolution of v and cfg = ``attention_config``;
-or None where the stock operators must be used. C++ in attention.cc; forward and gradients are checked
+or None where the kernel is unavailable. C++ in attention.cc; forward and gradients are checked
 against the stock-op formulation in tests/test_kernels.py.
 """
 import mindspore as ms
@@ -54,12 +54,16 @@ def _self_check(attend):
         raise KernelBuildError(f"attention kernel disagrees with numpy on the self-check (max abs error {err:.3g})")
 
 
-def _load():
+def load():
+    """The fused attention primitive (with bprop), built and self-checked once, or None if that failed."""
+    return loader.load("attention", _build_and_check)
+
+
+def _build_and_check():
     attend = _make_op(build("attention.cc"))
     _self_check(attend)
     return attend
 
 
 def factor_attention_op():
-    """The fused attention primitive (with bprop) on CPU, or None where the stock operators must be used."""
-    return loader.load("attention", _load)
+    return load()

@@ -2,20 +2,23 @@
 
 The shared library is keyed by a hash of the source, the compiler command and the CPU, so an
 edited kernel or a different machine never picks up a stale build. Writes are atomic (compile to a
-temporary name, then rename), so two processes building at once cannot load half a file.
+temporary file in the cache folder, then rename: ``coat_ms.fileio.atomic_write``), so two processes
+building at once cannot load half a file; the later rename replaces an identical library.
 """
 import hashlib
 import os
 import platform
 import shutil
 import subprocess
-import tempfile
+
+from ..errors import CoatError
+from ..fileio import atomic_write
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CXXFLAGS = ["-O3", "-march=native", "-fopenmp", "-fPIC", "-shared", "-std=c++17"]
 
 
-class KernelBuildError(RuntimeError):
+class KernelBuildError(CoatError):
     """The kernel could not be compiled (no compiler, compiler error, ...)."""
 
 
@@ -51,16 +54,13 @@ def build(source_name="dwconv.cc"):
     if os.path.exists(lib):
         return lib
     os.makedirs(out_dir, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".so", dir=out_dir)
-    os.close(fd)
-    try:
-        proc = subprocess.run([cxx, *CXXFLAGS, "-o", tmp, src], capture_output=True, text=True, timeout=300)
+
+    def compile_to(tmp):
+        try:
+            proc = subprocess.run([cxx, *CXXFLAGS, "-o", tmp, src], capture_output=True, text=True, timeout=300)
+        except (OSError, subprocess.SubprocessError) as exc:
+            raise KernelBuildError(f"could not run {cxx}: {exc}") from None
         if proc.returncode != 0:
             raise KernelBuildError(f"{cxx} failed on {source_name}: {proc.stderr.strip()[-2000:]}")
-        os.replace(tmp, lib)
-    except (OSError, subprocess.SubprocessError) as exc:
-        raise KernelBuildError(f"could not run {cxx}: {exc}") from exc
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return lib
+
+    return atomic_write(lib, compile_to, suffix=".so")

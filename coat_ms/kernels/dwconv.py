@@ -55,28 +55,21 @@ def _self_check(fwd):
         raise KernelBuildError(f"kernel disagrees with ops.conv2d on the self-check (max abs error {err:.3g})")
 
 
-def _load():
+def load():
+    """The three primitives and the forward's bprop (built and self-checked once), or None if that failed."""
+    return loader.load("dwconv", _build_and_check)
+
+
+def _build_and_check():
     made = _make_ops(build("dwconv.cc"))
     _self_check(made[1])
     return made
 
 
-def kernels_available():
-    """True when the C++ depthwise kernel is used: CPU target, not disabled, built and self-checked.
-
-    Set ``COAT_MS_CPU_KERNELS=0`` to force the stock operators. A build or check failure is logged
-    once as a warning and the model falls back to the stock op.
-    """
-    return loader.load("dwconv", _load) is not None
-
-
-def fallback_reason():
-    return loader.reason("dwconv")
-
-
-def get_op():
-    """The forward primitive (with bprop); call only after ``kernels_available()`` returned True."""
-    return loader.load("dwconv", _load)[0]
+def dwconv_op():
+    """The forward primitive (with bprop), or None where the kernel is unavailable."""
+    made = load()
+    return None if made is None else made[0]
 
 
 def make_meta(H, W, off, c0, C, K, ks, mode):

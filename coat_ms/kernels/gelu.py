@@ -46,24 +46,27 @@ def _self_check(made):
         raise KernelBuildError(f"GELU kernel disagrees with erf GELU on the self-check (max abs error {err:.3g})")
 
 
-def _load():
+def load():
+    """(forward, backward, bias-fused forward) built and self-checked once, or None if that failed."""
+    return loader.load("gelu", _build_and_check)
+
+
+def _build_and_check():
     made = _make_ops(build("gelu.cc"))
     _self_check(made)
     return made
 
 
-def gelu_kernel():
-    """The fused GELU primitive (with bprop) on CPU, or None where the stock op must be used."""
-    ops_ = loader.load("gelu", _load)
-    return None if ops_ is None else ops_[0]
+def gelu_op():
+    """The fused GELU primitive (with bprop), or None where the kernel is unavailable."""
+    made = load()
+    return None if made is None else made[0]
 
 
-def gelu_backward_op():
-    """The backward primitive, for tests."""
-    return loader.load("gelu", _load)[1]
+def bias_gelu_op():
+    """``f(x, b) = gelu(x + b)`` over the last axis (fc1's bias fused into the activation), or None.
 
-
-def bias_gelu_kernel():
-    """``f(x, b) = gelu(x + b)`` over the last axis (fc1's bias fused into the activation), or None."""
-    ops_ = loader.load("gelu", _load)
-    return None if ops_ is None else ops_[2]
+    Its bias gradient is the rowops column sum, so it is None when that kernel is unavailable too.
+    """
+    made = load()
+    return None if made is None else made[2]

@@ -1,29 +1,23 @@
-"""Decide once per process whether a C++ kernel is used: CPU target, not disabled, built, self-checked.
+"""Build and self-check each C++ kernel at most once per process; remember the result.
 
-Any failure is logged once as a warning and the caller keeps MindSpore's stock operators.
-``COAT_MS_CPU_KERNELS=0`` turns all kernels off; ``COAT_MS_CPU_KERNELS_OFF=gemm,gelu`` turns off the
-named ones (dwconv, rowops, gelu, gemm), to measure what each brings.
+The kernels: ``dwconv`` (depthwise convolutions on token maps: cpe and crpe), ``rowops`` (LayerNorm,
+bias add and its column-sum gradient), ``gelu`` (exact GELU, alone and with fc1's bias fused in),
+``attention`` (factorized attention with crpe's product). Whether a model uses them is not decided
+here: that is the model's backend (coat_ms/models/backend.py), chosen once when the model is built.
+A kernel that fails to build or disagrees with its reference is logged once as a warning and
+reported as unavailable (None), and the backend then leaves it out.
 """
 import logging
-import os
-
-import mindspore as ms
 
 logger = logging.getLogger(__name__)
+
+KERNEL_NAMES = ("dwconv", "rowops", "gelu", "attention")
 
 _LOADED = {}  # name -> {"ops": ... or None, "reason": str}
 
 
-def device_is_cpu():
-    return ms.get_context("device_target") == "CPU"
-
-
 def load(name, factory):
-    """``factory()`` builds and self-checks the kernel's primitives; returns them or None (stock op)."""
-    if os.environ.get("COAT_MS_CPU_KERNELS", "1") == "0" or not device_is_cpu():
-        return None
-    if name in os.environ.get("COAT_MS_CPU_KERNELS_OFF", "").replace(" ", "").split(","):
-        return None
+    """``factory()`` builds and self-checks the kernel's primitives; returns them, or None if that failed."""
     if name not in _LOADED:
         try:
             _LOADED[name] = {"ops": factory(), "reason": ""}
@@ -34,12 +28,12 @@ def load(name, factory):
 
 
 def reason(name):
-    """Why a kernel fell back ('' when it loaded or was never tried)."""
+    """Why a kernel is unavailable ('' when it loaded or was never tried)."""
     return _LOADED.get(name, {}).get("reason", "")
 
 
 def forget(name):
-    """Drop the cached decision (tests)."""
+    """Drop the remembered result (tests); returns it for ``restore``."""
     return _LOADED.pop(name, None)
 
 

@@ -1,8 +1,8 @@
 """LayerNorm and bias-add over the last axis as MindSpore AOT custom ops with their own backward (CPU only).
 
-``layer_norm_ops()`` -> ``ln(x, gamma, beta, eps)`` where ``eps`` is a float32 Tensor of shape (1,);
+``layer_norm_op()`` -> ``ln(x, gamma, beta, eps)`` where ``eps`` is a float32 Tensor of shape (1,);
 ``bias_add_op()`` -> ``add(x, b)``; ``column_sum_op()`` -> a bias gradient.
-Each returns None where the stock operators must be used.
+Each returns None where the kernel is unavailable (failed to build or to pass its self-check).
 C++ in rowops.cc; forward and gradients are checked against the stock ops in tests/test_kernels.py.
 """
 import mindspore as ms
@@ -48,23 +48,30 @@ def _self_check(made):
                                f"bias add {add_err:.3g})")
 
 
-def _load():
+def load():
+    """{"layer_norm", "bias_add", "column_sum"} primitives built and self-checked once, or None if that failed."""
+    return loader.load("rowops", _build_and_check)
+
+
+def _build_and_check():
     made = _make_ops(build("rowops.cc"))
     _self_check(made)
     return made
 
 
+def _get(name):
+    made = load()
+    return None if made is None else made[name]
+
+
 def layer_norm_op():
-    made = loader.load("rowops", _load)
-    return None if made is None else made["layer_norm"]
+    return _get("layer_norm")
 
 
 def bias_add_op():
-    made = loader.load("rowops", _load)
-    return None if made is None else made["bias_add"]
+    return _get("bias_add")
 
 
 def column_sum_op():
     """Sum over all axes but the last (a bias gradient)."""
-    made = loader.load("rowops", _load)
-    return None if made is None else made["column_sum"]
+    return _get("column_sum")

@@ -19,98 +19,41 @@ Parameter naming rule: every parameter name equals the PyTorch (timm / official)
   ``mlp4.*``) are aliases.  Official checkpoints also hold unused ``norm1`` (and ``norm2``/``norm3``
   for Lite), which this model does not have.
 """
-import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
 
 from ..kernels import MODE_CONV, MODE_RESIDUAL, kernel_size_table, make_meta, pack_weights, tap_embeddings
-from ..kernels import get_op as get_cpu_dwconv
-from ..kernels import kernels_available as cpu_kernels_available
-from ..kernels.attention import attention_config, factor_attention_op
-from ..runtime import release_freed_host_memory, use_blocking_cpu_run
+from ..kernels.attention import attention_config
+from ..runtime import after_graph_compile
+from .backend import BackendError, resolve_backend
 from .layers import (Aggregate, DepthwiseConv2d, DropPath, LayerNorm, Linear, Mlp, PatchEmbed,
                      trunc_normal)
+from .tokens import (nchw_to_tokens, resize_dense, resize_interpolate, resize_separable, split_cls,
+                     token_resize_factors, tokens_to_nchw)
 
 BLOCK_NORM_EPS = 1e-6
 DEFAULT_CRPE_WINDOW = {3: 2, 5: 3, 7: 3}
 
 
-def split_cls(x):
-    """(B, 1 + N, C) -> CLS (B, 1, C), image tokens (B, N, C)."""
-    return x[:, :1], x[:, 1:]
-
-
-def tokens_to_nchw(tokens, size):
-    """Image tokens (B, H*W, C) -> (B, C, H, W)."""
-    B, _, C = tokens.shape
-    return tokens.transpose(0, 2, 1).reshape(B, C, size[0], size[1])
-
-
-def nchw_to_tokens(x):
-    """(B, C, H, W) -> image tokens (B, H*W, C)."""
-    B, C, H, W = x.shape
-    return x.reshape(B, C, H * W).transpose(0, 2, 1)
-
-
-def bilinear_weights(src, dst, align_corners=False):
-    """(dst, src) matrix of PyTorch's bilinear resize along one axis (no antialias).
-
-    align_corners=False is the half-pixel rule: source = (i + 0.5) * src / dst - 0.5, clamped at 0.
-    """
-    weights = np.zeros((dst, src), np.float64)
-    for i in range(dst):
-        if align_corners:
-            pos = i * (src - 1) / (dst - 1) if dst > 1 else 0.0
-        else:
-            pos = max((i + 0.5) * src / dst - 0.5, 0.0)
-        i0 = min(int(np.floor(pos)), src - 1)
-        i1 = min(i0 + 1, src - 1)
-        frac = pos - i0
-        weights[i, i0] += 1.0 - frac
-        weights[i, i1] += frac
-    return weights
-
-
-def token_resize_factors(size, target, align_corners=False):
-    """The (H', H) and (W', W) bilinear matrices that resize an h x w token grid to ``target``.
-
-    Used on CPU: two small matmuls on the channels-last tokens replace two transposes and
-    interpolate, and cost a fraction of one dense (H'W' x HW) matrix (6 GFLOP per batch of 8 on coat_tiny).
-    """
-    return (Tensor(bilinear_weights(size[0], target[0], align_corners).astype(np.float32)),
-            Tensor(bilinear_weights(size[1], target[1], align_corners).astype(np.float32)))
-
-
-def resize_tokens(x, size, target, factors):
-    """Tokens with CLS (B, 1 + h*w, C) -> (B, 1 + H'*W', C), bilinear on the grid; CLS rides along."""
-    B, _, C = x.shape
-    cls_token, img = split_cls(x)
-    rows, cols = factors
-    img = ops.matmul(rows, img.reshape(B, size[0], size[1] * C))  # (B, H', w*C)
-    img = ops.matmul(cols, img.reshape(B * target[0], size[1], C))  # (B*H', W', C)
-    return ops.concat((cls_token, img.reshape(B, target[0] * target[1], C)), axis=1)
-
-
 class ConvPosEnc(nn.Cell):
     """cpe: image tokens + depthwise 3x3 conv of themselves; the CLS token passes through.
 
-    On CPU one C++ kernel (coat_ms/kernels) does all of it on the token tensor; elsewhere the
-    stock conv runs on an NCHW view.
+    With the dwconv kernel (CPU) one C++ op does all of it on the token tensor; otherwise the stock
+    conv runs on an NCHW view.
     """
 
-    def __init__(self, dim, k=3):
+    def __init__(self, dim, k=3, *, backend):
         super().__init__()
         self.proj = DepthwiseConv2d(dim, k)
         self.dim = dim
         self.k = k
         self.kernel_sizes = kernel_size_table((k,) * dim)
-        self.use_kernel = cpu_kernels_available()
-        self.dwconv = get_cpu_dwconv() if self.use_kernel else None
+        self.kernel = backend.op("dwconv")
 
     def construct(self, x, size):
-        if self.use_kernel:
+        if self.kernel is not None:
             taps = pack_weights((self.proj.weight,))
             meta = make_meta(size[0], size[1], 1, 0, self.dim, self.k, self.kernel_sizes, MODE_RESIDUAL)
-            return self.dwconv(x, taps, self.proj.bias, meta)
+            return self.kernel(x, taps, self.proj.bias, meta)
         cls_token, img = split_cls(x)
         feat = tokens_to_nchw(img, size)
         img = nchw_to_tokens(self.proj(feat) + feat)
@@ -124,7 +67,7 @@ class ConvRelPosEnc(nn.Cell):
     Channels are head-major (h, Ch), so each conv sees whole heads.
     """
 
-    def __init__(self, head_chs, num_heads, window):
+    def __init__(self, head_chs, num_heads, window, *, backend):
         super().__init__()
         if isinstance(window, int):
             window = {window: num_heads}
@@ -137,15 +80,14 @@ class ConvRelPosEnc(nn.Cell):
         self.channel_splits = tuple(heads * head_chs for heads in window.values())
         self.conv_list = nn.CellList([DepthwiseConv2d(heads * head_chs, kernel)
                                       for kernel, heads in window.items()])
-        # CPU: the three convolutions run as one kernel reading v straight out of the qkv tokens.
+        # dwconv kernel (CPU): the three convolutions run as one op reading v straight out of the qkv tokens.
         self.kernel_sizes = tuple(window.keys())
         self.tap_embeddings = tap_embeddings(self.kernel_sizes)
         self.channel_kernel = kernel_size_table([k for k, heads in window.items() for _ in range(heads * head_chs)])
-        self.use_kernel = cpu_kernels_available()
-        self.dwconv = get_cpu_dwconv() if self.use_kernel else None
+        self.kernel = backend.op("dwconv")
 
     def conv_tokens(self, qkv, size):
-        """CPU path: DWConv(v_img) as tokens (B, 1 + N, C) with a zero CLS row.
+        """Kernel path: DWConv(v_img) as tokens (B, 1 + N, C) with a zero CLS row.
 
         v is read by the kernel straight out of the qkv tokens (B, 1 + N, 3C): no slice, no transpose.
         """
@@ -153,7 +95,7 @@ class ConvRelPosEnc(nn.Cell):
         taps = pack_weights(tuple(conv.weight for conv in self.conv_list), self.tap_embeddings)
         bias = ops.concat(tuple(conv.bias for conv in self.conv_list), axis=0)
         meta = make_meta(size[0], size[1], 1, 2 * C, C, max(self.kernel_sizes), self.channel_kernel, MODE_CONV)
-        return self.dwconv(qkv, taps, bias, meta)
+        return self.kernel(qkv, taps, bias, meta)
 
     def construct(self, q, v, size):
         B, h, N, Ch = q.shape
@@ -176,23 +118,23 @@ class ConvRelPosEnc(nn.Cell):
 class FactorAttnConvRelPosEnc(nn.Cell):
     """Factorized attention with convolutional relative position encoding (crpe is shared)."""
 
-    def __init__(self, dim, num_heads, qkv_bias, proj_drop, shared_crpe):
+    def __init__(self, dim, num_heads, qkv_bias, proj_drop, shared_crpe, *, backend):
         super().__init__()
         self.num_heads = num_heads
         self.scale = (dim // num_heads) ** -0.5
-        self.qkv = Linear(dim, dim * 3, bias=qkv_bias)
-        self.proj = Linear(dim, dim)
+        self.qkv = Linear(dim, dim * 3, bias=qkv_bias, backend=backend)
+        self.proj = Linear(dim, dim, backend=backend)
         self.proj_drop = nn.Dropout(p=proj_drop)
         self.crpe = shared_crpe
-        # CPU: softmax, both per-head products and the crpe product in one kernel on the qkv tokens
-        self.attend = factor_attention_op() if shared_crpe.use_kernel else None
-        self.use_kernel = self.attend is not None
+        # CPU: softmax, both per-head products and the crpe product in one kernel on the qkv tokens.
+        # A backend has it only together with the dwconv kernel, whose token-layout output it takes.
+        self.kernel = backend.op("attention")
         self.attention_config = attention_config(num_heads, self.scale)
 
     def construct(self, x, size):
-        if self.use_kernel:  # token layout throughout: no split, transpose or strided slice
+        if self.kernel is not None:  # token layout throughout: no split, transpose or strided slice
             qkv = self.qkv(x)
-            attended = self.attend(qkv, self.crpe.conv_tokens(qkv, size), self.attention_config)
+            attended = self.kernel(qkv, self.crpe.conv_tokens(qkv, size), self.attention_config)
             return self.proj_drop(self.proj(attended))
         B, N, C = x.shape
         h = self.num_heads
@@ -214,15 +156,16 @@ class SerialBlock(nn.Cell):
     """
 
     def __init__(self, dim, num_heads, mlp_ratio, qkv_bias, proj_drop, drop_path, shared_cpe, shared_crpe,
-                 cpe_residual=True):
+                 cpe_residual=True, *, backend):
         super().__init__()
         self.cpe_residual = cpe_residual
         self.cpe = shared_cpe
-        self.norm1 = LayerNorm(dim, BLOCK_NORM_EPS)
-        self.factoratt_crpe = FactorAttnConvRelPosEnc(dim, num_heads, qkv_bias, proj_drop, shared_crpe)
+        self.norm1 = LayerNorm(dim, BLOCK_NORM_EPS, backend=backend)
+        self.factoratt_crpe = FactorAttnConvRelPosEnc(dim, num_heads, qkv_bias, proj_drop, shared_crpe,
+                                                      backend=backend)
         self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
-        self.norm2 = LayerNorm(dim, BLOCK_NORM_EPS)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=proj_drop)
+        self.norm2 = LayerNorm(dim, BLOCK_NORM_EPS, backend=backend)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=proj_drop, backend=backend)
 
     def construct(self, x, size):
         y = self.cpe(x, size)
@@ -236,55 +179,57 @@ class ParallelBlock(nn.Cell):
     """Conv-attention on scales 2-4, cross-scale exchange by interpolation, shared MLP.
 
     ``align_corners=False`` is the official half-pixel bilinear; True reproduces mindcv's CoaT.
+    The resize formulation is the backend's (tokens.py): separable matmuls on CPU kernels, ops.interpolate
+    on stock operators, one constant matrix for ONNX.
     """
 
     def __init__(self, dims, num_heads, mlp_ratios, qkv_bias, proj_drop, drop_path, shared_crpes,
-                 align_corners=False):
+                 align_corners=False, *, backend):
         super().__init__()
         if not dims[1] == dims[2] == dims[3] or not mlp_ratios[1] == mlp_ratios[2] == mlp_ratios[3]:
             raise ValueError(f"parallel blocks need equal dims and mlp ratios for scales 2-4, "
                              f"got embed_dims={list(dims)}, mlp_ratios={list(mlp_ratios)}")
         self.align_corners = align_corners
-        self.norm12 = LayerNorm(dims[1], BLOCK_NORM_EPS)
-        self.norm13 = LayerNorm(dims[2], BLOCK_NORM_EPS)
-        self.norm14 = LayerNorm(dims[3], BLOCK_NORM_EPS)
-        self.factoratt_crpe2 = FactorAttnConvRelPosEnc(dims[1], num_heads, qkv_bias, proj_drop, shared_crpes[1])
-        self.factoratt_crpe3 = FactorAttnConvRelPosEnc(dims[2], num_heads, qkv_bias, proj_drop, shared_crpes[2])
-        self.factoratt_crpe4 = FactorAttnConvRelPosEnc(dims[3], num_heads, qkv_bias, proj_drop, shared_crpes[3])
+        self.token_resize = backend.token_resize
+        self.norm12 = LayerNorm(dims[1], BLOCK_NORM_EPS, backend=backend)
+        self.norm13 = LayerNorm(dims[2], BLOCK_NORM_EPS, backend=backend)
+        self.norm14 = LayerNorm(dims[3], BLOCK_NORM_EPS, backend=backend)
+        attention_args = dict(num_heads=num_heads, qkv_bias=qkv_bias, proj_drop=proj_drop, backend=backend)
+        self.factoratt_crpe2 = FactorAttnConvRelPosEnc(dims[1], shared_crpe=shared_crpes[1], **attention_args)
+        self.factoratt_crpe3 = FactorAttnConvRelPosEnc(dims[2], shared_crpe=shared_crpes[2], **attention_args)
+        self.factoratt_crpe4 = FactorAttnConvRelPosEnc(dims[3], shared_crpe=shared_crpes[3], **attention_args)
         self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
-        self.norm22 = LayerNorm(dims[1], BLOCK_NORM_EPS)
-        self.norm23 = LayerNorm(dims[2], BLOCK_NORM_EPS)
-        self.norm24 = LayerNorm(dims[3], BLOCK_NORM_EPS)
-        self.mlp2 = self.mlp3 = self.mlp4 = Mlp(dims[1], int(dims[1] * mlp_ratios[1]), drop=proj_drop)
+        self.norm22 = LayerNorm(dims[1], BLOCK_NORM_EPS, backend=backend)
+        self.norm23 = LayerNorm(dims[2], BLOCK_NORM_EPS, backend=backend)
+        self.norm24 = LayerNorm(dims[3], BLOCK_NORM_EPS, backend=backend)
+        self.mlp2 = self.mlp3 = self.mlp4 = Mlp(dims[1], int(dims[1] * mlp_ratios[1]), drop=proj_drop,
+                                                backend=backend)
 
-    def interpolate(self, x, size, target):
-        """Resize the image tokens of x from grid ``size`` to grid ``target``; CLS rides along."""
-        cls_token, img = split_cls(x)
-        img = ops.interpolate(tokens_to_nchw(img, size), size=target, mode="bilinear",
-                              align_corners=self.align_corners)
-        return ops.concat((cls_token, nchw_to_tokens(img)), axis=1)
+    def interpolate(self, x, size, target, factors):
+        """Resize the image tokens of x from grid ``size`` to grid ``target``; CLS rides along.
 
-    def construct(self, x1, x2, x3, x4, sizes, resize=None):
-        """``resize``: optional factor pairs (3->2, 4->3, 4->2, 2->3, 3->4, 2->4) from ``token_resize_factors``;
-        given (CPU), each interpolation is two small matmuls on the tokens."""
+        ``factors``: the separable form's matrix pair (computed once per forward for all blocks).
+        """
+        if self.token_resize == "separable":
+            return resize_separable(x, size, target, factors)
+        if self.token_resize == "dense":
+            return resize_dense(x, size, target, self.align_corners)
+        return resize_interpolate(x, size, target, self.align_corners)
+
+    def construct(self, x1, x2, x3, x4, sizes, resize_factors=None):
+        """``resize_factors``: for the separable resize, the factor pairs (3->2, 4->3, 4->2, 2->3, 3->4, 2->4)
+        from ``token_resize_factors``."""
         _, s2, s3, s4 = sizes
+        f = resize_factors if resize_factors is not None else (None,) * 6
         cur2 = self.factoratt_crpe2(self.norm12(x2), s2)
         cur3 = self.factoratt_crpe3(self.norm13(x3), s3)
         cur4 = self.factoratt_crpe4(self.norm14(x4), s4)
-        if resize is None:
-            up3_2 = self.interpolate(cur3, s3, s2)
-            up4_3 = self.interpolate(cur4, s4, s3)
-            up4_2 = self.interpolate(cur4, s4, s2)
-            down2_3 = self.interpolate(cur2, s2, s3)
-            down3_4 = self.interpolate(cur3, s3, s4)
-            down2_4 = self.interpolate(cur2, s2, s4)
-        else:
-            up3_2 = resize_tokens(cur3, s3, s2, resize[0])
-            up4_3 = resize_tokens(cur4, s4, s3, resize[1])
-            up4_2 = resize_tokens(cur4, s4, s2, resize[2])
-            down2_3 = resize_tokens(cur2, s2, s3, resize[3])
-            down3_4 = resize_tokens(cur3, s3, s4, resize[4])
-            down2_4 = resize_tokens(cur2, s2, s4, resize[5])
+        up3_2 = self.interpolate(cur3, s3, s2, f[0])
+        up4_3 = self.interpolate(cur4, s4, s3, f[1])
+        up4_2 = self.interpolate(cur4, s4, s2, f[2])
+        down2_3 = self.interpolate(cur2, s2, s3, f[3])
+        down3_4 = self.interpolate(cur3, s3, s4, f[4])
+        down2_4 = self.interpolate(cur2, s2, s4, f[5])
         x2 = x2 + self.drop_path(cur2 + up3_2 + up4_2)
         x3 = x3 + self.drop_path(cur3 + up4_3 + down2_3)
         x4 = x4 + self.drop_path(cur4 + down3_4 + down2_4)
@@ -308,18 +253,30 @@ class CoaT(nn.Cell):
         align_corners: parallel-block interpolation; False (official), True (mindcv compatibility).
         cpe_residual: serial-block residual base; True (official: cpe output), False (mindcv: block input).
             ``align_corners=True, cpe_residual=False`` computes what mindcv 0.3.0's CoaT computes.
+        backend: the operator set, "auto" (C++ kernels on the CPU target, MindSpore's operators elsewhere),
+            "cpu_kernels", "stock" or "onnx" (see backend.py); resolved once here and kept as ``self.backend``.
+
+    Building a model changes no process state (runtime tuning is ``coat_ms.runtime.configure_runtime``).
     """
 
     def __init__(self, patch_size=4, in_chans=3, num_classes=1000, embed_dims=(64, 128, 320, 512),
                  serial_depths=(3, 4, 6, 3), parallel_depth=0, num_heads=8, mlp_ratios=(4, 4, 4, 4),
                  qkv_bias=True, drop_rate=0.0, proj_drop_rate=0.0, attn_drop_rate=0.0, drop_path_rate=0.0,
-                 crpe_window=None, align_corners=False, cpe_residual=True):
+                 crpe_window=None, align_corners=False, cpe_residual=True, backend="auto"):
         super().__init__()
         for dim in embed_dims:
             if dim % num_heads:
                 raise ValueError(f"every embed dim must be divisible by num_heads={num_heads}, got {list(embed_dims)}")
         del attn_drop_rate  # accepted for API compatibility: CoaT has no attention matrix to drop
-        use_blocking_cpu_run()  # CPU: without it MindSpore's waiting thread spins on one of the cores
+        # what with_backend needs to build this model again on another operator set
+        self.build_args = dict(patch_size=patch_size, in_chans=in_chans, num_classes=num_classes,
+                               embed_dims=tuple(embed_dims), serial_depths=tuple(serial_depths),
+                               parallel_depth=parallel_depth, num_heads=num_heads, mlp_ratios=tuple(mlp_ratios),
+                               qkv_bias=qkv_bias, drop_rate=drop_rate, proj_drop_rate=proj_drop_rate,
+                               drop_path_rate=drop_path_rate, crpe_window=crpe_window,
+                               align_corners=align_corners, cpe_residual=cpe_residual)
+        self.backend = backend = resolve_backend(backend)
+        self.token_resize = backend.token_resize  # a string: what construct may read of the backend
         crpe_window = crpe_window or DEFAULT_CRPE_WINDOW
         self.patch_size = patch_size
         self.in_chans = in_chans
@@ -332,20 +289,20 @@ class CoaT(nn.Cell):
         self.cpe_residual = cpe_residual
         self.stride = patch_size * 8
 
-        self.patch_embed1 = PatchEmbed(patch_size, in_chans, embed_dims[0])
-        self.patch_embed2 = PatchEmbed(2, embed_dims[0], embed_dims[1])
-        self.patch_embed3 = PatchEmbed(2, embed_dims[1], embed_dims[2])
-        self.patch_embed4 = PatchEmbed(2, embed_dims[2], embed_dims[3])
+        self.patch_embed1 = PatchEmbed(patch_size, in_chans, embed_dims[0], backend=backend)
+        self.patch_embed2 = PatchEmbed(2, embed_dims[0], embed_dims[1], backend=backend)
+        self.patch_embed3 = PatchEmbed(2, embed_dims[1], embed_dims[2], backend=backend)
+        self.patch_embed4 = PatchEmbed(2, embed_dims[2], embed_dims[3], backend=backend)
         self.cls_token1 = Parameter(trunc_normal((1, 1, embed_dims[0])), name="cls_token1")
         self.cls_token2 = Parameter(trunc_normal((1, 1, embed_dims[1])), name="cls_token2")
         self.cls_token3 = Parameter(trunc_normal((1, 1, embed_dims[2])), name="cls_token3")
         self.cls_token4 = Parameter(trunc_normal((1, 1, embed_dims[3])), name="cls_token4")
-        self.cpe1, self.cpe2, self.cpe3, self.cpe4 = (ConvPosEnc(d, 3) for d in embed_dims)
+        self.cpe1, self.cpe2, self.cpe3, self.cpe4 = (ConvPosEnc(d, 3, backend=backend) for d in embed_dims)
         self.crpe1, self.crpe2, self.crpe3, self.crpe4 = (
-            ConvRelPosEnc(d // num_heads, num_heads, crpe_window) for d in embed_dims)
+            ConvRelPosEnc(d // num_heads, num_heads, crpe_window, backend=backend) for d in embed_dims)
 
         block_args = dict(num_heads=num_heads, qkv_bias=qkv_bias, proj_drop=proj_drop_rate,
-                          drop_path=drop_path_rate)
+                          drop_path=drop_path_rate, backend=backend)
         cpes = (self.cpe1, self.cpe2, self.cpe3, self.cpe4)
         crpes = (self.crpe1, self.crpe2, self.crpe3, self.crpe4)
         self.serial_blocks1, self.serial_blocks2, self.serial_blocks3, self.serial_blocks4 = (
@@ -358,25 +315,58 @@ class CoaT(nn.Cell):
                 ParallelBlock(embed_dims, mlp_ratios=mlp_ratios, shared_crpes=crpes,
                               align_corners=align_corners, **block_args)
                 for _ in range(parallel_depth)])
-            self.norm2 = LayerNorm(embed_dims[1], BLOCK_NORM_EPS)
-            self.norm3 = LayerNorm(embed_dims[2], BLOCK_NORM_EPS)
-            self.norm4 = LayerNorm(embed_dims[3], BLOCK_NORM_EPS)
+            self.norm2 = LayerNorm(embed_dims[1], BLOCK_NORM_EPS, backend=backend)
+            self.norm3 = LayerNorm(embed_dims[2], BLOCK_NORM_EPS, backend=backend)
+            self.norm4 = LayerNorm(embed_dims[3], BLOCK_NORM_EPS, backend=backend)
             self.aggregate = Aggregate(3)
         else:
             self.parallel_blocks = None
-            self.norm4 = LayerNorm(embed_dims[3], BLOCK_NORM_EPS)
+            self.norm4 = LayerNorm(embed_dims[3], BLOCK_NORM_EPS, backend=backend)
         self.head_drop = nn.Dropout(p=drop_rate)
-        self.head = Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        self.head = self._new_head(num_classes)
         self.name_parameters_by_path()
         self._compiled_signatures = set()
 
     def compile(self, *args, **kwargs):
-        """``Cell.compile``; after each new compilation the compiler's freed scratch memory goes back to the OS."""
+        """``Cell.compile``, then ``runtime.after_graph_compile`` once per new input signature (it trims the
+        heap when ``configure_runtime`` arranged that; otherwise it does nothing)."""
         super().compile(*args, **kwargs)
         signature = (self.training,) + tuple((tuple(a.shape), str(a.dtype)) for a in args if isinstance(a, Tensor))
         if signature not in self._compiled_signatures:
             self._compiled_signatures.add(signature)
-            release_freed_host_memory()
+            after_graph_compile()
+
+    def with_backend(self, backend):
+        """This model on another operator set ("stock", "onnx", "cpu_kernels", "auto" or a Backend).
+
+        Returns a new CoaT built with the same arguments on that backend, holding a copy of this model's
+        weights and its train/eval mode (or ``self`` when it already runs on it). A head replaced by a
+        cell of the user's own is carried over as it is. Export uses this to get MindSpore's stock
+        (or ONNX-writable) operators.
+        """
+        target = resolve_backend(backend)
+        if target == self.backend:
+            return self
+        twin = CoaT(**self.build_args, backend=target)
+        if not isinstance(self.head, (Linear, nn.Identity)):
+            twin.head = self.head  # the user's own cell: no kernel in it, shared as it is
+            twin.name_parameters_by_path()
+        own, new = self.parameters_dict(), twin.parameters_dict()
+        changed = sorted(set(own) ^ set(new)) + [n for n in new if n in own and own[n].shape != new[n].shape]
+        if changed:
+            raise BackendError(f"cannot rebuild the model on backend {target}: it was changed after it was built "
+                               f"(parameters {', '.join(changed[:5])}); build it with create_model(..., "
+                               f"backend='{target.name}') and load the weights")
+        for name, param in new.items():
+            param.set_data(Tensor(own[name].asnumpy().copy()))
+            param.requires_grad = own[name].requires_grad
+        if hasattr(self, "pretrained_cfg"):
+            twin.pretrained_cfg = dict(self.pretrained_cfg)
+        twin.set_train(self.training)
+        return twin
+
+    def _new_head(self, num_classes):
+        return Linear(self.num_features, num_classes, backend=self.backend) if num_classes > 0 else nn.Identity()
 
     def name_parameters_by_path(self):
         """Name each Parameter by its first attribute path (= the PyTorch state-dict key).
@@ -393,7 +383,8 @@ class CoaT(nn.Cell):
     def reset_classifier(self, num_classes):
         """Replace the head by a new, freshly initialised one (0: no head)."""
         self.num_classes = num_classes
-        self.head = Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        self.build_args["num_classes"] = num_classes
+        self.head = self._new_head(num_classes)
 
     def check_input(self, x):
         """Fail early, with the rule, on inputs CoaT cannot take."""
@@ -433,15 +424,15 @@ class CoaT(nn.Cell):
             x4 = blk(x4, s4)
         sizes = (s1, s2, s3, s4)
         if self.parallel_blocks is not None:
-            resize = None
-            if self.crpe2.use_kernel:  # CPU: resize by token matmuls
+            factors = None
+            if self.token_resize == "separable":  # the matrices once for all parallel blocks
                 ac = self.align_corners
-                resize = (token_resize_factors(s3, s2, ac), token_resize_factors(s4, s3, ac),
-                          token_resize_factors(s4, s2, ac), token_resize_factors(s2, s3, ac),
-                          token_resize_factors(s3, s4, ac), token_resize_factors(s2, s4, ac))
+                factors = (token_resize_factors(s3, s2, ac), token_resize_factors(s4, s3, ac),
+                           token_resize_factors(s4, s2, ac), token_resize_factors(s2, s3, ac),
+                           token_resize_factors(s3, s4, ac), token_resize_factors(s2, s4, ac))
             for blk in self.parallel_blocks:
                 x2, x3, x4 = self.cpe2(x2, s2), self.cpe3(x3, s3), self.cpe4(x4, s4)
-                x1, x2, x3, x4 = blk(x1, x2, x3, x4, sizes, resize)
+                x1, x2, x3, x4 = blk(x1, x2, x3, x4, sizes, factors)
         return (x1, x2, x3, x4), sizes
 
     @staticmethod

@@ -2,6 +2,8 @@
 
 Every layer here keeps the parameter names and shapes of the matching ``torch.nn`` module
 (``weight`` / ``bias``), so a PyTorch state-dict key is also the MindSpore parameter name.
+Layers with a CPU kernel take the model's ``backend`` (backend.py) and keep what it gives them in one
+attribute, ``kernel``: the C++ primitive, or None for MindSpore's own operators.
 """
 import math
 
@@ -10,9 +12,7 @@ import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common.initializer import TruncatedNormal, Uniform, initializer
 
-from ..kernels import gelu_kernel
-from ..kernels.gelu import bias_gelu_kernel
-from ..kernels.rowops import bias_add_op, layer_norm_op
+from .onnx_gelu import OnnxGELU
 
 
 def trunc_normal(shape, std=0.02):
@@ -32,7 +32,7 @@ class LayerNorm(nn.Cell):
     and 1e-5 in patch embeddings, so eps is always explicit here.
     """
 
-    def __init__(self, dim, eps):
+    def __init__(self, dim, eps, *, backend):
         super().__init__()
         self.dim = dim
         self.eps = eps
@@ -40,13 +40,12 @@ class LayerNorm(nn.Cell):
         self.bias = Parameter(initializer("zeros", (dim,), ms.float32), name="bias")
         self.layer_norm = ops.LayerNorm(begin_norm_axis=-1, begin_params_axis=-1, epsilon=eps)
         # CPU: one C++ pass forward and backward (MindSpore's LayerNormGrad is slow there)
-        self.fused = layer_norm_op()
-        self.use_kernel = self.fused is not None
+        self.kernel = backend.op("layer_norm")
         self.eps_tensor = Tensor(np.array([eps], np.float32))
 
     def construct(self, x):
-        if self.use_kernel:
-            return self.fused(x, self.weight, self.bias, self.eps_tensor)
+        if self.kernel is not None:
+            return self.kernel(x, self.weight, self.bias, self.eps_tensor)
         y, _, _ = self.layer_norm(x, self.weight, self.bias)
         return y
 
@@ -60,19 +59,18 @@ class Linear(nn.Dense):
     ``nn.Dense`` already stores ``weight`` as (out, in) and ``bias`` like ``torch.nn.Linear``.
     """
 
-    def __init__(self, in_features, out_features, bias=True):
+    def __init__(self, in_features, out_features, bias=True, *, backend):
         super().__init__(in_features, out_features, has_bias=bias,
                          weight_init=trunc_normal((out_features, in_features)),
                          bias_init="zeros")
         # CPU: bias add whose gradient is a C++ column sum (MindSpore's BiasAddGrad is slow there)
-        self.fused_bias_add = bias_add_op() if bias else None
-        self.use_kernel = self.fused_bias_add is not None
+        self.kernel = backend.op("bias_add") if bias else None
 
     def construct(self, x):
-        if not self.use_kernel:
+        if self.kernel is None:
             return super().construct(x)
         shape = x.shape
-        y = self.fused_bias_add(self.matmul(x.reshape(-1, shape[-1]), self.weight), self.bias)
+        y = self.kernel(self.matmul(x.reshape(-1, shape[-1]), self.weight), self.bias)
         return y.reshape(shape[:-1] + (y.shape[-1],))
 
 
@@ -110,16 +108,15 @@ class PatchEmbed(nn.Cell):
     Conv2d layout (D, C, p, p).
     """
 
-    def __init__(self, patch_size, in_chans, embed_dim):
+    def __init__(self, patch_size, in_chans, embed_dim, *, backend):
         super().__init__()
         self.patch_size = patch_size
         self.in_chans = in_chans
         self.embed_dim = embed_dim
         self.proj = _ConvWeights(embed_dim, in_chans, patch_size)
-        self.norm = LayerNorm(embed_dim, eps=1e-5)
+        self.norm = LayerNorm(embed_dim, eps=1e-5, backend=backend)
         self.matmul = ops.MatMul(transpose_b=True)
-        self.fused_bias_add = bias_add_op()
-        self.use_kernel = self.fused_bias_add is not None
+        self.kernel = backend.op("bias_add")
 
     def construct(self, x):
         """(B, H, W, C) -> tokens (B, H/p * W/p, D)."""
@@ -131,7 +128,7 @@ class PatchEmbed(nn.Cell):
         weight = self.proj.weight.transpose(0, 2, 3, 1).reshape(self.embed_dim, p * p * C)
         # 2-D MatMul with transpose_b: a 3-D ops.matmul would broadcast the weight over the batch
         x = self.matmul(x, weight)
-        x = self.fused_bias_add(x, self.proj.bias) if self.use_kernel else x + self.proj.bias
+        x = x + self.proj.bias if self.kernel is None else self.kernel(x, self.proj.bias)
         return self.norm(x.reshape(B, h * w, self.embed_dim))
 
 
@@ -150,40 +147,40 @@ class GELU(nn.Cell):
     """Exact GELU, x * Phi(x) with erf (``nn.GELU()`` defaults to the tanh approximation).
 
     On CPU a fused C++ kernel (coat_ms/kernels/gelu.cc) replaces the four elementwise passes
-    MindSpore makes of it; other targets use ``ops.gelu``.
+    MindSpore makes of it; otherwise ``ops.gelu``.
     """
 
-    def __init__(self):
+    def __init__(self, *, backend):
         super().__init__()
-        self.fused = gelu_kernel()
-        self.use_kernel = self.fused is not None
+        self.kernel = backend.op("gelu")
 
     def construct(self, x):
-        if self.use_kernel:
-            return self.fused(x)
+        if self.kernel is not None:
+            return self.kernel(x)
         return ops.gelu(x, approximate="none")
 
 
+def exact_gelu(backend):
+    """The exact-GELU cell for ``backend``: the onnx backend's is written without Erf (onnx_gelu.py)."""
+    return OnnxGELU() if backend.name == "onnx" else GELU(backend=backend)
+
+
 class Mlp(nn.Cell):
-    """fc1 -> exact (erf) GELU -> dropout -> fc2 -> dropout.
+    """fc1 -> exact (erf) GELU -> dropout -> fc2 -> dropout."""
 
-    The activation is a cell (``act``) so exporters can swap in an equivalent formulation.
-    """
-
-    def __init__(self, in_features, hidden_features, drop=0.0):
+    def __init__(self, in_features, hidden_features, drop=0.0, *, backend):
         super().__init__()
-        self.fc1 = Linear(in_features, hidden_features)
-        self.act = GELU()
-        self.fc2 = Linear(hidden_features, in_features)
+        self.fc1 = Linear(in_features, hidden_features, backend=backend)
+        self.act = exact_gelu(backend)
+        self.fc2 = Linear(hidden_features, in_features, backend=backend)
         self.drop = nn.Dropout(p=drop)
         # CPU: fc1's bias add and the GELU in one pass over the largest activation
-        self.bias_gelu = bias_gelu_kernel()
-        self.use_kernel = self.bias_gelu is not None
+        self.kernel = backend.op("bias_gelu")
 
     def construct(self, x):
-        if self.use_kernel:
+        if self.kernel is not None:
             shape = x.shape
-            h = self.bias_gelu(self.fc1.matmul(x.reshape(-1, shape[-1]), self.fc1.weight), self.fc1.bias)
+            h = self.kernel(self.fc1.matmul(x.reshape(-1, shape[-1]), self.fc1.weight), self.fc1.bias)
             x = self.drop(h.reshape(shape[:-1] + (h.shape[-1],)))
         else:
             x = self.drop(self.act(self.fc1(x)))

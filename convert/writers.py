@@ -1,17 +1,18 @@
-"""Writing converted weights, atomically: MindSpore .ckpt / safetensors, PyTorch .pth / safetensors.
+"""Writing converted weights: MindSpore .ckpt / safetensors, PyTorch .pth / safetensors.
 
-Every file is written to a temporary name in the destination folder and moved into place with
-os.replace, so an interrupted or failed run never leaves a half-written output.  Conversion
+Every file goes through ``coat_ms.fileio.atomic_write`` (temp file in the destination folder,
+fsync, rename), so an interrupted or failed run never leaves a half-written output.  Conversion
 metadata (source hash, variant, converter version) goes to a JSON sidecar ``<out>.json``, which
 keeps the .ckpt itself a plain weights file that coat_ms.checkpoint.read_checkpoint loads cleanly;
 safetensors outputs also carry it in their header metadata.
 """
-import contextlib
 import json
 import os
-import tempfile
 
 import numpy as np
+
+from coat_ms.errors import CoatError
+from coat_ms.fileio import atomic_write
 
 from .errors import ConversionError
 
@@ -29,71 +30,61 @@ def check_writable(out):
     return out
 
 
-@contextlib.contextmanager
-def atomic_path(out, suffix):
-    """Yield a temporary path next to ``out``; on success move it to ``out``, else remove it."""
+def _write(out, write_fn, suffix):
+    """atomic_write, with any writer failure (safetensors, MindSpore, torch) as one line."""
     out = check_writable(out)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(out)}.", suffix=f".tmp{suffix}",
-                               dir=os.path.dirname(os.path.abspath(out)))
-    os.close(fd)
     try:
-        yield tmp
-        os.replace(tmp, out)
-    except ConversionError:
+        atomic_write(out, write_fn, suffix=suffix)
+    except CoatError:
         raise
-    except Exception as exc:  # disk full, permissions, MindSpore/safetensors writer errors
+    except Exception as exc:  # e.g. an I/O error atomic_write passes on, or a library's own error type
         text = getattr(exc, "strerror", None) or (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise ConversionError(f"cannot write {out}: {text}") from None
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def _str_metadata(metadata):
     return {k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()}
 
 
+def json_text(data):
+    return json.dumps(data, indent=2, sort_keys=True) + "\n"
+
+
 def write_json(out, data):
-    with atomic_path(out, ".json") as tmp:
+    def write(tmp):
         with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2, sort_keys=True)
-            f.write("\n")
+            f.write(json_text(data))
+    _write(out, write, ".json")
+
+
+def save_ckpt(params, path):
+    """MindSpore's save_checkpoint of {name: array} to exactly ``path`` (which must end in .ckpt)."""
+    import mindspore as ms
+    ms.save_checkpoint([{"name": name, "data": ms.Tensor(value)} for name, value in params.items()], path)
+
+
+def _save_safetensors(arrays, metadata):
+    from safetensors.numpy import save_file
+
+    def write(tmp):
+        save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, tmp, metadata=_str_metadata(metadata or {}))
+    return write
 
 
 def write_mindspore(params, out, fmt="ckpt", metadata=None):
     """Save {name: float32 array} as a MindSpore checkpoint (+ ``<out>.json`` metadata)."""
-    import mindspore as ms
     if fmt == "safetensors":
-        from safetensors.numpy import save_file
-        with atomic_path(out, ".safetensors") as tmp:
-            save_file({k: np.ascontiguousarray(v) for k, v in params.items()}, tmp,
-                      metadata=_str_metadata(metadata or {}))
-    else:
-        entries = [{"name": name, "data": ms.Tensor(value)} for name, value in params.items()]
-        with atomic_path(out, ".ckpt") as tmp:  # save_checkpoint appends .ckpt to other names
-            ms.save_checkpoint(entries, tmp)
-            os.chmod(tmp, 0o644)  # MindSpore leaves its files read-only
+        _write(out, _save_safetensors(params, metadata), ".safetensors")
+    else:  # save_checkpoint appends .ckpt to other names, hence the temp suffix
+        _write(out, lambda tmp: save_ckpt(params, tmp), ".ckpt")
     if metadata is not None:
         write_json(out + ".json", metadata)
-
-
-def read_mindspore(path):
-    """A MindSpore .ckpt or safetensors file -> {name: numpy array}."""
-    from .torch_io import detect_format, read_ckpt, read_safetensors
-    if not os.path.isfile(path):
-        raise ConversionError(f"source checkpoint not found: {path}")
-    if detect_format(path) == "safetensors":
-        return read_safetensors(path)[0]
-    return read_ckpt(path)
 
 
 def write_torch(state_dict, out, fmt="pth", metadata=None):
     """Save {name: array} for PyTorch: torch.save (.pth) or safetensors (+ ``<out>.json``)."""
     if fmt == "safetensors":
-        from safetensors.numpy import save_file
-        with atomic_path(out, ".safetensors") as tmp:
-            save_file({k: np.ascontiguousarray(v) for k, v in state_dict.items()}, tmp,
-                      metadata=_str_metadata(metadata or {}))
+        _write(out, _save_safetensors(state_dict, metadata), ".safetensors")
     else:
         try:
             import torch
@@ -105,7 +96,6 @@ def write_torch(state_dict, out, fmt="pth", metadata=None):
             if id(value) not in shared:
                 shared[id(value)] = torch.from_numpy(np.array(value, copy=True))
             tensors[key] = shared[id(value)]
-        with atomic_path(out, ".pth") as tmp:
-            torch.save(tensors, tmp)
+        _write(out, lambda tmp: torch.save(tensors, tmp), ".pth")
     if metadata is not None:
         write_json(out + ".json", metadata)

@@ -1,4 +1,4 @@
-"""Reading source checkpoints: PyTorch .pth, .safetensors (numpy only, no torch), MindSpore .ckpt.
+"""Reading checkpoints: PyTorch .pth, .safetensors (numpy only, no torch), MindSpore .ckpt.
 
 Each reader returns a flat {name: array-like} plus what it found (format, container, file hash).
 Containers ({'model': ...}, {'state_dict': ...}, {'model_ema': ...}) are opened here.
@@ -143,3 +143,11 @@ def read_source(path, ema=False, trust_pickle=False):
     if ema and fmt != "pth":
         raise ConversionError(f"--ema applies to PyTorch checkpoint containers; {path} is a {fmt} file")
     return Source(path, state_dict, fmt, container, sha256_of(path), meta)
+
+
+def read_mindspore(path):
+    """A MindSpore .ckpt or safetensors file -> {name: numpy array}."""
+    path = _check_file(path)
+    if detect_format(path) == "safetensors":
+        return read_safetensors(path)[0]
+    return read_ckpt(path)

@@ -25,7 +25,7 @@ _INV_SQRT2 = 1.0 / math.sqrt(2.0)
 
 
 class OnnxGELU(nn.Cell):
-    """Exact (erf) GELU written with ONNX-exportable operators; drop-in for ``layers.GELU``."""
+    """Exact (erf) GELU written with ONNX-exportable operators: the MLP activation of the onnx backend."""
 
     def construct(self, x):
         a = ops.abs(x)
@@ -37,17 +37,3 @@ class OnnxGELU(nn.Cell):
         half_erfc = 0.5 * t * ops.exp(poly - z * z)  # = Phi(-|x|)
         return ops.relu(x) - a * half_erfc
 
-
-def swap_gelu_for_onnx(model):
-    """Replace every ``Mlp.act`` of ``model`` (in place) by OnnxGELU; returns how many were swapped.
-
-    Shared MLP cells (CoaT's mlp2 = mlp3 = mlp4) are counted once.
-    """
-    from .models.layers import GELU, Mlp
-
-    seen = set()
-    for _, cell in model.cells_and_names():
-        if isinstance(cell, Mlp) and id(cell) not in seen and isinstance(cell.act, GELU):
-            seen.add(id(cell))
-            cell.act = OnnxGELU()
-    return len(seen)

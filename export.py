@@ -16,7 +16,8 @@ from coat_ms.cli import run_cli
 
 def build_parser():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model_name", "--model", required=True, help="CoaT variant, e.g. coat_lite_tiny, coat_mini")
+    p.add_argument("--model_name", "--model", default=None,
+                   help="CoaT variant, e.g. coat_lite_tiny (default: read from a checkpoint written by train.py)")
     p.add_argument("--ckpt_file", "--ckpt_path", default="",
                    help="MindSpore .ckpt to export (strictly loaded); without it random weights are exported")
     p.add_argument("--file_format", default="MINDIR", type=str.upper, choices=["MINDIR", "ONNX", "AIR"])
@@ -41,20 +42,20 @@ def main(argv=None):
     import mindspore as ms
 
     from coat_ms.errors import CoatError
+    from coat_ms.checkpoint import model_from_checkpoint
+    from coat_ms.cli import use_device
     from coat_ms.export import check_format, check_writable, export_backend, export_model, output_path
-    from coat_ms.predict import build_model_from_checkpoint
+    from coat_ms.fileio import refuse_overwriting_inputs
     from coat_ms.runtime import configure_runtime
 
-    if args.device_target:
-        try:
-            ms.set_device(args.device_target)
-        except Exception as exc:  # MindSpore raises RuntimeError/ValueError with long texts
-            raise CoatError(f"cannot use device_target {args.device_target} with this MindSpore build "
-                            f"({str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__})") from None
+    if not args.model_name and not args.ckpt_file:
+        raise CoatError("pass --ckpt_file (a checkpoint written by train.py knows its model) or --model_name")
+    configure_runtime(use_device(args.device_target))
     ms.set_context(mode=ms.GRAPH_MODE)
-    configure_runtime(args.device_target)
     fmt = check_format(args.file_format, args.device_target)      # before any slow work
-    final = output_path(args.file_name or args.model_name, fmt)
+    final = output_path(args.file_name or args.model_name or os.path.splitext(os.path.basename(args.ckpt_file))[0],
+                        fmt)
+    refuse_overwriting_inputs(final, [args.ckpt_file], "--file_name")
     check_writable(final)
     if args.batch_size < 1:
         raise CoatError(f"--batch_size must be >= 1, got {args.batch_size}")
@@ -67,10 +68,17 @@ def main(argv=None):
         raise CoatError("--model_args must be a JSON object of model options, without 'backend' "
                         "(the export picks the operator set its format needs)")
     # built directly on the export's operator set: no C++ kernel is built or used
-    model = build_model_from_checkpoint(args.model_name, args.ckpt_file or None, args.num_classes,
-                                        dict(model_args, backend=export_backend(fmt)))
+    if args.ckpt_file:
+        model, meta = model_from_checkpoint(args.ckpt_file, args.model_name, args.num_classes, model_args or None,
+                                            backend=export_backend(fmt))
+    else:
+        from coat_ms.factory import create_model
+        model, meta = create_model(args.model_name, num_classes=args.num_classes or 1000,
+                                   **dict(model_args, backend=export_backend(fmt))), {}
+        model.set_train(False)
     result = export_model(model, final, fmt, batch_size=args.batch_size, image_size=args.image_size,
-                          seed=args.seed, verify=not args.no_verify, device_target=args.device_target)
+                          seed=args.seed, verify=not args.no_verify, device_target=args.device_target,
+                          checkpoint_meta=meta)
     print(result.summary())
     return 0
 

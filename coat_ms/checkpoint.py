@@ -180,12 +180,13 @@ def num_classes_in(params):
     return int(bias.shape[0]) if bias is not None else None
 
 
-def model_from_checkpoint(path, model_name=None, num_classes=None, model_args=None, ema=False):
+def model_from_checkpoint(path, model_name=None, num_classes=None, model_args=None, ema=False, **build_options):
     """(model in inference mode, meta) of a checkpoint, strictly loaded.
 
     Model name, constructor options and head size come from the arguments, else from the checkpoint's
     coat_ms record, else (head size) from its ``head.bias``.  ``ema=True`` loads the EMA weights when
     the checkpoint holds them (as mindcv's validate does) and says which weights were used.
+    ``build_options`` (e.g. ``backend``) go to create_model on top of the model options.
     """
     from .errors import CoatError
     from .factory import create_model
@@ -205,7 +206,7 @@ def model_from_checkpoint(path, model_name=None, num_classes=None, model_args=No
             params = averaged
         else:
             logger.info("%s: ema is set but the checkpoint holds no EMA weights; evaluating its weights", path)
-    model = create_model(model_name, num_classes=num_classes, **model_args)
+    model = create_model(model_name, num_classes=num_classes, **dict(model_args, **build_options))
     load_state(model, params, strict=True, source=os.fspath(path))
     model.set_train(False)
     return model, meta

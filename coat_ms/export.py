@@ -208,15 +208,20 @@ def _write(net, tensor, path, fmt):
         raise ExportError(f"MindSpore did not write {fmt} file {path}")
 
 
-def _metadata(model, fmt, input_shape):
-    """``<file>.json`` next to the export: input shape and the eval preprocessing, for predict."""
-    from .evaluation import eval_settings
+def _metadata(model, fmt, input_shape, checkpoint_meta=None):
+    """``<file>.json`` next to the export: input shape, the eval preprocessing (the checkpoint's record
+    when it has one, else the model's default) and the class names, for predict."""
+    from .data.transforms import preprocessing
 
-    settings = eval_settings(getattr(model, "pretrained_cfg", {}), image_size=input_shape[-2:])
-    return {"format": fmt, "architecture": getattr(model, "pretrained_cfg", {}).get("architecture"),
-            "input_shape": list(input_shape), "num_classes": getattr(model, "num_classes", None),
-            "preprocessing": {"crop_pct": settings.crop_pct, "interpolation": settings.interpolation,
-                              "mean": list(settings.mean), "std": list(settings.std)}}
+    record = dict(checkpoint_meta or {})
+    pre = preprocessing(record.get("preprocessing") or getattr(model, "pretrained_cfg", {}),
+                        image_size=tuple(input_shape[-2:]))
+    out = {"format": fmt, "architecture": getattr(model, "pretrained_cfg", {}).get("architecture"),
+           "input_shape": list(input_shape), "num_classes": getattr(model, "num_classes", None),
+           "preprocessing": pre.as_dict()}
+    if record.get("class_names"):
+        out["class_names"] = list(record["class_names"])
+    return out
 
 
 def on_backend(model, backend):
@@ -226,7 +231,7 @@ def on_backend(model, backend):
 
 
 def export_model(model, file_name, file_format="MINDIR", batch_size=1, image_size=None, seed=0,
-                 verify=True, device_target=None, reference=None):
+                 verify=True, device_target=None, reference=None, checkpoint_meta=None):
     """Export ``model`` to ``file_name`` (extension added) and check the file; returns ExportResult.
 
     The file is written from ``model`` rebuilt on the format's operator set (``export_backend``), and
@@ -239,8 +244,9 @@ def export_model(model, file_name, file_format="MINDIR", batch_size=1, image_siz
 
     start = time.perf_counter()
     fmt = check_format(file_format, device_target)
-    if image_size is None:
-        image_size = tuple(getattr(model, "pretrained_cfg", {}).get("input_size", (3, 224, 224))[-2:])
+    if image_size is None:  # the size the checkpoint was trained at, else the model's default
+        recorded = (checkpoint_meta or {}).get("preprocessing", {}).get("image_size")
+        image_size = tuple(recorded or getattr(model, "pretrained_cfg", {}).get("input_size", (3, 224, 224))[-2:])
     image_size = tuple(int(s) for s in image_size)
     stride = getattr(model, "stride", 32)
     if len(image_size) != 2 or min(image_size) <= 0 or any(s % stride for s in image_size):
@@ -262,7 +268,8 @@ def export_model(model, file_name, file_format="MINDIR", batch_size=1, image_siz
     def write_and_check(tmp):
         _write(net, tensor, tmp, fmt)
         _check(tmp, fmt, array, reference if verify else None, result)
-        atomic_write_text(final + ".json", json.dumps(_metadata(model, fmt, array.shape), indent=2))
+        atomic_write_text(final + ".json", json.dumps(_metadata(model, fmt, array.shape, checkpoint_meta),
+                                                            indent=2))
 
     atomic_write(final, write_and_check, suffix=FORMATS[fmt])
     result.seconds = time.perf_counter() - start

@@ -80,8 +80,3 @@ def release_freed_host_memory():
     except (OSError, AttributeError):
         return False
 
-
-def configure_runtime(device_target):
-    """Runtime settings coat_ms's CLIs apply once the device is chosen (placeholder until the backend seam lands)."""
-    if device_target == "CPU":
-        use_blocking_cpu_run()

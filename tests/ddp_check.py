@@ -1,7 +1,7 @@
 """Data-parallel equality check: N ranks x B/N images == one process x B images.
 
-    mpirun -n 2 python -m coat_ms.train.ddp_check --data_dir D --out O        (or msrun ... -m style, see docs)
-    python -m coat_ms.train.ddp_check --data_dir D --out O --reference       (single process, reads O/rank*.npz)
+    mpirun -n 2 python tests/ddp_check.py --data_dir D --out O          (or msrun ... tests/ddp_check.py ...)
+    python tests/ddp_check.py --data_dir D --out O --reference        (single process, reads O/rank*.npz)
 
 Each rank reads its own shard of the digits ImageFolder (deterministic: no shuffle, no random
 augmentation, no dropout), records the averaged gradient of the first batch, trains 3 steps of SGD
@@ -15,16 +15,13 @@ import sys
 
 import numpy as np
 
-if __name__ == "__main__" and not __package__:  # run as a file (msrun takes a script path, not -m)
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-    import coat_ms.train  # noqa: F401
-    __package__ = "coat_ms.train"
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository (a test tool)
 
 TINY = {"embed_dims": [32, 32, 32, 32], "serial_depths": [1, 1, 1, 1], "mlp_ratios": [2, 2, 2, 2]}
 
 
 def check_config(data_dir, batch_size):
-    from ..config import merged
+    from coat_ms.config import merged
     return merged({}, data_dir=data_dir, image_resize=32, crop_pct=1.0, num_classes=10, batch_size=batch_size,
                   deterministic=True, model_args=TINY, opt="momentum", lr=0.05, momentum=0.9, weight_decay=0.0,
                   scheduler="constant", warmup_epochs=0, label_smoothing=0.0, drop_rate=0.0, drop_path_rate=0.0,
@@ -51,10 +48,10 @@ def run(cfg, batches, rank, size):
     import mindspore as ms
     from mindspore import nn
 
-    from .engine import build_model, build_optimizer_and_schedule, build_train_step
+    from coat_ms.train.engine import build_model, build_optimizer_and_schedule, build_train_step
 
     ms.set_seed(cfg["seed"])
-    model = build_model(cfg)
+    model = build_model(cfg, cfg["num_classes"])
     optimizer, _ = build_optimizer_and_schedule(cfg, model, len(batches))
     train_step = build_train_step(cfg, model, optimizer, "CPU")
     train_step.set_train(True)
@@ -71,7 +68,7 @@ def run(cfg, batches, rank, size):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m coat_ms.train.ddp_check", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="tests/ddp_check.py", description=__doc__.splitlines()[0])
     parser.add_argument("--data_dir", required=True)
     parser.add_argument("--out", required=True)
     parser.add_argument("--global_batch", type=int, default=8)
@@ -80,7 +77,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
 
-    from . import distributed
+    from coat_ms.train import distributed
     if not args.reference:
         distributed.map_mpirun_to_dynamic_cluster("CPU")
     import mindspore as ms
@@ -98,11 +95,11 @@ def main(argv=None):
         return 0
 
     dist = distributed.init_distributed(True, "CPU")
-    from ..data import create_split_loader
+    from coat_ms.data import list_split, train_dataset
     cfg = check_config(args.data_dir, args.global_batch // dist.size)
-    loader, _ = create_split_loader(cfg, "train", is_training=True, num_shards=dist.size, shard_id=dist.rank)
+    loader = train_dataset(cfg, list_split(args.data_dir, "train"), cfg["num_classes"], dist.rank, dist.size)
     batches = []
-    for x, y in loader.create_tuple_iterator(num_epochs=1, output_numpy=True):
+    for x, y, _ in loader.create_tuple_iterator(num_epochs=1, output_numpy=True):
         batches.append((x, y))
         if len(batches) == args.steps:
             break
@@ -115,8 +112,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    code = main()
-    sys.stdout.flush()
-    if os.environ.get("MS_ROLE"):  # a cluster worker unregisters in MindSpore's exit handlers
-        sys.exit(code or 0)
-    os._exit(code or 0)
+    from coat_ms.cli import run_cli
+    run_cli(main)

@@ -21,6 +21,7 @@ import numpy as np
 # How far to look for a readable replacement before giving up (a split that bad is not a dataset).
 MAX_REPLACEMENT_TRIES = 64
 PLACEHOLDER = np.zeros((8, 8, 3), dtype=np.uint8)
+NO_READABLE_IMAGE = "no readable image among"
 
 
 def decode_file(path):
@@ -71,5 +72,5 @@ class ImageReader:
             image = self._read(other)
             if image is not None:
                 return image, np.int32(self.images.labels[other]), np.int32(1)
-        raise RuntimeError(f"no readable image among {min(MAX_REPLACEMENT_TRIES, count)} files from "
+        raise RuntimeError(f"{NO_READABLE_IMAGE} {min(MAX_REPLACEMENT_TRIES, count)} files from "
                            f"{self.images.path(index)} on: check the dataset")

@@ -287,14 +287,28 @@ def train(cfg, dist=None, out_dir=None, started_at=None):
                     dist.launcher, "on" if cfg["dataset_sink_mode"] else "off")
     monitor = TrainMonitor(run, cell, schedule, validate, save, csv_path, png_path, rows, started_at)
     from mindspore.train import Model
-    Model(cell).train(epochs, loader, callbacks=[monitor], dataset_sink_mode=cfg["dataset_sink_mode"],
-                      initial_epoch=start_epoch)
+    try:
+        Model(cell).train(epochs, loader, callbacks=[monitor], dataset_sink_mode=cfg["dataset_sink_mode"],
+                          initial_epoch=start_epoch)
+    except RuntimeError as exc:
+        raise data_failure(exc) or exc
+
     total = sum(monitor.bad_per_epoch)
     return {"epochs": epochs, "steps": monitor.step, "out_dir": out_dir, "metrics": monitor.metrics,
             "latest": manager.latest_path if manager else None, "best": manager.best_path if manager else None,
             "csv": csv_path, "plot": png_path, "skipped_images": total, "skipped_per_epoch": monitor.bad_per_epoch,
             "rank": dist.rank, "first_step_s": monitor.first_step_s, "elapsed_s": time.time() - started_at,
             "_train_step": train_step, "_model": model}
+
+
+def data_failure(exc):
+    """A DataError for a pipeline failure that coat_ms's decoder raised on purpose (MindSpore wraps it in a
+    long RuntimeError), else None."""
+    from ..data.decode import NO_READABLE_IMAGE
+    for line in str(exc).splitlines():
+        if NO_READABLE_IMAGE in line:
+            return DataError(line[line.index(NO_READABLE_IMAGE):].strip())
+    return None
 
 
 def _interactive():

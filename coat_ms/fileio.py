@@ -2,10 +2,11 @@
 
 ``atomic_write`` writes into a temporary file in the destination folder, flushes it to disk and
 renames it over the destination, so a crash, a kill or a full disk leaves the previous file intact
-and no temporary file behind (the temp name starts with ``.`` and contains ``.tmp``, so a later run
-can recognise and remove leftovers of a killed one with ``is_temp_leftover``).
+and no temporary file behind.  Only a process killed outright can leave one: its name is
+``.<destination name>.tmp<random>``, so the tool that owns the destination can recognise it.
 """
 import errno
+import glob
 import os
 import tempfile
 
@@ -16,13 +17,6 @@ TEMP_MARK = ".tmp"
 
 class WriteError(CoatError):
     """A file could not be written (disk full, no permission, missing folder, or it is an input)."""
-
-
-def is_temp_leftover(name, target_name=None):
-    """True for the name of a temp file ``atomic_write`` creates (of ``target_name`` when given)."""
-    if not (name.startswith(".") and TEMP_MARK in name):
-        return False
-    return target_name is None or name.startswith(f".{target_name}{TEMP_MARK}")
 
 
 def _umask():
@@ -56,15 +50,18 @@ def atomic_write(path, write_fn, suffix=""):
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp files are private; the result should not be
         os.replace(tmp, path)
     except OSError as exc:
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS, errno.EPERM):
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EACCES, errno.EROFS, errno.EPERM):
             raise WriteError(f"cannot write {path}: {exc.strerror} (the previous file, if any, is unchanged)") from None
         raise
     except RuntimeError as exc:  # MindSpore's writers wrap OS errors (e.g. a full disk) in RuntimeError
         raise WriteError(f"cannot write {path}: {str(exc).strip().splitlines()[0] if str(exc).strip() else exc!r} "
                          f"(the previous file, if any, is unchanged)") from None
     finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        # the temp file, and any sibling a writer made from its name (MindSpore's save_checkpoint writes
+        # "<stem>.tmp" first); the stem carries mkstemp's random part, so nothing else can match
+        stem = tmp[:-len(suffix)] if suffix else tmp
+        for leftover in glob.glob(glob.escape(stem) + "*"):
+            os.remove(leftover)
     return path
 
 

@@ -1,20 +1,21 @@
-"""Data faults, fine-tuning head re-initialisation, crash + exact resume, NaN stop and bad resume checkpoints."""
+"""The training engine through train.py: sink mode == non-sink mode, crash + exact resume, NaN stop,
+fine-tuning head re-initialisation, and the failure rules (another run's folder, changed settings on
+resume, damaged results.csv, a full disk, Ctrl-C)."""
+import hashlib
 import os
+import resource
 import shutil
 import signal
 import subprocess
 import sys
+import time
 
 import mindspore as ms
 import numpy as np
 import pytest
 
-from coat_ms.config import merged
 from coat_ms.datasets.digits import write_digits_imagefolder
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ENV = dict(os.environ, GLOG_v="3")
-TINY = '{"embed_dims": [16, 16, 16, 16], "serial_depths": [1, 1, 1, 1], "mlp_ratios": [2, 2, 2, 2]}'
+from helpers import ENV, ROOT, TINY_ARCH, one_error_line, run_script
 
 
 @pytest.fixture(scope="module")
@@ -24,33 +25,55 @@ def digits(tmp_path_factory):
     return str(root)
 
 
-def train(*args, timeout=400, env=ENV):
-    return subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), *args], capture_output=True, text=True,
-                          timeout=timeout, cwd=ROOT, env=env)
+def train(*args, timeout=600, env=ENV, **kwargs):
+    return run_script("train.py", *args, timeout=timeout, env=env, **kwargs)
 
 
 def tiny_args(data_dir, out, epochs, *extra):
-    return ["--data_dir", data_dir, "--ckpt_save_dir", out, "--model", "coat_lite_tiny", "--model_args", TINY,
+    return ["--data_dir", data_dir, "--ckpt_save_dir", out, "--model", "coat_lite_tiny", "--model_args", TINY_ARCH,
             "--num_classes", "10", "--image_resize", "32", "--crop_pct", "1.0", "--batch_size", "8",
             "--num_samples", "24", "--deterministic", "--epoch_size", str(epochs), "--opt", "momentum", "--lr", "0.05",
             "--warmup_epochs", "0", "--scheduler", "cosine_decay", "--min_lr", "0.001", "--weight_decay", "0.0001",
             "--num_parallel_workers", "1", "--device_target", "CPU", "--val_split", "val", *extra]
 
 
-def test_corrupt_image_skipped_and_counted(tmp_path):
-    from coat_ms.data import create_split_loader, scan_split
-    write_digits_imagefolder(str(tmp_path), image_size=32)
-    bad = tmp_path / "val" / "3" / "zz_corrupt.png"
-    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(200))
-    (tmp_path / "val" / "3" / "zz_truncated.png").write_bytes((tmp_path / "val" / "3").glob("0*.png").__next__()
-                                                               .read_bytes()[:60])
-    scan = scan_split(str(tmp_path), "val")
-    assert len(scan.corrupt) == 2 and scan.num_images == 359
-    cfg = merged({}, data_dir=str(tmp_path), image_resize=32, crop_pct=1.0, num_classes=10, batch_size=50,
-                 num_parallel_workers=1)
-    loader, _ = create_split_loader(cfg, "val", is_training=False, scan=scan)
-    labels = np.concatenate([y for _, y in loader.create_tuple_iterator(num_epochs=1, output_numpy=True)])
-    assert len(labels) == 359 and np.bincount(labels).tolist() == np.bincount([l for _, l in scan.samples]).tolist()
+def weights(path):
+    params = ms.load_checkpoint(str(path))
+    return {n: p.asnumpy() for n, p in params.items() if not isinstance(p, str)}
+
+
+def folder_digest(folder):
+    return {n: hashlib.sha256((folder / n).read_bytes()).hexdigest() for n in sorted(os.listdir(folder))}
+
+
+def first_kept(folder):
+    kept = [f for f in os.listdir(folder) if "-e001-" in f]
+    assert len(kept) == 1, os.listdir(folder)
+    return kept[0]
+
+
+def step_losses(log):
+    return [line.split("loss ")[1].split(",")[0] for line in log.splitlines() if " step " in line and "loss " in line]
+
+
+def test_sink_mode_trains_exactly_like_the_step_loop(digits, tmp_path):
+    """mindcv's default on Ascend/GPU (dataset_sink_mode) through MindSpore's sink path: same losses at every
+    step, same weights, same results.csv; checkpointing and results keep working."""
+    runs = {}
+    for sink in ("False", "True"):
+        out = tmp_path / f"sink_{sink}"
+        p = train(*tiny_args(digits, out, 2, "--dataset_sink_mode", sink, "--log_interval", "1", "--ema",
+                             "--loss_scale_type", "dynamic", "--loss_scale", "1024"))
+        assert p.returncode == 0, p.stderr[-3000:]
+        assert f"dataset sink mode {'on' if sink == 'True' else 'off'}" in p.stderr
+        runs[sink] = (step_losses(p.stderr), weights(out / "latest.ckpt"), (out / "results.csv").read_text())
+    (loss_a, w_a, csv_a), (loss_b, w_b, csv_b) = runs["False"], runs["True"]
+    assert len(loss_a) == 4 and loss_a == loss_b  # 2 x 3 steps, logged at each step but the epoch end (csv)
+    assert set(w_a) == set(w_b)
+    for name in w_a:
+        np.testing.assert_array_equal(w_a[name], w_b[name], err_msg=name)
+    cols = lambda text: [r.split(",")[:4] for r in text.splitlines()]  # epoch, step, lr, train loss
+    assert cols(csv_a) == cols(csv_b) and len(csv_a.splitlines()) == 3
 
 
 def test_finetune_reinitialises_only_the_head(tmp_path, caplog):
@@ -76,64 +99,105 @@ def test_finetune_reinitialises_only_the_head(tmp_path, caplog):
         load_finetune_weights(other, path)
 
 
-def weights(path):
-    params = ms.load_checkpoint(path)
-    return {n: p.asnumpy() for n, p in params.items()}
+@pytest.mark.parametrize("sink", ["False", "True"])
+def test_nan_loss_stops_with_the_last_good_checkpoint_intact(digits, tmp_path, sink):
+    run = tmp_path / "run"
+    p = train(*tiny_args(digits, run, 3, "--dataset_sink_mode", sink))
+    assert p.returncode == 0, p.stderr[-2000:]
+    before = (run / "latest.ckpt").read_bytes()
+    entries = ms.load_checkpoint(str(run / first_kept(run)))  # epoch 1's state, with its coat_ms record
+    record = {n: v for n, v in entries.items() if isinstance(v, str)}
+    poisoned = [{"name": n, "data": ms.Tensor(np.full_like(v.asnumpy(), np.nan) if n == "head.bias" else v.asnumpy())}
+                for n, v in entries.items() if not isinstance(v, str)]
+    ms.save_checkpoint(poisoned, str(run / "poisoned.ckpt"), append_dict=record)
+    line = one_error_line(train("--resume", run / "poisoned.ckpt"))
+    assert "loss became nan" in line and "last good checkpoint" in line
+    assert (run / "latest.ckpt").read_bytes() == before
 
 
-def test_resume_matches_uninterrupted_run_and_faults(digits, tmp_path):
-    full = str(tmp_path / "full")
+def test_resume_matches_uninterrupted_run_and_bad_resume_checkpoints(digits, tmp_path):
+    full = tmp_path / "full"
     p = train(*tiny_args(digits, full, 3, "--keep_checkpoint_max", "3"))
     assert p.returncode == 0, p.stderr[-3000:]
-    assert "validation: {'Top_1_Accuracy'" in p.stdout
-    for name in ("results.csv", "results.png", "latest.ckpt"):
-        assert os.path.getsize(os.path.join(full, name)) > 0
-    assert len(open(os.path.join(full, "results.csv")).read().strip().splitlines()) == 4
+    assert "validation (359 images): {'Top_1_Accuracy'" in p.stdout
+    for name in ("results.csv", "results.png", "latest.ckpt", "config.yaml"):
+        assert os.path.getsize(full / name) > 0
+    assert len((full / "results.csv").read_text().strip().splitlines()) == 4
     # A real crash: the same run SIGKILLs itself in the middle of saving epoch 2 (temp file written, not yet
     # renamed). latest.ckpt must still be epoch 1's, intact; resuming from it ends with the same weights.
-    killed = str(tmp_path / "killed")
+    killed = tmp_path / "killed"
     p = train(*tiny_args(digits, killed, 3), env=dict(ENV, COAT_MS_KILL_DURING_SAVE="2"))
     assert p.returncode == -signal.SIGKILL, (p.returncode, p.stderr[-2000:])
     leftovers = [f for f in os.listdir(killed) if f.startswith(".latest.ckpt.tmp")]
     assert len(leftovers) == 1  # the half-finished save is only ever a temp file
-    assert int(weights(os.path.join(killed, "latest.ckpt"))["epoch_num"]) == 1
-    p = train(*tiny_args(digits, killed, 3, "--resume", os.path.join(killed, "latest.ckpt")))
+    assert int(weights(killed / "latest.ckpt")["epoch_num"]) == 1
+    # resume needs no other flag: the run's settings come from its checkpoint
+    p = train("--resume", killed / "latest.ckpt")
     assert p.returncode == 0, p.stderr[-3000:]
     assert not [f for f in os.listdir(killed) if ".tmp" in f]
-    assert [r.split(",")[0] for r in open(os.path.join(killed, "results.csv")).read().split()[1:]] == ["1", "2", "3"]
-    a, b = weights(os.path.join(full, "latest.ckpt")), weights(os.path.join(killed, "latest.ckpt"))
+    assert [r.split(",")[0] for r in (killed / "results.csv").read_text().split()[1:]] == ["1", "2", "3"]
+    a, b = weights(full / "latest.ckpt"), weights(killed / "latest.ckpt")
     assert int(a["epoch_num"]) == int(b["epoch_num"]) == 3 and int(a["step_num"]) == int(b["step_num"]) == 9
     assert set(a) == set(b)
     for name in a:
         np.testing.assert_allclose(b[name], a[name], rtol=0, atol=1e-6 * max(1.0, np.abs(a[name]).max()), err_msg=name)
-    first = [f for f in os.listdir(full) if "-e001-" in f]
-    assert len(first) == 1, os.listdir(full)
+    assert first_kept(full)
 
-    # NaN/inf loss (weights that went non-finite): stop with a clear message; the folder's latest.ckpt stays.
-    nan_dir = tmp_path / "nan"
-    nan_dir.mkdir()
-    shutil.copy(os.path.join(full, first[0]), nan_dir / "latest.ckpt")
-    before = (nan_dir / "latest.ckpt").read_bytes()
-    poisoned = [{"name": n, "data": ms.Tensor(np.full_like(v, np.nan) if n == "head.bias" else v)}
-                for n, v in weights(os.path.join(full, first[0])).items()]
-    ms.save_checkpoint(poisoned, str(tmp_path / "poisoned.ckpt"))
-    p = train(*tiny_args(digits, str(nan_dir), 3, "--resume", str(tmp_path / "poisoned.ckpt")))
-    assert p.returncode == 2 and "error: loss became nan" in p.stderr and "last good checkpoint" in p.stderr, \
-        p.stderr[-2000:]
-    assert "Traceback" not in p.stderr
-    assert (nan_dir / "latest.ckpt").read_bytes() == before
-
+    # Changed settings on resume are named, not silently ignored (the schedule lives in the checkpoint).
+    line = one_error_line(train("--resume", killed / "latest.ckpt", "--lr", "0.2", "--epoch_size", "5"))
+    assert "changed settings" in line and "lr: checkpoint 0.05, now 0.2" in line and "epoch_size" in line
     # Bad resume checkpoints: missing, truncated, weights-only.
-    p = train(*tiny_args(digits, str(tmp_path / "x"), 3, "--resume", str(tmp_path / "missing.ckpt")))
-    assert p.returncode == 2 and "checkpoint not found" in p.stderr, p.stderr[-2000:]
+    assert "checkpoint not found" in one_error_line(train(*tiny_args(digits, tmp_path / "x", 3, "--resume",
+                                                                      tmp_path / "missing.ckpt")))
     trunc = tmp_path / "trunc.ckpt"
-    trunc.write_bytes(before[: len(before) // 2])
-    p = train(*tiny_args(digits, str(tmp_path / "x"), 3, "--resume", str(trunc)))
-    assert p.returncode == 2 and "cannot read checkpoint" in p.stderr, p.stderr[-2000:]
+    trunc.write_bytes((full / "latest.ckpt").read_bytes()[:5000])
+    assert "cannot read checkpoint" in one_error_line(train(*tiny_args(digits, tmp_path / "x", 3, "--resume", trunc)))
     import coat_ms
     bare = coat_ms.create_model("coat_lite_tiny", num_classes=10, embed_dims=(16, 16, 16, 16),
                                 serial_depths=(1, 1, 1, 1), mlp_ratios=(2, 2, 2, 2))
-    coat_ms.load_checkpoint(bare, os.path.join(full, "latest.ckpt"))  # a training checkpoint loads strictly
+    coat_ms.load_checkpoint(bare, str(full / "latest.ckpt"))  # a training checkpoint loads strictly
     ms.save_checkpoint(bare, str(tmp_path / "weights.ckpt"))
-    p = train(*tiny_args(digits, str(tmp_path / "x"), 3, "--resume", str(tmp_path / "weights.ckpt")))
-    assert p.returncode == 2 and "weights only" in p.stderr, p.stderr[-2000:]
+    line = one_error_line(train(*tiny_args(digits, tmp_path / "y", 3, "--resume", tmp_path / "weights.ckpt")))
+    assert "weights only" in line
+
+    # A new run never writes into a folder that holds another run: nothing there changes.
+    digest = folder_digest(full)
+    line = one_error_line(train(*tiny_args(digits, full, 1, "--keep_checkpoint_max", "1")))
+    assert "already holds a run" in line and "--resume" in line
+    assert folder_digest(full) == digest
+    # A damaged results.csv on resume is one line, before any training.
+    (killed / "results.csv").write_text("epoch,step,lr\n1,3,zzz\n")
+    shutil.copy(full / first_kept(full), killed / "from_epoch1.ckpt")
+    assert "results.csv is damaged at line 2" in one_error_line(train("--resume", killed / "from_epoch1.ckpt"))
+
+
+def test_output_folder_that_is_a_file_and_a_full_disk(digits, tmp_path):
+    (tmp_path / "afile").write_text("x")
+    assert "is a file" in one_error_line(train(*tiny_args(digits, tmp_path / "afile", 1)))
+
+    def small_files():  # a 60 KB file-size limit: the first checkpoint cannot be written
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (60_000, 60_000))
+    out = tmp_path / "full_disk"
+    p = train(*tiny_args(digits, out, 1), preexec_fn=small_files)
+    line = one_error_line(p)
+    assert "cannot write" in line and "latest.ckpt" in line
+    assert not [f for f in os.listdir(out) if ".tmp" in f]  # the temp file does not keep holding the space
+
+
+def test_ctrl_c_stops_training_promptly_with_the_last_checkpoint_intact(digits, tmp_path):
+    out = tmp_path / "run"
+    args = tiny_args(digits, out, 200)
+    args[args.index("--num_samples") + 1] = "400"
+    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "train.py"), *map(str, args)], cwd=ROOT, env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while not (out / "latest.ckpt").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    time.sleep(1.0)  # inside the next epoch's steps
+    proc.send_signal(signal.SIGINT)
+    t0 = time.time()
+    _, stderr = proc.communicate(timeout=60)
+    assert time.time() - t0 < 15
+    assert proc.returncode == 130 and stderr.strip().splitlines()[-1] == "error: interrupted", stderr[-2000:]
+    assert int(weights(out / "latest.ckpt")["epoch_num"]) >= 1  # loads: intact

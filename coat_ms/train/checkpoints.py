@@ -21,7 +21,7 @@ import numpy as np
 
 from ..checkpoint import TRAINING_STATE_PREFIXES, compare_state, meta_entry, read_checkpoint_and_meta
 from ..errors import CheckpointError, CoatError
-from ..fileio import atomic_write, is_temp_leftover
+from ..fileio import TEMP_MARK, atomic_write
 
 logger = logging.getLogger("coat_ms")
 
@@ -122,12 +122,18 @@ def _kept_pattern(model_name):
     return re.compile(re.escape(model_name) + r"-e(\d{3,})(?:-top1_([0-9.]+))?\.ckpt$")
 
 
+_KEPT = re.compile(r".+-e\d{3,}(?:-top1_[0-9.]+)?\.ckpt$")
+
+
+def _is_run_file(name):
+    return name in RUN_FILES or bool(_KEPT.match(name))
+
+
 def run_files(folder):
     """Names of files in ``folder`` that belong to a training run."""
     if not os.path.isdir(folder):
         return []
-    kept = re.compile(r".+-e\d{3,}(?:-top1_[0-9.]+)?\.ckpt$")
-    return sorted(n for n in os.listdir(folder) if n in RUN_FILES or kept.match(n))
+    return sorted(n for n in os.listdir(folder) if _is_run_file(n))
 
 
 def claim_run_folder(folder, resume_path=None):
@@ -148,8 +154,8 @@ def claim_run_folder(folder, resume_path=None):
         os.makedirs(folder, exist_ok=True)
     except OSError as exc:
         raise CoatError(f"cannot create ckpt_save_dir {folder}: {exc.strerror}") from None
-    for name in os.listdir(folder):  # temp files of a killed save of this run
-        if is_temp_leftover(name) and name.endswith(".ckpt"):
+    for name in os.listdir(folder):  # temp files a killed save of this run left (never anything else)
+        if name.startswith(".") and TEMP_MARK in name and _is_run_file(name[1:name.index(TEMP_MARK)]):
             os.remove(os.path.join(folder, name))
 
 

@@ -192,6 +192,8 @@ def _resumed_settings(cfg, meta, path):
                 getattr(cfg, "source", lambda k: "given")(key) == "default":
             cfg[key] = value
     cfg["ckpt_path"], cfg["pretrained"] = "", False  # the weights come from the resumed checkpoint
+    if getattr(cfg, "source", lambda k: "given")("ckpt_save_dir") == "default":
+        cfg["ckpt_save_dir"] = os.path.dirname(os.path.abspath(path))  # the run continues where it is
     check_resume_settings(path, {k: saved[k] for k in RESUME_KEYS if k in saved},
                           {k: cfg[k] for k in RESUME_KEYS})
     return cfg
@@ -210,8 +212,12 @@ def train(cfg, dist=None, out_dir=None, started_at=None):
         cfg = _resumed_settings(cfg, resume_meta, cfg["resume"])
         resume = (resume_params, resume_meta)
     out_dir = out_dir or cfg["ckpt_save_dir"]
+    csv_path, png_path = os.path.join(out_dir, "results.csv"), os.path.join(out_dir, "results.png")
+    rows = []
     if dist.is_main:
         claim_run_folder(out_dir, cfg["resume"])
+        if resume and os.path.exists(csv_path):
+            rows = read_rows(csv_path, int(resume[0]["epoch_num"].asnumpy()) if "epoch_num" in resume[0] else 0)
     ms.set_seed(cfg["seed"])  # same seed on every rank: initial weights are not broadcast
     import mindspore.dataset as ds
     ds.config.set_seed(cfg["seed"])
@@ -255,8 +261,6 @@ def train(cfg, dist=None, out_dir=None, started_at=None):
 
     manager = CheckpointManager(out_dir, cfg["model"], cfg["keep_checkpoint_max"], cfg["ckpt_save_policy"],
                                 resumed_epoch=start_epoch if resume else None) if dist.is_main else None
-    csv_path, png_path = os.path.join(out_dir, "results.csv"), os.path.join(out_dir, "results.png")
-    rows = read_rows(csv_path, start_epoch) if resume and dist.is_main and os.path.exists(csv_path) else []
     if dist.is_main:
         _save_config(cfg, out_dir)
     global_batch = cfg["batch_size"] * dist.size

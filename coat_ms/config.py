@@ -95,6 +95,11 @@ def as_str(value):
     raise ValueError("a text value")
 
 
+def as_path(value):
+    """A file path; empty (or null) means none, as in mindcv's ``ckpt_path: ''``."""
+    return "" if value is None else as_str(value)
+
+
 def optional(kind):
     def convert(value):
         return None if _is_none(value) else kind(value)
@@ -230,9 +235,9 @@ KEYS = {
     "drop_rate": Key(0.0, optional(as_float)),
     "drop_path_rate": Key(0.0, optional(as_float)),
     "pretrained": Key(False, as_bool, "start from timm's ImageNet weights (ckpt_path wins when given)"),
-    "ckpt_path": Key("", optional(as_str), "start from these weights (fine-tuning; a head of another size is re-initialised)"),
+    "ckpt_path": Key("", as_path, "start from these weights (fine-tuning; a head of another size is re-initialised)"),
     "resume_opt": Key(False, as_bool, "mindcv's resume: with ckpt_path, continue that training checkpoint (same as --resume)"),
-    "resume": Key("", optional(as_str), "continue a training checkpoint exactly (weights, optimizer, lr position, epoch)"),
+    "resume": Key("", as_path, "continue a training checkpoint exactly (weights, optimizer, lr position, epoch)"),
     "keep_checkpoint_max": Key(10, as_int),
     "ckpt_save_dir": Key("./ckpt", as_str, "output folder: latest.ckpt, kept checkpoints, results.csv, results.png"),
     "output_dir": Key(None, optional(as_str), "alias of ckpt_save_dir"),
@@ -304,7 +309,7 @@ class Settings(dict):
         return self.sources.get(key, "default")
 
     def fail(self, key, problem):
-        raise ConfigError(f"{self.source(key)}: {key}: {problem}")
+        raise ConfigError(f"{where(key, self.source(key))}: {problem}")
 
 
 def suggest(key, known=KNOWN_KEYS):
@@ -321,12 +326,17 @@ def check_keys(cfg, source="config", known=KNOWN_KEYS):
         raise ConfigError(f"{source}: unknown config key{'s' if len(unknown) > 1 else ''} {named}")
 
 
+def where(key, source):
+    """'file.yaml: key' or '--key' (a flag names its key itself)."""
+    return source if source == f"--{key}" else f"{source}: {key}"
+
+
 def typed(key, value, source):
     """``value`` converted to ``key``'s kind, or a one-line ConfigError naming key, value and source."""
     try:
         return KEYS[key].kind(value)
     except ValueError as exc:
-        raise ConfigError(f"{source}: {key}: {value!r} is not valid (expected {exc})") from None
+        raise ConfigError(f"{where(key, source)}: {value!r} is not valid (expected {exc})") from None
 
 
 def load_yaml(path, known=KNOWN_KEYS):

@@ -267,7 +267,7 @@ def train(cfg, dist=None, out_dir=None, started_at=None):
 
     def validate():
         ema = train_step.parameters_dict() if cfg["ema"] else None
-        with _weights_swapped(model, ema):
+        with ema_weights_swapped_in(model, ema):
             sums = evaluate(cell_predictor(model), val_loader, num_classes, cfg["batch_size"], dist,
                             progress=dist.is_main and _interactive(), desc="validate")
         model.set_train(True)
@@ -320,8 +320,9 @@ def _interactive():
     return sys.stderr.isatty()
 
 
-class _weights_swapped:
-    """Context: the EMA weights in the model (when ``ema_params`` is given), the trained ones back after."""
+class ema_weights_swapped_in:
+    """Context: the EMA weights (``ema.<name>`` entries of a TrainStep's parameters; None: nothing to do)
+    in the model, the trained ones back after."""
 
     def __init__(self, model, ema_params):
         self.model, self.ema = model, ema_params

@@ -127,6 +127,13 @@ def test_first_use_converts_then_the_cache_is_reused_until_the_source_changes(ca
     for name, p in model.parameters_dict().items():
         np.testing.assert_array_equal(again.parameters_dict()[name].asnumpy(), p.asnumpy())
 
+    from coat_ms import mindcv_compat  # noqa: F401  (registers coat_ms_* with mindcv: the same path)
+    from mindcv.models import create_model as mindcv_create_model
+    via_mindcv = mindcv_create_model("coat_ms_lite_tiny", pretrained=True)
+    assert convert_spy == ["coat_lite_tiny"]
+    np.testing.assert_array_equal(via_mindcv.parameters_dict()["head.weight"].asnumpy(),
+                                  model.parameters_dict()["head.weight"].asnumpy())
+
     caplog.set_level(logging.INFO, logger="coat_ms")
     six = coat_ms.create_model("coat_lite_tiny", pretrained=True, num_classes=6)
     assert convert_spy == ["coat_lite_tiny"]

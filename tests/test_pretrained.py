@@ -270,3 +270,20 @@ def test_the_documented_examples_run(caches, tmp_path, convert_spy):
     model = coat_ms.create_model("coat_lite_mini", pretrained=True)
     assert convert_spy == []      # converted once, by the documented code in the other process
     assert logits_rel(model, reference) <= 2e-5
+
+
+@pytest.mark.slow
+def test_two_processes_converting_at_once_leave_a_valid_cache(caches):
+    """Both first calls convert and write; atomic replaces leave a pair that loads, and no temp files."""
+    hub, home = caches
+    reference = timm_model("coat_lite_tiny", seed=6)
+    place_in_hub(hub, "coat_lite_tiny", "model.safetensors", write_full_safetensors, reference, "r")
+    code = "import coat_ms; coat_ms.create_model('coat_lite_tiny', pretrained=True); print('loaded')"
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(2)]
+    outputs = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [err[-2000:] for _, err in outputs]
+    assert sorted(os.listdir(home)) == ["coat_lite_tiny.in1k.ckpt", "coat_lite_tiny.in1k.ckpt.json"]
+    model = coat_ms.create_model("coat_lite_tiny", pretrained=True)
+    assert logits_rel(model, reference) <= 2e-5

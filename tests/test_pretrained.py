@@ -22,6 +22,7 @@ from safetensors.torch import save_file, save_model
 from timm.models import save_for_hf
 
 import coat_ms
+from coat_ms import hub as hub_lookup
 from coat_ms import pretrained
 from coat_ms.errors import CoatError
 
@@ -287,3 +288,62 @@ def test_two_processes_converting_at_once_leave_a_valid_cache(caches):
     assert sorted(os.listdir(home)) == ["coat_lite_tiny.in1k.ckpt", "coat_lite_tiny.in1k.ckpt.json"]
     model = coat_ms.create_model("coat_lite_tiny", pretrained=True)
     assert logits_rel(model, reference) <= 2e-5
+
+
+def test_download_lands_in_the_hub_cache_layout(caches, monkeypatch):
+    """Online path through the real huggingface_hub client, against a local server speaking the hub's file protocol.
+
+    The repository has only pytorch_model.bin: model.safetensors is asked first (404), then the .bin
+    is fetched into the hub cache, where the next lookup finds it without network.
+    """
+    import http.server
+    import threading
+    hub, _ = caches
+    payload = os.urandom(4096)
+    digest = hashlib.sha256(payload).hexdigest()
+    requested = []
+
+    class Hub(http.server.BaseHTTPRequestHandler):
+        def _headers(self):
+            requested.append((self.command, self.path))
+            if not self.path.endswith("/timm/coat_lite_tiny.in1k/resolve/main/pytorch_model.bin"):
+                self.send_response(404)
+                self.send_header("X-Error-Code", "EntryNotFound")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return False
+            self.send_response(200)
+            for key, value in (("X-Repo-Commit", "c" * 40), ("ETag", f'"{digest}"'), ("X-Linked-Etag", f'"{digest}"'),
+                               ("X-Linked-Size", str(len(payload))), ("Content-Length", str(len(payload)))):
+                self.send_header(key, value)
+            self.end_headers()
+            return True
+
+        def do_HEAD(self):
+            self._headers()
+
+        def do_GET(self):
+            if self._headers():
+                self.wfile.write(payload)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hub)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.server_address[1]}")
+    try:
+        assert pretrained.find_source("coat_lite_tiny") is None
+        path, reason = hub_lookup.download(pretrained.hub_id("coat_lite_tiny"), pretrained.SOURCE_FILES)
+        assert reason is None
+        assert ("HEAD", "/timm/coat_lite_tiny.in1k/resolve/main/model.safetensors") in requested
+        expected = hub / "models--timm--coat_lite_tiny.in1k" / "snapshots" / ("c" * 40) / "pytorch_model.bin"
+        assert os.path.realpath(path) == os.path.realpath(expected)
+        assert (hub / "models--timm--coat_lite_tiny.in1k" / "refs" / "main").read_text() == "c" * 40
+        assert open(pretrained.find_source("coat_lite_tiny"), "rb").read() == payload
+        path, reason = hub_lookup.download("timm/coat_mini.in1k", pretrained.SOURCE_FILES)
+        assert path is None and "has none of model.safetensors, pytorch_model.bin" in reason
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -101,9 +101,8 @@ def _read_sidecar(ckpt, sidecar):
 
 
 def _stale_reason(meta, ckpt, variant, source_sha):
-    """Why the cached file cannot be used (None: it can), from sidecar, file hash and source hash."""
+    """Why the cached file cannot be used (None: it may be, if its own hash matches: see _load_if_intact)."""
     from convert import __version__ as converter_version
-    from convert.readers import sha256_of
     if meta is None:
         return "not converted yet"
     if not os.path.isfile(ckpt):
@@ -112,9 +111,33 @@ def _stale_reason(meta, ckpt, variant, source_sha):
         return "it was written for another variant or converter version"
     if source_sha is not None and meta.get("source_sha256") != source_sha:
         return "the source file changed since it was converted"
-    if sha256_of(ckpt) != meta.get("ckpt_sha256"):
-        return f"{os.path.basename(ckpt)} does not match the sha256 in its sidecar"
     return None
+
+
+def _identity(path):
+    st = os.stat(path)
+    return st.st_ino, st.st_mtime_ns, st.st_size
+
+
+def _load_if_intact(ckpt, meta):
+    """The cached parameters if the .ckpt has the sha256 its sidecar records, else None.
+
+    The file is hashed, then read; if another process replaced it in between (a new inode), the new
+    pair is checked and read instead, so what is returned is always a file that matched its hash.
+    """
+    from convert.readers import sha256_of
+    from .checkpoint import read_checkpoint
+    for _ in range(3):
+        before = _identity(ckpt)
+        if sha256_of(ckpt) != meta.get("ckpt_sha256"):
+            return None
+        params = read_checkpoint(ckpt)
+        if _identity(ckpt) == before:
+            return params
+        meta = _read_sidecar(ckpt, ckpt + ".json")
+        if meta is None:
+            return None
+    raise PretrainedError(f"{ckpt} keeps changing while it is read (another process converting?); try again")
 
 
 def _write_cache(params, ckpt, sidecar, meta):
@@ -172,45 +195,32 @@ def _convert(variant, source, ckpt, sidecar):
 
 def pretrained_weights(variant):
     """{name: array or Parameter} of the variant's ImageNet weights, from the cache or converted now."""
+    from convert.readers import sha256_of
     ckpt, sidecar = cache_paths(variant)
     if os.path.exists(cache_home()) and not os.path.isdir(cache_home()):
         raise PretrainedError(f"COAT_MS_HOME {cache_home()} is not a folder")
     source = find_source(variant)
-    if source is None:
+    if source is None:  # a cache whose own hash holds is used without network
         meta = _read_sidecar(ckpt, sidecar)
-        if _stale_reason(meta, ckpt, variant, source_sha=None) is None:
+        params = None if _stale_reason(meta, ckpt, variant, None) else _load_if_intact(ckpt, meta)
+        if params is not None:
             logger.info("pretrained %s: %s (its timm source is not in the Hugging Face cache, so not re-checked "
                         "against it)", variant, ckpt)
-            return _read_cached(ckpt, meta)
+            return params
         source, reason = hub.download(hub_id(variant), SOURCE_FILES)
         if source is None:
             raise PretrainedError(not_found_message(variant, reason))
-    from convert.readers import sha256_of
-    source_sha = sha256_of(source)
     meta = _read_sidecar(ckpt, sidecar)
-    reason = _stale_reason(meta, ckpt, variant, source_sha)
+    reason = _stale_reason(meta, ckpt, variant, sha256_of(source))
     if reason is None:
-        logger.info("pretrained %s: %s (cached conversion of %s)", variant, ckpt, source)
-        return _read_cached(ckpt, meta)
+        params = _load_if_intact(ckpt, meta)
+        if params is not None:
+            logger.info("pretrained %s: %s (cached conversion of %s)", variant, ckpt, source)
+            return params
+        reason = f"{os.path.basename(ckpt)} does not match the sha256 in its sidecar"
     if meta is not None:
         logger.info("pretrained %s: converting again: %s", variant, reason)
     return _convert(variant, source, ckpt, sidecar)
-
-
-def _read_cached(ckpt, meta):
-    """Read the cached .ckpt; if another process replaced it meanwhile, check the new one (it is hashed again)."""
-    from convert.readers import sha256_of
-    from .checkpoint import read_checkpoint
-    for _ in range(3):
-        before = os.stat(ckpt)
-        params = read_checkpoint(ckpt)
-        after = os.stat(ckpt)
-        if (before.st_ino, before.st_mtime_ns, before.st_size) == (after.st_ino, after.st_mtime_ns, after.st_size):
-            return params
-        meta = _read_sidecar(ckpt, ckpt + ".json")
-        if meta is None or sha256_of(ckpt) != meta.get("ckpt_sha256"):
-            break
-    raise PretrainedError(f"{ckpt} keeps changing while it is read (another process converting?); try again")
 
 
 # ------------------------------------------------------------------------------------------------

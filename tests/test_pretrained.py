@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -160,6 +161,15 @@ def test_first_use_converts_then_the_cache_is_reused_until_the_source_changes(ca
     assert json.loads(sidecar.read_text())["ckpt_sha256"] == hashlib.sha256(ckpt.read_bytes()).hexdigest()
     for name, p in updated.parameters_dict().items():
         np.testing.assert_array_equal(repaired.parameters_dict()[name].asnumpy(), p.asnumpy())
+
+    shutil.rmtree(hub / "models--timm--coat_lite_tiny.in1k")  # source gone: the intact cache still serves, offline
+    kept = coat_ms.create_model("coat_lite_tiny", pretrained=True)
+    assert convert_spy == ["coat_lite_tiny"] * 3
+    np.testing.assert_array_equal(kept.parameters_dict()["head.weight"].asnumpy(),
+                                  updated.parameters_dict()["head.weight"].asnumpy())
+    ckpt.write_bytes(bytes(data))                             # ... but a damaged one is not loaded
+    with pytest.raises(CoatError, match="no pretrained weights for coat_lite_tiny"):
+        coat_ms.create_model("coat_lite_tiny", pretrained=True)
 
 
 @pytest.mark.slow

@@ -7,8 +7,8 @@ Where the source comes from, in order:
      within a few seconds.
 The first use converts it with the project's converter (strict names and shapes, tied copies checked
 equal), checks coat_ms's logits against timm's on the same file (when torch and timm are installed)
-and caches ``<variant>.in1k.ckpt`` with a sidecar ``.ckpt.json`` under ``COAT_MS_HOME`` (default
-``~/.cache/coat_ms``).  Later calls load the cache when the sidecar, the checkpoint's sha256 and the
+and caches ``<variant>.in1k.ckpt`` with a sidecar ``.ckpt.json`` in ``$COAT_MS_HOME/pretrained``
+(default ``~/.cache/coat_ms/pretrained``).  Later calls load the cache when the sidecar, the checkpoint's sha256 and the
 source's sha256 all agree; otherwise the source is converted again.  Files the tool did not write (a
 .ckpt without its sidecar) are never replaced.
 """
@@ -42,9 +42,18 @@ class PretrainedError(CheckpointError):
     """Pretrained weights that cannot be found, converted or loaded as asked (one line)."""
 
 
+def coat_ms_home():
+    """$COAT_MS_HOME, else $XDG_CACHE_HOME/coat_ms, else ~/.cache/coat_ms (read at call time; the kernels'
+    build cache uses the same base)."""
+    if os.environ.get("COAT_MS_HOME"):
+        return os.path.expanduser(os.environ["COAT_MS_HOME"])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "coat_ms")
+
+
 def cache_home():
-    """COAT_MS_HOME, else ~/.cache/coat_ms (read at call time)."""
-    return os.path.expanduser(os.environ.get("COAT_MS_HOME") or os.path.join("~", ".cache", "coat_ms"))
+    """The folder of the converted pretrained weights: <coat_ms home>/pretrained."""
+    return os.path.join(coat_ms_home(), "pretrained")
 
 
 def hub_id(variant):
@@ -198,7 +207,7 @@ def pretrained_weights(variant):
     from convert.readers import sha256_of
     ckpt, sidecar = cache_paths(variant)
     if os.path.exists(cache_home()) and not os.path.isdir(cache_home()):
-        raise PretrainedError(f"COAT_MS_HOME {cache_home()} is not a folder")
+        raise PretrainedError(f"{cache_home()} (the pretrained cache under COAT_MS_HOME) is not a folder")
     source = find_source(variant)
     if source is None:  # a cache whose own hash holds is used without network
         meta = _read_sidecar(ckpt, sidecar)

@@ -34,11 +34,11 @@ DOC = os.path.join(ROOT, "docs", "pretrained.md")
 @pytest.fixture
 def caches(tmp_path, monkeypatch):
     hub = tmp_path / "hub"
-    home = tmp_path / "coat_ms_home"
+    home = tmp_path / "coat_ms_home" / "pretrained"   # where the converted weights go
     hub.mkdir()
     monkeypatch.setenv("HF_HUB_CACHE", str(hub))
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
-    monkeypatch.setenv("COAT_MS_HOME", str(home))
+    monkeypatch.setenv("COAT_MS_HOME", str(home.parent))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     return hub, home
 
@@ -186,7 +186,7 @@ def test_files_the_tool_did_not_write_are_left_alone(caches, convert_spy):
     hub, home = caches
     place_in_hub(hub, "coat_lite_tiny", "model.safetensors", write_full_safetensors,
                  timm_model("coat_lite_tiny", seed=4), "r")
-    home.mkdir()
+    home.mkdir(parents=True)
     theirs = home / "coat_lite_tiny.in1k.ckpt"
     theirs.write_bytes(b"someone else's file")
     with pytest.raises(CoatError, match="was not written by coat_ms") as info:

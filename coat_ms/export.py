@@ -67,20 +67,20 @@ def relative_diff(actual, expected):
     return abs_diff, abs_diff / max(float(np.max(np.abs(expected))), 1e-12)
 
 
-def backend_name():
+def current_device_target():
     import mindspore as ms
     return ms.get_context("device_target")
 
 
 def check_format(file_format, device_target=None):
-    """Normalise the format name and refuse what this backend cannot write."""
+    """Normalise the format name and refuse what this device target cannot write."""
     fmt = str(file_format).upper()
     if fmt not in FORMATS:
         raise ExportError(f"unknown file format '{file_format}'; choose one of {', '.join(FORMATS)}")
     if fmt == "AIR":
-        backend = device_target or backend_name()
-        if backend != "Ascend":
-            raise ExportError(f"AIR export needs an Ascend backend (this MindSpore runs on {backend}); "
+        device = device_target or current_device_target()
+        if device != "Ascend":
+            raise ExportError(f"AIR export needs an Ascend backend (this MindSpore runs on {device}); "
                               f"export MINDIR here and convert it on an Ascend machine, or rerun there with "
                               f"--device_target Ascend")
     return fmt
@@ -261,7 +261,7 @@ def export_model(model, file_name, file_format="MINDIR", batch_size=1, image_siz
     net = on_backend(model, export_backend(fmt))
     array = example_input(int(batch_size), image_size, getattr(model, "in_chans", 3), seed)
     tensor = ms.Tensor(array)
-    if verify and fmt != "AIR" and reference is None:
+    if verify and fmt != "AIR" and reference is None:  # ONNX too is checked against exact (erf) GELU
         reference = reference_output(on_backend(net, "stock"), tensor)
     result = ExportResult(final, fmt, array.shape)
 

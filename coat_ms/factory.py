@@ -1,11 +1,11 @@
-"""create_model: build a CoaT variant by name, mindcv style, optionally loading a checkpoint."""
+"""create_model: build a CoaT variant by name, mindcv style, optionally loading weights."""
 import difflib
 import inspect
 
 from .checkpoint import load_checkpoint
 from .errors import CoatError
 from .models.coat import CoaT
-from .registry import get_pretrained_cfg, model_entrypoint
+from .registry import model_entrypoint
 
 _COAT_OPTIONS = tuple(inspect.signature(CoaT.__init__).parameters)[1:]
 
@@ -14,6 +14,9 @@ def create_model(model_name, pretrained=False, num_classes=1000, in_channels=3, 
                  drop_path_rate=0.0, checkpoint_path=None, strict=True, **overrides):
     """Build ``model_name`` (see ``list_models()``).
 
+    ``pretrained=True`` loads timm's ImageNet-1k weights of the variant (found in the Hugging Face
+    cache or downloaded, converted and cached on first use: see coat_ms.pretrained); with a
+    ``num_classes`` other than 1000 the backbone is loaded and the classifier freshly initialised.
     ``overrides`` go to the CoaT constructor (e.g. ``align_corners=True`` for mindcv-compatible
     parallel blocks, ``proj_drop_rate``, ``embed_dims``).  ``checkpoint_path`` loads a MindSpore
     .ckpt strictly: any missing, unused or mis-shaped parameter is an error (``strict=False`` loads
@@ -25,13 +28,18 @@ def create_model(model_name, pretrained=False, num_classes=1000, in_channels=3, 
             close = difflib.get_close_matches(key, _COAT_OPTIONS, n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             raise CoatError(f"unknown model option '{key}'{hint}; valid options: {', '.join(_COAT_OPTIONS)}")
+    if not isinstance(pretrained, bool) and pretrained not in (0, 1, None):
+        raise CoatError(f"pretrained must be True or False, got {pretrained!r}")
+    if pretrained and checkpoint_path:
+        raise CoatError("give pretrained=True or checkpoint_path, not both (checkpoint_path loads all the weights)")
     if pretrained:
-        cfg = get_pretrained_cfg(model_name)
-        if not cfg.get("url"):
-            raise CoatError(f"no pretrained weights are hosted for '{model_name}': convert a PyTorch checkpoint "
-                            f"with 'python -m convert --src X.pth --out X.ckpt' and pass checkpoint_path='X.ckpt'")
+        from .pretrained import check_supported
+        check_supported(model_name, in_channels)  # before the (slow) build
     model = entrypoint(num_classes=num_classes, in_chans=in_channels, drop_rate=drop_rate,
                        drop_path_rate=drop_path_rate, **overrides)
-    if checkpoint_path:
+    if pretrained:
+        from .pretrained import load_pretrained
+        load_pretrained(model, model_name)
+    elif checkpoint_path:
         load_checkpoint(model, checkpoint_path, strict=strict)
     return model

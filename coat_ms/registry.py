@@ -3,6 +3,7 @@ import fnmatch
 
 from .errors import UnknownModelError
 from .models import coat
+from .pretrained import HUB_IDS
 
 _ENTRYPOINTS = {name: getattr(coat, name) for name in coat.VARIANTS}
 
@@ -23,5 +24,6 @@ def model_entrypoint(name):
 
 
 def get_pretrained_cfg(name):
+    """Eval preprocessing and weights source of ``name`` (``hf_hub_id``: timm's weights, see coat_ms.pretrained)."""
     model_entrypoint(name)  # same error for unknown names
-    return dict(coat.default_cfgs[name], architecture=name)
+    return dict(coat.default_cfgs[name], architecture=name, hf_hub_id=HUB_IDS.get(name, ""))

@@ -124,7 +124,7 @@ def to_torch(args, src, fmt):
     from . import core, verify, writers
     if src.format == "pth":
         raise ConversionError(f"--to torch converts a coat_ms MindSpore checkpoint (.ckpt or .safetensors); "
-                              f"{src.path} is already a PyTorch file")
+                              f"{src.path} is already a PyTorch file (for PyTorch -> MindSpore, name --out .ckpt)")
     if not args.model:
         args.model = core.infer_variant(src.state_dict)
         print(f"model: {args.model} (inferred from the checkpoint's shapes and depths)")

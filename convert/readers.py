@@ -39,11 +39,14 @@ def detect_format(path):
         head = f.read(16)
     if len(head) < 8:
         raise ConversionError(f"cannot read {path}: the file is empty or truncated ({len(head)} bytes)")
+    # safetensors first: its 8-byte header length can itself begin with b"\x80" or b"PK" (e.g. timm's
+    # coat_lite_tiny written by safetensors.torch.save_model: 0x4b80), while a zip or pickle file
+    # essentially never has a small length there followed by "{".
+    (header_len,) = struct.unpack("<Q", head[:8])
+    if head[8:9] == b"{" and 0 < header_len <= os.path.getsize(path) - 8:
+        return "safetensors"
     if head[:2] == b"PK" or head[:1] == b"\x80":  # zip (torch >= 1.6) or legacy pickle
         return "pth"
-    (header_len,) = struct.unpack("<Q", head[:8])
-    if head[8:9] == b"{" and 0 < header_len < os.path.getsize(path):
-        return "safetensors"
     if path.endswith(".safetensors"):
         return "safetensors"
     if path.endswith((".pth", ".pt", ".bin", ".tar")):  # let torch say why it cannot read it

@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from mindspore import nn, ops
 
+from coat_ms.models.tokens import token_resize_factors
+
 
 def tap_names(serial_depths, parallel_depth):
     """Tap names in depth order for an architecture."""
@@ -65,9 +67,15 @@ class MsTapNet(nn.Cell):
         x4, s4, taps = self._stage(m.patch_embed4, m.cls_token4, m.serial_blocks4, m._to_nhwc(x3, s3), taps)
         if self.has_parallel:
             sizes = (s1, s2, s3, s4)
+            factors = None
+            if m.token_resize == "separable":  # as CoaT.forward_scales: one set of resize matrices for all blocks
+                ac = m.align_corners
+                factors = (token_resize_factors(s3, s2, ac), token_resize_factors(s4, s3, ac),
+                           token_resize_factors(s4, s2, ac), token_resize_factors(s2, s3, ac),
+                           token_resize_factors(s3, s4, ac), token_resize_factors(s2, s4, ac))
             for blk in m.parallel_blocks:
                 x2, x3, x4 = m.cpe2(x2, s2), m.cpe3(x3, s3), m.cpe4(x4, s4)
-                x1, x2, x3, x4 = blk(x1, x2, x3, x4, sizes)
+                x1, x2, x3, x4 = blk(x1, x2, x3, x4, sizes, factors)
                 taps = taps + (x2, x3, x4)
             feats = (m.norm2(x2), m.norm3(x3), m.norm4(x4))
             cls_tokens = ops.stack((feats[0][:, 0], feats[1][:, 0], feats[2][:, 0]), axis=1)

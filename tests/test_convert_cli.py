@@ -248,6 +248,20 @@ def test_safetensors_saved_with_one_name_per_tie_converts_and_verifies(tmp_path)
     assert cli.main(["--src", path, "--out", str(out), "--verify", "--image-size", "64"]) == 0
     meta = json.loads((tmp_path / "w.ckpt.json").read_text())
     assert meta["verify_rel_error"] <= 2e-5
+    assert meta["source_format"] == "safetensors"  # its header length begins with 0x80, a pickle's first byte
     from coat_ms.checkpoint import read_checkpoint
     got = read_checkpoint(str(out))
     np.testing.assert_array_equal(got["cpe3.proj.weight"].asnumpy(), model.state_dict()["cpe3.proj.weight"].numpy())
+
+
+@pytest.mark.parametrize("prefix", [b"\x80", b"PK"])
+def test_safetensors_whose_header_length_looks_like_a_pickle_or_zip(prefix, tmp_path):
+    """The 8-byte header length of a .safetensors file may begin with a pickle's or zip's magic bytes."""
+    from safetensors.numpy import save
+    from convert import readers
+    arrays = {"a": np.zeros(2, np.float32)}
+    pad = next(n for n in range(70000) if save(arrays, metadata={"pad": "x" * n})[:len(prefix)] == prefix)
+    path = tmp_path / "w.safetensors"
+    path.write_bytes(save(arrays, metadata={"pad": "x" * pad}))
+    assert readers.detect_format(str(path)) == "safetensors"
+    np.testing.assert_array_equal(readers.read_source(str(path)).state_dict["a"], arrays["a"])

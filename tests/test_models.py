@@ -349,3 +349,21 @@ def test_building_a_model_changes_no_process_state():
     before = dict(os.environ)
     coat_ms.create_model("coat_lite_tiny", embed_dims=(16, 16, 16, 16), serial_depths=(1, 1, 1, 1))
     assert dict(os.environ) == before
+
+
+@pytest.mark.parametrize("align_corners", [False, True])
+def test_the_three_token_resizes_agree(align_corners, pynative_mode):
+    """separable (cpu_kernels; matrices made by the block when not passed in), interpolate (stock), dense (onnx)."""
+    from coat_ms.models.tokens import resize_dense, resize_interpolate, token_resize_factors
+
+    model = coat_ms.create_model("coat_tiny", align_corners=align_corners, **NARROW_TINY)
+    block = model.parallel_blocks[0]
+    assert block.token_resize == "separable"
+    x = random_images((2, 1 + 4 * 6, 5), seed=7)
+    for size, target in (((4, 6), (8, 12)), ((4, 6), (2, 3))):
+        want = resize_interpolate(x, size, target, align_corners).asnumpy()
+        got = (block.interpolate(x, size, target).asnumpy(),
+               block.interpolate(x, size, target, token_resize_factors(size, target, align_corners)).asnumpy(),
+               resize_dense(x, size, target, align_corners).asnumpy())
+        for g in got:
+            np.testing.assert_allclose(g, want, rtol=0, atol=1e-5)

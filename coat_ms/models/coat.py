@@ -205,20 +205,22 @@ class ParallelBlock(nn.Cell):
         self.mlp2 = self.mlp3 = self.mlp4 = Mlp(dims[1], int(dims[1] * mlp_ratios[1]), drop=proj_drop,
                                                 backend=backend)
 
-    def interpolate(self, x, size, target, factors):
+    def interpolate(self, x, size, target, factors=None):
         """Resize the image tokens of x from grid ``size`` to grid ``target``; CLS rides along.
 
-        ``factors``: the separable form's matrix pair (computed once per forward for all blocks).
+        ``factors``: the separable form's matrix pair (CoaT computes them once per forward for all blocks).
         """
         if self.token_resize == "separable":
+            if factors is None:
+                factors = token_resize_factors(size, target, self.align_corners)
             return resize_separable(x, size, target, factors)
         if self.token_resize == "dense":
             return resize_dense(x, size, target, self.align_corners)
         return resize_interpolate(x, size, target, self.align_corners)
 
     def construct(self, x1, x2, x3, x4, sizes, resize_factors=None):
-        """``resize_factors``: for the separable resize, the factor pairs (3->2, 4->3, 4->2, 2->3, 3->4, 2->4)
-        from ``token_resize_factors``."""
+        """``resize_factors``: optional, for the separable resize, the factor pairs (3->2, 4->3, 4->2, 2->3,
+        3->4, 2->4) from ``token_resize_factors``; without them each block computes its own."""
         _, s2, s3, s4 = sizes
         f = resize_factors if resize_factors is not None else (None,) * 6
         cur2 = self.factoratt_crpe2(self.norm12(x2), s2)

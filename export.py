@@ -10,6 +10,7 @@ onnxruntime (1e-4 relative).  AIR needs an Ascend backend.
 """
 import argparse
 import json
+import os
 
 from coat_ms.cli import run_cli
 

@@ -11,7 +11,6 @@ Files that are not readable images are reported and skipped.
 """
 import argparse
 import json
-import os
 import sys
 
 from .cli import run_cli

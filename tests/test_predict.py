@@ -1,4 +1,5 @@
-"""python -m coat_ms.predict: the same top-5 from a .ckpt and from its exported MindIR; labels; bad input."""
+"""python -m coat_ms.predict: the same top-5 from a .ckpt and from its exported MindIR; labels; bad input;
+the MindIR's own input shape; a train.py checkpoint predicts with the preprocessing it was trained with."""
 import json
 import os
 import subprocess
@@ -63,8 +64,8 @@ def test_ckpt_and_mindir_give_the_same_top5(setup):
         assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1 + 1e-6
     # the broken file is reported and skipped, in both runs
     for proc, res in ((a, ra), (b, rb)):
-        assert "skipped" in proc.stderr and "broken.png" in proc.stderr
-        assert [s["path"].endswith("broken.png") for s in res["skipped"]] == [True]
+        assert "unreadable image skipped" in proc.stderr and "broken.png" in proc.stderr
+        assert [p.endswith("broken.png") for p in res["skipped"]] == [True]
         assert "6 images classified, 1 skipped" in proc.stdout
 
 
@@ -84,19 +85,62 @@ def test_labels_from_file(setup):
 
 @pytest.mark.parametrize("args,words", [
     (["--mindir", "missing.mindir"], "not found"),
-    (["--ckpt_path", "tiny.ckpt"], "--model_name"),
+    (["--ckpt_path", "tiny.ckpt"], "pass --model"),
+    (["--mindir", "tiny.mindir", "--image_size", "64", "64"], "exported for 32x32 images"),
+    (["--mindir", "tiny.mindir", "--json", "tiny.mindir"], "refusing to overwrite"),
     (["--ckpt_path", "tiny.ckpt", "--model_name", "coat_tiny"], "does not match"),
     (["--mindir", "tiny.mindir", "--labels", "tiny.ckpt"], "not text"),
 ])
 def test_bad_input_is_one_line_error(setup, args, words):
     root = setup
+    digest = (root / "tiny.mindir").read_bytes()
     args = [str(root / a) if a.endswith((".mindir", ".ckpt")) else a for a in args]
     proc = run_predict(root / "imgs", *args)
     assert proc.returncode != 0
     assert proc.stderr.strip().splitlines()[-1].startswith("error: ")
     assert words in proc.stderr and "Traceback" not in proc.stderr
+    assert (root / "tiny.mindir").read_bytes() == digest
 
 
 def test_only_unreadable_files_fails(setup):
     proc = run_predict(setup / "imgs" / "broken.png", "--mindir", setup / "tiny.mindir")
     assert proc.returncode != 0 and "broken.png" in proc.stderr and "0 images classified" in proc.stdout
+
+
+def test_mindir_without_its_sidecar_reads_the_shape_from_the_file(setup, tmp_path):
+    import shutil
+    shutil.copy(setup / "tiny.mindir", tmp_path / "bare.mindir")  # no bare.mindir.json next to it
+    proc = run_predict(setup / "imgs", "--mindir", tmp_path / "bare.mindir", "--topk", 1)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "export metadata) not found" in proc.stderr and "6 images classified" in proc.stdout
+    assert "centre crop 32x32" in proc.stdout
+
+
+def test_a_trained_checkpoint_predicts_at_its_own_resolution_and_classes(setup, tmp_path):
+    """A train.py checkpoint (32x32, crop_pct 1.0, bilinear) needs no flags: predict and its export use
+    the recorded preprocessing and class names, and agree with validate.py's accuracy on the same images."""
+    root = setup
+    run = tmp_path / "run"
+    train = subprocess.run([sys.executable, os.path.join(REPO, "train.py"), "--data_dir", root / "digits",
+                            "--model", "coat_lite_tiny", "--model_args", json.dumps(ARCH), "--image_resize", "32",
+                            "--crop_pct", "1.0", "--interpolation", "bilinear", "--batch_size", "32", "--epoch_size",
+                            "1", "--lr", "0.002", "--device_target", "CPU", "--ckpt_save_dir", run,
+                            "--num_parallel_workers", "1"], capture_output=True, text=True, timeout=900, cwd=REPO)
+    assert train.returncode == 0, train.stderr[-3000:]
+    val7 = root / "digits" / "val" / "7"
+    proc = run_predict(val7, "--ckpt_path", run / "latest.ckpt", "--topk", 1, "--json", tmp_path / "p.json")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "resize 32 bilinear, centre crop 32x32" in proc.stdout
+    results = json.loads((tmp_path / "p.json").read_text())["results"]
+    assert len(results) == len(os.listdir(val7)) and all(r["topk"][0]["label"] in "0123456789" for r in results)
+    export = subprocess.run([sys.executable, os.path.join(REPO, "export.py"), "--ckpt_file", run / "latest.ckpt",
+                             "--file_name", tmp_path / "trained", "--batch_size", "4"],
+                            capture_output=True, text=True, timeout=900, cwd=REPO)
+    assert export.returncode == 0, export.stderr[-2000:]
+    sidecar = json.loads((tmp_path / "trained.mindir.json").read_text())
+    assert sidecar["input_shape"] == [4, 3, 32, 32] and sidecar["class_names"] == [str(d) for d in range(10)]
+    assert sidecar["preprocessing"]["interpolation"] == "bilinear" and sidecar["preprocessing"]["crop_pct"] == 1.0
+    via_mindir = run_predict(val7, "--mindir", tmp_path / "trained.mindir", "--topk", 1, "--json", tmp_path / "m.json")
+    assert via_mindir.returncode == 0, via_mindir.stderr[-2000:]
+    mindir = json.loads((tmp_path / "m.json").read_text())["results"]
+    assert [r["topk"][0]["label"] for r in mindir] == [r["topk"][0]["label"] for r in results]

@@ -30,3 +30,25 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.write_sep("-", "recipe smoke runs (one epoch on CPU, train.py wall time)")
         for name, seconds in sorted(times.items()):
             terminalreporter.write_line(f"{name}: {seconds:.0f} s")
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory):
+    """One short train.py run shared by the validate / predict / fine-tuning tests: a narrow CoaT-Lite on
+    the digits at 32x32 (crop_pct 1.0, bilinear), EMA on, written with --output_dir (the seed docs' alias).
+
+    Returns (data_dir, run_dir, completed process)."""
+    from coat_ms.datasets.digits import write_digits_imagefolder
+    from helpers import TINY_ARCH, run_script
+
+    root = tmp_path_factory.mktemp("trained_run")
+    data = root / "digits"
+    write_digits_imagefolder(str(data), image_size=32)
+    run = root / "run"
+    proc = run_script("train.py", "--data_dir", data, "--model", "coat_lite_tiny", "--model_args", TINY_ARCH,
+                      "--num_classes", 10, "--image_resize", 32, "--crop_pct", 1.0, "--interpolation", "bilinear",
+                      "--batch_size", 32, "--num_samples", 256, "--epoch_size", 1, "--lr", 0.002, "--ema",
+                      "--ema_decay", 0.9, "--device_target", "CPU", "--num_parallel_workers", 1,
+                      "--output_dir", run, cwd=root)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return data, run, proc

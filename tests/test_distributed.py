@@ -69,6 +69,7 @@ def test_train_py_data_parallel_validates_on_every_rank(kind, tmp_path):
     assert not [f for f in os.listdir(out) if ".tmp" in f]
 
 
+@pytest.mark.slow
 def test_validate_py_shards_over_ranks_and_matches_one_process(tmp_path):
     """validate.py --distribute: each rank takes a share, the metrics equal the single-process ones exactly."""
     import mindspore as ms

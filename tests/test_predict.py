@@ -116,18 +116,11 @@ def test_mindir_without_its_sidecar_reads_the_shape_from_the_file(setup, tmp_pat
     assert "centre crop 32x32" in proc.stdout
 
 
-def test_a_trained_checkpoint_predicts_at_its_own_resolution_and_classes(setup, tmp_path):
+def test_a_trained_checkpoint_predicts_at_its_own_resolution_and_classes(trained_run, tmp_path):
     """A train.py checkpoint (32x32, crop_pct 1.0, bilinear) needs no flags: predict and its export use
-    the recorded preprocessing and class names, and agree with validate.py's accuracy on the same images."""
-    root = setup
-    run = tmp_path / "run"
-    train = subprocess.run([sys.executable, os.path.join(REPO, "train.py"), "--data_dir", root / "digits",
-                            "--model", "coat_lite_tiny", "--model_args", json.dumps(ARCH), "--image_resize", "32",
-                            "--crop_pct", "1.0", "--interpolation", "bilinear", "--batch_size", "32", "--epoch_size",
-                            "1", "--lr", "0.002", "--device_target", "CPU", "--ckpt_save_dir", run,
-                            "--num_parallel_workers", "1"], capture_output=True, text=True, timeout=900, cwd=REPO)
-    assert train.returncode == 0, train.stderr[-3000:]
-    val7 = root / "digits" / "val" / "7"
+    the recorded preprocessing and class names."""
+    data, run, _ = trained_run
+    val7 = data / "val" / "7"
     proc = run_predict(val7, "--ckpt_path", run / "latest.ckpt", "--topk", 1, "--json", tmp_path / "p.json")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "resize 32 bilinear, centre crop 32x32" in proc.stdout

@@ -184,15 +184,15 @@ def test_train_cli_data_errors_are_one_line(tmp_path):
     assert "zz_other" in line and "not trained on" in line
 
 
-def test_seed_docs_command_shapes(tmp_path):
-    """--output_dir (alias of ckpt_save_dir) and --pretrained True --ckpt_path X.ckpt (a local checkpoint wins)."""
-    data = small_imagefolder(tmp_path / "d", classes=(0, 1), per_class=8, image_size=32, fmt="png")
-    common = ["--data_dir", data, "--model", "coat_lite_tiny", "--model_args", TINY_ARCH, "--image_resize", 32,
-              "--batch_size", 4, "--epoch_size", 1, "--device_target", "CPU", "--num_parallel_workers", 1]
-    first = run_script("train.py", *common, "--output_dir", tmp_path / "a", cwd=tmp_path)
-    assert first.returncode == 0, first.stderr[-3000:]
-    assert (tmp_path / "a" / "latest.ckpt").is_file()
-    tuned = run_script("train.py", *common, "--pretrained", "True", "--ckpt_path", tmp_path / "a" / "latest.ckpt",
-                       "--output_dir", tmp_path / "b", cwd=tmp_path)
+def test_seed_docs_command_shapes(trained_run, tmp_path):
+    """--output_dir (alias of ckpt_save_dir; the shared run used it) and --pretrained True --ckpt_path X.ckpt
+    (a local checkpoint wins over the hub weights)."""
+    data, run, _ = trained_run
+    assert (run / "latest.ckpt").is_file() and (run / "config.yaml").is_file()
+    tuned = run_script("train.py", "--data_dir", data, "--model", "coat_lite_tiny", "--model_args", TINY_ARCH,
+                       "--image_resize", 32, "--batch_size", 16, "--num_samples", 32, "--epoch_size", 1,
+                       "--val_while_train", "False", "--device_target", "CPU", "--num_parallel_workers", 1,
+                       "--pretrained", "True", "--ckpt_path", run / "latest.ckpt", "--output_dir", tmp_path / "b",
+                       cwd=tmp_path)
     assert tuned.returncode == 0, tuned.stderr[-3000:]
     assert "starting from --ckpt_path" in tuned.stderr and (tmp_path / "b" / "latest.ckpt").is_file()

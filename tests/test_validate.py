@@ -132,29 +132,22 @@ def test_unknown_config_key(setup, tmp_path):
     assert proc.returncode != 0 and "batchsize" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_mindcvs_validate_flags_and_the_checkpoint_record(setup, tmp_path):
+def test_mindcvs_validate_flags_and_the_checkpoint_record(trained_run, tmp_path):
     """mindcv's own test passes --dataset imagenet --device_target CPU; a train.py checkpoint needs no model
-    flags: model, classes (matched by name) and preprocessing come from its record; --ema without EMA
-    weights says so."""
-    root, _ = setup
-    run = tmp_path / "run"
-    train = subprocess.run([sys.executable, os.path.join(REPO, "train.py"), "-c", root / "tiny.yaml",
-                            "--data_dir", root / "digits", "--epoch_size", "1", "--batch_size", "32", "--num_samples",
-                            "64", "--ckpt_save_dir", run, "--deterministic", "True", "--crop_pct", "1.0",
-                            "--interpolation", "bilinear", "--device_target", "CPU", "--num_parallel_workers", "1"],
-                           capture_output=True, text=True, timeout=900, cwd=REPO)
-    assert train.returncode == 0, train.stderr[-3000:]
+    flags: model, classes (matched by name) and preprocessing come from its record; with --ema its EMA
+    weights are evaluated, as train-time validation did."""
+    data, run, train = trained_run
     trained = ast.literal_eval(next(l for l in train.stdout.splitlines() if l.startswith("validation"))
                                .split(": ", 1)[1])
     # a val split holding only some classes: labels still follow the training classes, by name
     partial = tmp_path / "partial"
-    shutil.copytree(root / "digits" / "val" / "7", partial / "val" / "7")
-    shutil.copytree(root / "digits" / "val" / "2", partial / "val" / "2")
-    for data, expect_same in ((root / "digits", True), (partial, False)):
-        proc = run_validate("--dataset", "imagenet", "--device_target", "CPU", "--data_dir", data, "--ckpt_path",
+    shutil.copytree(data / "val" / "7", partial / "val" / "7")
+    shutil.copytree(data / "val" / "2", partial / "val" / "2")
+    for folder, expect_same in ((data, True), (partial, False)):
+        proc = run_validate("--dataset", "imagenet", "--device_target", "CPU", "--data_dir", folder, "--ckpt_path",
                             run / "latest.ckpt", "--ema", "--no_progress", "--json", tmp_path / "v.json")
         assert proc.returncode == 0, proc.stderr[-3000:]
-        assert "holds no EMA weights" in proc.stderr and "resize 32 bilinear, centre crop 32x32" in proc.stdout
+        assert "evaluating its EMA weights" in proc.stderr and "resize 32 bilinear, centre crop 32x32" in proc.stdout
         got = json.loads((tmp_path / "v.json").read_text())
         if expect_same:  # the same numbers training-time validation printed (4 decimals there)
             assert got["num_samples"] == 359
@@ -163,3 +156,5 @@ def test_mindcvs_validate_flags_and_the_checkpoint_record(setup, tmp_path):
         else:
             assert got["num_samples"] == len(os.listdir(partial / "val" / "7")) + len(os.listdir(partial / "val" / "2"))
             assert len(got["class_names"]) == 10 and got["per_class"]["7"] is not None and got["per_class"]["0"] is None
+    without = run_validate("--data_dir", data, "--ckpt_path", run / "latest.ckpt", "--no_progress")
+    assert without.returncode == 0 and "EMA" not in without.stderr  # the trained weights, as asked

@@ -1,0 +1,115 @@
+"""Training data pipeline throughput against the model's training step, on realistic JPEGs.
+
+    .venv/bin/python benchmarks/bench_pipeline.py                       # coat_lite_tiny_ascend recipe, batch 16
+    .venv/bin/python benchmarks/bench_pipeline.py --config configs/coat_tiny_ascend.yaml --batch_size 8
+
+Times the recipe's own training pipeline (PIL decode in the workers, RandomResizedCrop, flips,
+RandAugment, normalise, random erasing, batch, mixup/cutmix) in images/s for 1, 2 and all workers, on
+generated 500x375 JPEGs, then the recipe model's compiled training step (forward, backward,
+optimizer) at the same batch size.  Whichever is slower bounds training on this machine.
+"""
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+
+def make_jpegs(root, count, classes=10, size=(500, 375)):
+    """``count`` photo-like JPEGs (smooth colour fields with noise, ~40 KB each) in ``classes`` folders."""
+    from PIL import Image
+
+    marker = os.path.join(root, f".complete-{count}")
+    if os.path.exists(marker):
+        return root
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        folder = os.path.join(root, "train", f"class_{i % classes:02d}")
+        os.makedirs(folder, exist_ok=True)
+        base = rng.integers(0, 255, (size[1] // 25, size[0] // 25, 3), dtype=np.uint8)
+        img = Image.fromarray(base).resize(size, Image.BICUBIC)
+        noisy = np.clip(np.asarray(img, np.int16) + rng.integers(-12, 12, (size[1], size[0], 3)), 0, 255)
+        Image.fromarray(noisy.astype(np.uint8)).save(os.path.join(folder, f"img_{i:05d}.jpg"), quality=90)
+    open(marker, "w").close()
+    return root
+
+
+def pipeline_rate(cfg, images, num_classes, workers, batches):
+    from coat_ms.data.pipeline import train_dataset
+
+    loader = train_dataset(dict(cfg, num_parallel_workers=workers), images, num_classes)
+    it = loader.create_tuple_iterator(num_epochs=-1, output_numpy=True)
+    next(it)  # workers started, queues filling: not counted
+    t0 = time.perf_counter()
+    for _ in range(batches):
+        next(it)
+    return batches * cfg["batch_size"] / (time.perf_counter() - t0)
+
+
+def train_step_rate(cfg, num_classes, steps):
+    import mindspore as ms
+
+    from coat_ms.train.engine import build_model, build_optimizer_and_schedule, build_train_step
+    model = build_model(cfg, num_classes)
+    optimizer, _ = build_optimizer_and_schedule(cfg, model, steps_per_epoch=100)
+    step = build_train_step(cfg, model, optimizer, ms.get_context("device_target"))
+    step.set_train(True)
+    rng = np.random.default_rng(0)
+    size = cfg["image_resize"]
+    x = ms.Tensor(rng.standard_normal((cfg["batch_size"], 3, size, size)).astype(np.float32))
+    y = ms.Tensor(rng.dirichlet(np.ones(num_classes), cfg["batch_size"]).astype(np.float32))  # mixed labels
+    step(x, y).asnumpy()  # compile
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        loss = step(x, y)
+    loss.asnumpy()
+    return steps * cfg["batch_size"] / (time.perf_counter() - t0)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default=os.path.join(REPO, "configs", "coat_lite_tiny_ascend.yaml"))
+    parser.add_argument("--batch_size", type=int, default=16, help="images per batch, pipeline and step (default 16)")
+    parser.add_argument("--images", type=int, default=400, help="generated JPEGs (default 400)")
+    parser.add_argument("--batches", type=int, default=12, help="batches timed per worker count (default 12)")
+    parser.add_argument("--steps", type=int, default=3, help="training steps timed (default 3)")
+    parser.add_argument("--root", default=os.path.join(os.environ.get("TMPDIR", "/tmp"), "coat_ms_bench_pipeline"))
+    args = parser.parse_args(argv)
+
+    from coat_ms.cli import use_device
+    from coat_ms.config import load_yaml, merged
+    from coat_ms.data import list_split
+    from coat_ms.runtime import configure_runtime
+
+    import mindspore as ms
+    configure_runtime(use_device("CPU"))
+    ms.set_context(mode=ms.GRAPH_MODE)
+    data = make_jpegs(args.root, args.images)
+    cfg = merged(load_yaml(args.config), source=args.config, data_dir=data, batch_size=args.batch_size,
+                 device_target="CPU", distribute=False, num_classes=10)
+    images = list_split(data, "train")
+    cores = os.cpu_count() or 1
+    print(f"{os.path.basename(args.config)}: batch {args.batch_size}, {cfg['image_resize']}px, "
+          f"auto_augment {cfg['auto_augment']}, re_prob {cfg['re_prob']}, mixup {cfg['mixup']}, cutmix {cfg['cutmix']}; "
+          f"{len(images)} JPEGs of 500x375; {cores} CPU cores")
+    rates = {}
+    for workers in sorted({1, 2, cores}):
+        if workers > cores:
+            continue
+        rates[workers] = pipeline_rate(cfg, images, 10, workers, args.batches)
+        print(f"  data pipeline, {workers} worker(s): {rates[workers]:8.1f} images/s", flush=True)
+    step = train_step_rate(cfg, 10, args.steps)
+    print(f"  {cfg['model']} training step (forward + backward + {cfg['opt']}): {step:8.1f} images/s")
+    best = max(rates.values())
+    bound = "the model's training step" if step < best else "the data pipeline"
+    print(f"bounded by {bound} here: pipeline {best:.1f} images/s with all {cores} workers vs step {step:.1f} images/s; "
+          f"one worker feeds {rates[1] / step:.1f}x the step's rate")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

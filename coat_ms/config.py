@@ -196,6 +196,8 @@ KEYS = {
     "val_split": Key("val", as_str),
     "dataset_download": Key(False, as_bool, off_only=(False,)),
     "num_parallel_workers": Key(8, as_int, "data workers per rank (clamped to the CPU count)"),
+    "python_multiprocessing": Key(False, as_bool, "data workers as processes, not threads (many-core hosts: "
+                                                  "they scale past Python's interpreter lock)"),
     "shuffle": Key(True, as_bool),
     "num_samples": Key(None, optional(as_int), "use only N training samples per epoch"),
     "batch_size": Key(32, as_int, "images per rank per step"),

@@ -55,9 +55,9 @@ def _source(images, indices, shuffle, num_shards=None, shard_id=None, num_sample
                                  shard_id=shard_id, num_samples=num_samples)
 
 
-def _decoded(dataset, images, replace, workers):
+def _decoded(dataset, images, replace, workers, processes=False):
     return dataset.map(ImageReader(images, replace=replace), input_columns=["index", "label"],
-                       output_columns=COLUMNS, num_parallel_workers=workers)
+                       output_columns=COLUMNS, num_parallel_workers=workers, python_multiprocessing=processes)
 
 
 def train_dataset(cfg, images, num_classes, rank=0, size=1):
@@ -75,12 +75,14 @@ def train_dataset(cfg, images, num_classes, rank=0, size=1):
     shards = dict(num_shards=size, shard_id=rank) if size > 1 else {}
     source = _source(images, np.arange(len(images)), shuffle=cfg["shuffle"] and not deterministic,
                      num_samples=cfg["num_samples"], **shards)
-    decoded = _decoded(source, images, replace=True, workers=workers)
+    processes = cfg["python_multiprocessing"]
+    decoded = _decoded(source, images, replace=True, workers=workers, processes=processes)
     transform = eval_transforms(preprocessing_from_config(cfg)) if deterministic else train_transforms(cfg)
     mixup, cutmix = (0.0, 0.0) if deterministic else (cfg["mixup"], cfg["cutmix"])
     loader = create_loader(dataset=decoded, batch_size=cfg["batch_size"], drop_remainder=cfg["drop_remainder"],
                            is_training=True, mixup=mixup, cutmix=cutmix, cutmix_prob=cfg["cutmix_prob"],
-                           num_classes=num_classes, transform=transform, num_parallel_workers=workers)
+                           num_classes=num_classes, transform=transform, num_parallel_workers=workers,
+                           python_multiprocessing=processes)
     if rank == 0:
         logger.info("data: %d worker(s); decode (PIL), %s%s", workers, ", ".join(describe(op) for op in transform),
                     f"; batch mixing: mixup {mixup}, cutmix {cutmix} (prob {cfg['cutmix_prob']})"

@@ -232,6 +232,8 @@ def train(cfg, dist=None, out_dir=None, started_at=None):
         val_loader, _ = eval_dataset(data.val, pre, cfg["batch_size"], worker_count(cfg["num_parallel_workers"]),
                                      dist.rank, dist.size)
 
+    if dist.is_main:
+        logger.info("start-up: data pipelines ready %.1f s after launch", time.time() - started_at)
     model = build_model(cfg, num_classes)
     optimizer, schedule = build_optimizer_and_schedule(cfg, model, steps_per_epoch, dist.size)
     train_step = build_train_step(cfg, model, optimizer, device)

@@ -19,7 +19,7 @@ CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "de
 
 def free_run_folder(folder):
     """``folder``, or ``folder-2``, ``folder-3``... when it already holds a run."""
-    from .train.checkpoints import run_files
+    from .train.run_folder import run_files
 
     candidate, n = folder, 1
     while run_files(candidate):

@@ -53,9 +53,13 @@ def atomic_write(path, write_fn, suffix=""):
         if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EACCES, errno.EROFS, errno.EPERM):
             raise WriteError(f"cannot write {path}: {exc.strerror} (the previous file, if any, is unchanged)") from None
         raise
-    except RuntimeError as exc:  # MindSpore's writers wrap OS errors (e.g. a full disk) in RuntimeError
-        raise WriteError(f"cannot write {path}: {str(exc).strip().splitlines()[0] if str(exc).strip() else exc!r} "
-                         f"(the previous file, if any, is unchanged)") from None
+    except RuntimeError as exc:
+        # MindSpore's writers report a failed write (e.g. a full disk) as RuntimeError; anything else
+        # (a graph that does not compile during an export) keeps its own message
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+        if not any(w in text.lower() for w in ("space", "write", "save", "disk", "file")):
+            raise
+        raise WriteError(f"cannot write {path}: {text} (the previous file, if any, is unchanged)") from None
     finally:
         # the temp file, and any sibling a writer made from its name (MindSpore's save_checkpoint writes
         # "<stem>.tmp" first); the stem carries mkstemp's random part, so nothing else can match

@@ -9,7 +9,6 @@ PyTorch: forward hooks on timm's modules.  MindSpore: ``MsTapNet``, a Cell that 
 model's own sub-cells in the model's order and returns every tap as one tuple, so it compiles in
 GRAPH_MODE as well as running in PyNative (hooks are PyNative-only in MindSpore).
 """
-import numpy as np
 import torch
 from mindspore import nn, ops
 
@@ -131,10 +130,3 @@ def torch_taps(model, x_pt, serial_depths, parallel_depth):
         raise RuntimeError(f"torch hooks did not capture {missing}")
     return {n: captured[n] for n in names}
 
-
-def as_same_shape(ref, got):
-    """Reshape ``got`` to ``ref``'s shape when only singleton axes differ."""
-    got = np.asarray(got)
-    if got.shape != ref.shape and got.size == ref.size:
-        got = got.reshape(ref.shape)
-    return got

@@ -357,3 +357,18 @@ def test_download_lands_in_the_hub_cache_layout(caches, monkeypatch):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_train_py_fine_tunes_from_the_hub_weights(caches, tmp_path):
+    """train.py --pretrained True: timm's weights (from the hub cache) under a fresh 2-class head."""
+    from helpers import run_script, small_imagefolder
+    hub, home = caches
+    place_in_hub(hub, "coat_lite_tiny", "model.safetensors", write_full_safetensors, timm_model("coat_lite_tiny", 8), "r")
+    data = small_imagefolder(tmp_path / "d", classes=(0, 1), per_class=4, image_size=32, fmt="png")
+    proc = run_script("train.py", "--pretrained", "True", "--model", "coat_lite_tiny", "--data_dir", data,
+                      "--image_resize", 32, "--batch_size", 8, "--epoch_size", 1, "--val_while_train", "False",
+                      "--device_target", "CPU", "--num_parallel_workers", 1, "--ckpt_save_dir", tmp_path / "run",
+                      cwd=tmp_path, env=dict(os.environ, GLOG_v="3"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "backbone loaded" in proc.stderr and "num_classes=2 is freshly initialised" in proc.stderr
+    assert sorted(os.listdir(home)) == ["coat_lite_tiny.in1k.ckpt", "coat_lite_tiny.in1k.ckpt.json"]

@@ -201,3 +201,24 @@ def test_ctrl_c_stops_training_promptly_with_the_last_checkpoint_intact(digits, 
     assert time.time() - t0 < 15
     assert proc.returncode == 130 and stderr.strip().splitlines()[-1] == "error: interrupted", stderr[-2000:]
     assert int(weights(out / "latest.ckpt")["epoch_num"]) >= 1  # loads: intact
+
+
+@pytest.mark.parametrize("policy", ["top_k", "latest_k"])
+def test_checkpoint_manager_keeps_the_best_or_the_latest_and_deletes_only_its_own(tmp_path, policy):
+    from coat_ms.train.run_folder import CheckpointManager, claim_run_folder
+    folder = tmp_path / "run"
+    claim_run_folder(str(folder))
+    (folder / "notes-e001.txt").write_text("mine")                 # the user's file in the run folder
+    entries = [{"name": "w", "data": ms.Tensor(np.ones(2, np.float32))}]
+    manager = CheckpointManager(str(folder), "m", keep=2, policy=policy)
+    for epoch, top1 in ((1, 0.5), (2, 0.9), (3, 0.7), (4, 0.6)):
+        manager.save(entries, epoch, {"model": "m"}, top1=top1)
+    kept = sorted(f for f in os.listdir(folder) if f.startswith("m-e"))
+    if policy == "top_k":
+        assert kept == ["m-e002-top1_0.9000.ckpt", "m-e003-top1_0.7000.ckpt"]
+        assert manager.best_path.endswith("m-e002-top1_0.9000.ckpt")
+    else:
+        assert kept == ["m-e003.ckpt", "m-e004.ckpt"]
+    assert (folder / "notes-e001.txt").read_text() == "mine" and (folder / "latest.ckpt").is_file()
+    meta = ms.load_checkpoint(str(folder / "latest.ckpt"))["coat_ms_meta"]
+    assert '"model": "m"' in meta

@@ -19,7 +19,7 @@ from ..data.transforms import preprocessing_from_config
 from ..errors import CoatError
 from ..evaluation import cell_predictor, evaluate
 from ..factory import create_model
-from .checkpoints import (CheckpointManager, atomic_save, check_resume_settings, claim_run_folder,
+from .run_folder import (CheckpointManager, atomic_save, check_resume_settings, claim_run_folder,
                           load_train_state, read_resume_checkpoint, train_state_entries, weights_entries)
 from .distributed import DistInfo
 from .monitor import TrainingDiverged, TrainMonitor  # noqa: F401  (TrainingDiverged is part of the API)

@@ -1,4 +1,5 @@
-"""Training checkpoints and the run folder.
+"""The run folder: what a training run writes (latest / kept checkpoints with their training state)
+and the rule that a folder belongs to one run.
 
 * ``claim_run_folder``: a new run never writes into a folder that holds another run's files (latest
   checkpoint, results, kept checkpoints): it stops with a one-line hint at ``--resume`` or a new

@@ -28,20 +28,9 @@ def main(argv=None):
     from coat_ms.config import settings_from
 
     cfg = settings_from(build_parser().parse_args(argv))
+    from coat_ms.cli import start
     from coat_ms.train import distributed
-    if cfg["distribute"]:
-        # Before MindSpore starts: under mpirun on CPU this sets up the dynamic cluster.
-        distributed.map_mpirun_to_dynamic_cluster(cfg["device_target"])
-    import mindspore as ms
-
-    from coat_ms.cli import use_device
-    from coat_ms.runtime import configure_runtime
-    device = use_device(cfg["device_target"])
-    configure_runtime(device)
-    ms.set_context(mode=ms.GRAPH_MODE if cfg["mode"] == 0 else ms.PYNATIVE_MODE)
-    dist = distributed.init_distributed(cfg["distribute"], device)
-    if not dist.is_main:
-        logger.setLevel(logging.WARNING)  # rank 0 alone reports progress
+    dist = start(cfg)
     from coat_ms.train.engine import train
     try:
         summary = train(cfg, dist, started_at=STARTED_AT)

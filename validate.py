@@ -49,22 +49,15 @@ def main(argv=None):
         raise CoatError("no data_dir given: pass --data_dir (a folder holding the val split) or set it in the config")
     for out, flag in ((args.json_out, "--json"), (args.confusion, "--confusion")):
         refuse_overwriting_inputs(out, [cfg["ckpt_path"], args.config], flag)
+    import mindspore as ms
+
     from coat_ms.train import distributed
     if cfg["distribute"] and cfg.source("distribute") != "--distribute" and not distributed.launcher_present():
         cfg["distribute"] = False  # a training recipe's setting; validating needs no launcher
-    if cfg["distribute"]:
-        distributed.map_mpirun_to_dynamic_cluster(cfg["device_target"])
-    import mindspore as ms
-
-    from coat_ms.cli import use_device
+    from coat_ms.cli import start
     from coat_ms.evaluation import evaluate_checkpoint, save_confusion_png
-    from coat_ms.runtime import configure_runtime
-    device = use_device(cfg["device_target"])
-    configure_runtime(device)
-    ms.set_context(mode=ms.PYNATIVE_MODE if cfg["mode"] == 1 else ms.GRAPH_MODE)
-    dist = distributed.init_distributed(cfg["distribute"], device)
-    if not dist.is_main:
-        logger.setLevel(logging.WARNING)
+    dist = start(cfg)
+    device = ms.get_context("device_target")
     try:
         result, model, pre = evaluate_checkpoint(cfg, dist, image_size=args.image_size,
                                                  confusion=bool(args.json_out or args.confusion or args.per_class),

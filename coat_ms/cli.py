@@ -62,6 +62,25 @@ def use_device(target):
     return ms.get_context("device_target")
 
 
+def start(cfg):
+    """Launcher, device, runtime tuning, execution mode and ranks for a run configured by ``cfg`` (train.py,
+    validate.py); returns the DistInfo.  Only rank 0 logs progress."""
+    from .train import distributed
+    if cfg["distribute"]:
+        # Before MindSpore starts: under mpirun on CPU this sets up the dynamic cluster.
+        distributed.map_mpirun_to_dynamic_cluster(cfg["device_target"])
+    import mindspore as ms
+
+    from .runtime import configure_runtime
+    device = use_device(cfg["device_target"])
+    configure_runtime(device)
+    ms.set_context(mode=ms.PYNATIVE_MODE if cfg["mode"] == 1 else ms.GRAPH_MODE)
+    dist = distributed.init_distributed(cfg["distribute"], device)
+    if not dist.is_main:
+        logging.getLogger("coat_ms").setLevel(logging.WARNING)
+    return dist
+
+
 def run_cli(main, argv=None):
     """Run ``main(argv)``; user errors become one line on stderr and exit code 2.
 

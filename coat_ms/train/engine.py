@@ -204,8 +204,6 @@ def train(cfg, dist=None, out_dir=None, started_at=None):
     started_at = started_at or time.time()
     dist = dist or DistInfo()
     device = device_target()
-    if cfg["num_classes"] == 0:
-        raise CoatError("num_classes must be >= 1 to train a classifier")
     resume = None
     if cfg["resume"]:
         resume_params, resume_meta = ckpt_io.read_checkpoint_and_meta(cfg["resume"])

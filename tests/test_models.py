@@ -108,7 +108,7 @@ def _copy_timm_weights(model, timm_model):
 
 @pytest.mark.parametrize("name,size", [("coat_lite_tiny", (224, 224)),
                                        pytest.param("coat_tiny", (224, 224), marks=pytest.mark.slow),
-                                       ("coat_tiny", (192, 256))])
+                                       pytest.param("coat_tiny", (192, 256), marks=pytest.mark.slow)])
 def test_logits_match_timm(name, size, graph_mode):
     """Same weights, same input: the official semantics, to fp32 rounding (incl. non-square parallel blocks)."""
     import timm
@@ -138,7 +138,8 @@ def test_in_channels_and_num_classes(graph_mode):
 
 @pytest.mark.parametrize("name", ["coat_lite_tiny", "coat_tiny"])
 def test_headless_model_returns_pooled_features(name, graph_mode):
-    model = coat_ms.create_model(name, num_classes=0)
+    model = coat_ms.create_model(name, num_classes=0, embed_dims=(32, 32, 32, 32), parallel_depth=1) \
+        if name == "coat_tiny" else coat_ms.create_model(name, num_classes=0)
     model.set_train(False)
     assert not any(p.name.startswith("head.") for p in model.get_parameters())
     assert model(random_images((2, 3, 64, 64))).shape == (2, model.num_features)
@@ -153,11 +154,11 @@ def test_stage_feature_maps(name):
 
 
 def test_reset_classifier_and_replacing_the_head(graph_mode):
-    model = coat_ms.create_model("coat_lite_tiny")
+    model = coat_ms.create_model("coat_lite_tiny", embed_dims=(16, 16, 16, 24), serial_depths=(1, 1, 1, 1))
     model.reset_classifier(5)
     model.set_train(False)
     assert model(random_images((1, 3, 64, 64))).shape == (1, 5)
-    assert tuple(model.parameters_dict()["head.weight"].shape) == (5, 320)
+    assert tuple(model.parameters_dict()["head.weight"].shape) == (5, 24)
 
     model = coat_ms.create_model("coat_tiny", embed_dims=(32, 32, 32, 32), parallel_depth=1)
     model.head = nn.Dense(model.num_features, 7)  # what mindcv users do for transfer learning

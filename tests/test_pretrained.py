@@ -359,6 +359,7 @@ def test_download_lands_in_the_hub_cache_layout(caches, monkeypatch):
         server.server_close()
 
 
+@pytest.mark.slow
 def test_train_py_fine_tunes_from_the_hub_weights(caches, tmp_path):
     """train.py --pretrained True: timm's weights (from the hub cache) under a fresh 2-class head."""
     from helpers import run_script, small_imagefolder

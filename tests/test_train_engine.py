@@ -99,22 +99,6 @@ def test_finetune_reinitialises_only_the_head(tmp_path, caplog):
         load_finetune_weights(other, path)
 
 
-def test_nan_loss_stops_with_the_last_good_checkpoint_intact_in_both_modes(digits, tmp_path):
-    run = tmp_path / "run"
-    p = train(*tiny_args(digits, run, 3))
-    assert p.returncode == 0, p.stderr[-2000:]
-    before = (run / "latest.ckpt").read_bytes()
-    entries = ms.load_checkpoint(str(run / first_kept(run)))  # epoch 1's state, with its coat_ms record
-    record = {n: v for n, v in entries.items() if isinstance(v, str)}
-    poisoned = [{"name": n, "data": ms.Tensor(np.full_like(v.asnumpy(), np.nan) if n == "head.bias" else v.asnumpy())}
-                for n, v in entries.items() if not isinstance(v, str)]
-    ms.save_checkpoint(poisoned, str(run / "poisoned.ckpt"), append_dict=record)
-    for sink in ("False", "True"):
-        line = one_error_line(train("--resume", run / "poisoned.ckpt", "--dataset_sink_mode", sink))
-        assert "loss became nan" in line and "last good checkpoint" in line
-        assert (run / "latest.ckpt").read_bytes() == before
-
-
 def test_resume_matches_uninterrupted_run_and_bad_resume_checkpoints(digits, tmp_path):
     full = tmp_path / "full"
     p = train(*tiny_args(digits, full, 3, "--keep_checkpoint_max", "3"))
@@ -142,6 +126,19 @@ def test_resume_matches_uninterrupted_run_and_bad_resume_checkpoints(digits, tmp
     for name in a:
         np.testing.assert_allclose(b[name], a[name], rtol=0, atol=1e-6 * max(1.0, np.abs(a[name]).max()), err_msg=name)
     assert first_kept(full)
+
+    # NaN/inf loss (weights gone non-finite): the run stops, naming the last good checkpoint, and writes
+    # nothing, in the step loop and in sink mode alike.
+    before = (killed / "latest.ckpt").read_bytes()
+    entries = ms.load_checkpoint(str(full / first_kept(full)))  # epoch 1's state, with its coat_ms record
+    record = {n: v for n, v in entries.items() if isinstance(v, str)}
+    poisoned = [{"name": n, "data": ms.Tensor(np.full_like(v.asnumpy(), np.nan) if n == "head.bias" else v.asnumpy())}
+                for n, v in entries.items() if not isinstance(v, str)]
+    ms.save_checkpoint(poisoned, str(killed / "poisoned.ckpt"), append_dict=record)
+    for sink in ("False", "True"):
+        line = one_error_line(train("--resume", killed / "poisoned.ckpt", "--dataset_sink_mode", sink))
+        assert "loss became nan" in line and "last good checkpoint" in line
+        assert (killed / "latest.ckpt").read_bytes() == before
 
     # Changed settings on resume are named, not silently ignored (the schedule lives in the checkpoint).
     line = one_error_line(train("--resume", killed / "latest.ckpt", "--lr", "0.2", "--epoch_size", "5"))

@@ -58,8 +58,8 @@ def runner_for(command):
 
 def adapted(command, extra, files):
     """The command with its placeholders replaced and the overrides appended (after the first '#')."""
-    for placeholder, real in files.items():
-        command = command.replace(placeholder, real)
+    for placeholder, real in files.items():  # whole words only: DIR is a placeholder, MINDIR is not
+        command = re.sub(rf"(?<![\w/.]){re.escape(placeholder)}(?![\w])", lambda _: real, command)
     if command.startswith("mpirun -n 8 "):  # 8 Ascend devices -> 2 CPU ranks
         command = f"{BIN}/mpirun --allow-run-as-root -n 2 " + command[len("mpirun -n 8 "):]
     command = re.sub(r"(^|\s)python ", rf"\1{BIN}/python ", command)

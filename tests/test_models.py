@@ -52,9 +52,11 @@ def test_mac_count_matches_official_within_2_percent(name):
 
 
 @pytest.mark.parametrize("name", EVERY_VARIANT)
-def test_forward_square_and_non_square_in_graph_mode(name, graph_mode):
+def test_forward_non_square_in_graph_mode(name, graph_mode):
+    """The full-size model compiles and runs at a non-square size.  Square inputs: coat_lite_tiny at 224 is
+    compared with timm below (coat_tiny too under -m slow), and coat_tiny trains at 64x64 in test_recipes.py."""
     model = built(name)
-    for size in ((224, 224), (192, 256)):
+    for size in ((192, 256),):
         x = random_images((1, 3) + size, seed=1)
         first = model(x).asnumpy()
         assert first.shape == (1, 1000)
@@ -322,7 +324,7 @@ def test_backend_argument_and_device_target():
     assert onnx.parallel_blocks[0].token_resize == "dense"
 
 
-def test_with_backend_computes_the_same_function_on_a_copy_of_the_weights(graph_mode):
+def test_with_backend_computes_the_same_function_on_a_copy_of_the_weights(pynative_mode):
     model = coat_ms.create_model("coat_tiny", num_classes=10, **NARROW_TINY)
     model.head = nn.Dense(model.num_features, 7)  # a head of the user's own is carried over
     model.set_train(False)

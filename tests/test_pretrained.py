@@ -107,14 +107,20 @@ def convert_spy(monkeypatch):
     return calls
 
 
+def converts_and_reproduces(hub, convert_spy, variant, filename, writer, reference, revision):
+    """Place timm's file in the hub cache; pretrained=True converts it once and reproduces timm's logits."""
+    place_in_hub(hub, variant, filename, writer, reference, revision)
+    model = coat_ms.create_model(variant, pretrained=True)
+    assert convert_spy == [variant]
+    assert logits_rel(model, reference) <= 2e-5
+    return model
+
+
 def test_first_use_converts_then_the_cache_is_reused_until_the_source_changes(caches, convert_spy, caplog):
     hub, home = caches
     first = timm_model("coat_lite_tiny", seed=0)
-    place_in_hub(hub, "coat_lite_tiny", "model.safetensors", write_one_name_per_tie, first, "rev1")
-
-    model = coat_ms.create_model("coat_lite_tiny", pretrained=True)
-    assert convert_spy == ["coat_lite_tiny"]
-    assert logits_rel(model, first) <= 2e-5
+    model = converts_and_reproduces(hub, convert_spy, "coat_lite_tiny", "model.safetensors", write_one_name_per_tie,
+                                    first, "rev1")
     ckpt, sidecar = home / "coat_lite_tiny.in1k.ckpt", home / "coat_lite_tiny.in1k.ckpt.json"
     meta = json.loads(sidecar.read_text())
     source = hub / "models--timm--coat_lite_tiny.in1k" / "snapshots" / "rev1" / "model.safetensors"
@@ -175,11 +181,8 @@ def test_first_use_converts_then_the_cache_is_reused_until_the_source_changes(ca
 @pytest.mark.slow
 def test_timm_bin_of_coat_tiny_reproduces_timm(caches, convert_spy):
     hub, _ = caches
-    reference = timm_model("coat_tiny", seed=2)
-    place_in_hub(hub, "coat_tiny", "pytorch_model.bin", write_timm_bin, reference, "abc")
-    model = coat_ms.create_model("coat_tiny", pretrained=True)
-    assert convert_spy == ["coat_tiny"]
-    assert logits_rel(model, reference) <= 2e-5
+    converts_and_reproduces(hub, convert_spy, "coat_tiny", "pytorch_model.bin", write_timm_bin,
+                            timm_model("coat_tiny", seed=2), "abc")
 
 
 def test_files_the_tool_did_not_write_are_left_alone(caches, convert_spy):

@@ -22,7 +22,8 @@ from helpers import RECIPE_TIMES, ROOT, metrics_line, run_script, small_imagefol
 RECIPES = sorted(glob.glob(os.path.join(ROOT, "configs", "*.yaml"))) + \
     sorted(glob.glob(os.path.join(ROOT, "tests", "mindcv_recipes", "*.yaml")))
 # One of each shape: CoaT-Lite + AdamW + fixed loss scale; CoaT (parallel blocks) + Lion + dynamic loss
-# scale + EMA.  (Sink mode, mindcv's default in its own files, is also in tests/test_train_engine.py.)
+# scale + EMA; both through the sink path, as the Ascend/GPU recipes set it.  (The step loop is the demo's
+# and the CPU recipes' path; tests/test_train_engine.py checks the two give the same weights.)
 REPRESENTATIVE = ("configs/coat_lite_tiny_ascend.yaml", "configs/coat_tiny_ascend.yaml")
 SMALL_RUN = {"num_classes": 2, "epoch_size": 1, "batch_size": 4, "image_resize": 64, "device_target": "CPU",
              "distribute": False}

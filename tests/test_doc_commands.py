@@ -127,7 +127,8 @@ def test_every_documented_command_runs(doc, inputs, tmp_path):
         pattern, extra = runner_for(command)
         if path != doc or extra is None:
             continue
-        named = re.search(r"--model(?:_name)? (\w+)", command)
+        named = re.search(r"--model(?:_name)? (\w+)", command) or \
+            re.search(r"configs/(coat_\w+?)_(?:ascend|gpu|cpu)\.yaml", command)  # else the recipe's model
         real = dict(files, **{"X.ckpt": str(inputs[0] / f"X_{named.group(1) if named else 'coat_lite_tiny'}.ckpt")})
         line = adapted(command, extra, real)
         proc = subprocess.run(line, shell=True, cwd=tmp_path / "ws", env=env, capture_output=True, text=True,

@@ -19,6 +19,7 @@ import subprocess
 
 import pytest
 
+from coat_ms.config import load_yaml
 from helpers import BIN, ENV, ROOT, small_imagefolder
 
 SMALL_TRAIN = "--num_classes 2 --epoch_size 1 --batch_size 4 --image_resize 64"
@@ -54,6 +55,15 @@ def runner_for(command):
         if re.search(pattern, command):
             return pattern, extra
     return None, None
+
+
+def model_named(command):
+    """The model a command runs: its --model/--model_name flag, else its recipe's `model` key."""
+    flag = re.search(r"--model(?:_name)? (\w+)", command)
+    recipe = re.search(r"(?:-c|--config) (configs/\S+\.yaml)", command)
+    if flag:
+        return flag.group(1)
+    return load_yaml(os.path.join(ROOT, recipe.group(1)))["model"] if recipe else "coat_lite_tiny"
 
 
 def adapted(command, extra, files):
@@ -127,9 +137,7 @@ def test_every_documented_command_runs(doc, inputs, tmp_path):
         pattern, extra = runner_for(command)
         if path != doc or extra is None:
             continue
-        named = re.search(r"--model(?:_name)? (\w+)", command) or \
-            re.search(r"configs/(coat_\w+?)_(?:ascend|gpu|cpu)\.yaml", command)  # else the recipe's model
-        real = dict(files, **{"X.ckpt": str(inputs[0] / f"X_{named.group(1) if named else 'coat_lite_tiny'}.ckpt")})
+        real = dict(files, **{"X.ckpt": str(inputs[0] / f"X_{model_named(command)}.ckpt")})
         line = adapted(command, extra, real)
         proc = subprocess.run(line, shell=True, cwd=tmp_path / "ws", env=env, capture_output=True, text=True,
                               timeout=3600)

@@ -22,8 +22,8 @@ from helpers import RECIPE_TIMES, ROOT, metrics_line, run_script, small_imagefol
 RECIPES = sorted(glob.glob(os.path.join(ROOT, "configs", "*.yaml"))) + \
     sorted(glob.glob(os.path.join(ROOT, "tests", "mindcv_recipes", "*.yaml")))
 # One of each shape: CoaT-Lite + AdamW + fixed loss scale; CoaT (parallel blocks) + Lion + dynamic loss
-# scale + EMA; both through the sink path, as the Ascend/GPU recipes set it.  (The step loop is the demo's
-# and the CPU recipes' path; tests/test_train_engine.py checks the two give the same weights.)
+# scale + EMA; both with sink mode on, as the Ascend/GPU recipes set it (on CPU MindSpore runs it as its step
+# loop; tests/test_train_engine.py checks what the device sink changes for the training callback).
 REPRESENTATIVE = ("configs/coat_lite_tiny_ascend.yaml", "configs/coat_tiny_ascend.yaml")
 SMALL_RUN = {"num_classes": 2, "epoch_size": 1, "batch_size": 4, "image_resize": 64, "device_target": "CPU",
              "distribute": False}
@@ -86,6 +86,8 @@ def test_recipe_trains_one_epoch_as_shipped(recipe, data, tmp_path):
     scale_type = want["loss_scale_type"] if want["loss_scale_type"] != "auto" else "fixed"
     assert f"loss scale {scale_type} {float(want['loss_scale'])}" in log
     assert f"dataset sink mode {'on' if want['dataset_sink_mode'] else 'off'}" in log
+    if want["dataset_sink_mode"]:  # and says that MindSpore runs it as its step loop on this CPU run
+        assert "dataset sink mode on (MindSpore runs it as its step loop on CPU)" in log
     if want["ema"]:
         assert (out / "ema_weights.ckpt").is_file() and "val (EMA) Top-1" in log
     rows = (out / "results.csv").read_text().strip().splitlines()

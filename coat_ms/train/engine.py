@@ -288,7 +288,7 @@ def train(cfg, dist=None, out_dir=None, started_at=None):
         logger.info("training %s on %s: %d train images, %d classes, %d step(s)/epoch of %d images, epochs %d..%d, "
                     "%d rank(s) [%s], dataset sink mode %s", cfg["model"], device, len(data.train),
                     len(data.train.classes), steps_per_epoch, global_batch, start_epoch + 1, epochs, dist.size,
-                    dist.launcher, "on" if cfg["dataset_sink_mode"] else "off")
+                    dist.launcher, sink_mode_words(cfg["dataset_sink_mode"], device))
     monitor = TrainMonitor(run, cell, schedule, validate, save, csv_path, png_path, rows, started_at)
     from mindspore.train import Model
     try:
@@ -303,6 +303,13 @@ def train(cfg, dist=None, out_dir=None, started_at=None):
             "csv": csv_path, "plot": png_path, "skipped_images": total, "skipped_per_epoch": monitor.bad_per_epoch,
             "rank": dist.rank, "first_step_s": monitor.first_step_s, "elapsed_s": time.time() - started_at,
             "_train_step": train_step, "_model": model}
+
+
+def sink_mode_words(sink, device):
+    """How the log states the sink setting: MindSpore 2.10 runs its step loop on CPU even with sink mode on."""
+    if not sink:
+        return "off"
+    return "on (MindSpore runs it as its step loop on CPU)" if device == "CPU" else "on"
 
 
 def data_failure(exc):

@@ -7,7 +7,8 @@ from coat_ms.datasets.digits import write_digits_imagefolder
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.dirname(sys.executable)
-ENV = dict(os.environ, GLOG_v="3", PATH=BIN + os.pathsep + os.environ.get("PATH", ""))
+# PYTHONPATH: the CLIs run as a user runs them import this checkout (not whichever one is installed)
+ENV = dict(os.environ, GLOG_v="3", PATH=BIN + os.pathsep + os.environ.get("PATH", ""), PYTHONPATH=ROOT)
 TINY_ARCH = '{"embed_dims": [16, 16, 16, 16], "serial_depths": [1, 1, 1, 1], "mlp_ratios": [2, 2, 2, 2]}'
 
 # Timings of the recipe smoke runs, printed in pytest's terminal summary (conftest.py) for the README table.

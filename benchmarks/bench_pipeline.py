@@ -81,7 +81,7 @@ def train_step_rate(cfg, num_classes, steps):
     from coat_ms.train.engine import build_model, build_optimizer_and_schedule, build_train_step
     model = build_model(cfg, num_classes)
     optimizer, _ = build_optimizer_and_schedule(cfg, model, steps_per_epoch=100)
-    step = build_train_step(cfg, model, optimizer, ms.get_context("device_target"))
+    step = build_train_step(cfg, model, optimizer)
     step.set_train(True)
     rng = np.random.default_rng(0)
     size = cfg["image_resize"]

@@ -21,6 +21,8 @@ import os
 
 import yaml
 
+from .amp import AMP_LEVELS
+from .amp import parse_cast_list as as_cast_list
 from .errors import CoatError
 
 
@@ -176,7 +178,6 @@ INTERPOLATIONS = ("bilinear", "bicubic", "nearest", "area", "linear", "cubic", "
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw", "lion", "nadam", "adan", "rmsprop", "adagrad", "lamb")
 SCHEDULERS = ("constant", "cosine_decay", "warmup_cosine_decay", "exponential_decay", "polynomial_decay",
               "step_decay", "multi_step_decay", "one_cycle", "cyclic")
-AMP_LEVELS = ("O0", "O1", "O2", "O3", "auto")
 
 KEYS = {
     # system
@@ -283,9 +284,13 @@ KEYS = {
     "aux_factor": Key(0.0, as_float, off_only=(0.0,)),
     "reduction": Key("mean", as_str, off_only=("mean",)),
     # mixed precision and loss scale
-    "amp_level": Key("O0", choice(*AMP_LEVELS, case=str.upper), "O0/O1/O2/O3/auto (the CPU runs O0 and says so)"),
-    "val_amp_level": Key("O0", choice(*AMP_LEVELS, case=str.upper), "validation precision (the CPU runs O0)"),
-    "amp_cast_list": Key(None, optional(as_str), off_only=(None,)),
+    "amp_level": Key("O0", choice(*AMP_LEVELS, case=str.upper),
+                     "O0/O1/O2/O3/auto; on CPU a config's level runs as O0 unless given as a flag or amp_on_cpu"),
+    "val_amp_level": Key("O0", choice(*AMP_LEVELS, case=str.upper), "precision of validation (O0: float32, as mindcv)"),
+    "amp_on_cpu": Key(False, as_bool, "run amp_level on CPU as the device would (MindSpore's float16 operators; "
+                                      "slower than O0 there)"),
+    "amp_cast_list": Key(None, optional(as_cast_list), "mindcv's cell list replacing the O1 white / O2 black list, "
+                                                       "e.g. '[nn.Dense]'"),
     "loss_scale_type": Key("fixed", choice("fixed", "dynamic", "auto")),
     "loss_scale": Key(1.0, as_float),
     "drop_overflow_update": Key(False, as_bool),

@@ -53,7 +53,7 @@ def run(cfg, batches, rank, size):
     ms.set_seed(cfg["seed"])
     model = build_model(cfg, cfg["num_classes"])
     optimizer, _ = build_optimizer_and_schedule(cfg, model, len(batches))
-    train_step = build_train_step(cfg, model, optimizer, "CPU")
+    train_step = build_train_step(cfg, model, optimizer)
     train_step.set_train(True)
     weights = optimizer.parameters
     reducer = nn.DistributedGradReducer(weights, mean=True, degree=size) if size > 1 else nn.Identity()

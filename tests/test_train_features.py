@@ -39,7 +39,7 @@ def make(seed=0, coat=False, **overrides):
     ms.set_seed(seed)
     model = coat_ms.create_model("coat_lite_tiny", num_classes=5, **NARROW) if coat else small_mlp()
     optimizer, _ = engine.build_optimizer_and_schedule(cfg, model, steps_per_epoch=4)
-    step = engine.build_train_step(cfg, model, optimizer, "CPU")
+    step = engine.build_train_step(cfg, model, optimizer, engine.resolve_amp(cfg, "CPU"))
     step.set_train(True)
     return model, step
 
@@ -91,7 +91,7 @@ def test_gradient_clipping_scales_the_update_to_the_global_norm():
 
 
 def test_ema_follows_mindcvs_warmed_up_decay_and_is_what_validation_sees():
-    model, step = make(ema=True, ema_decay=0.9)
+    model, step = make(ema=True, ema_decay=0.9, coat=True)
     ema = {p.name: p.asnumpy().copy() for p in model.trainable_params()}
     names = list(ema)
     for t in (1, 2, 3):
@@ -101,22 +101,28 @@ def test_ema_follows_mindcvs_warmed_up_decay_and_is_what_validation_sees():
         ema = {k: ema[k] * decay + current[k] * (1 - decay) for k in names}
     stored = step.parameters_dict()
     assert max(np.abs(stored["ema." + k].asnumpy() - ema[k]).max() for k in names) <= 1e-6
-    # validation swaps the EMA weights in and puts the trained ones back
+    # validation evaluates a twin of the model holding the EMA weights; the trained weights stay as they are
     trained = weights(model)
-    with engine.ema_weights_swapped_in(model, step.parameters_dict()):
-        seen = weights(model)
+    cfg = merged({}, model="coat_lite_tiny", num_classes=5, model_args=NARROW)
+    twin = engine.EvalNetwork(cfg, 5, "O0").load(step.parameters_dict(), prefix="ema.")
+    seen = {p.name: p.asnumpy() for p in twin.trainable_params()}
     assert max(np.abs(seen[k] - ema[k]).max() for k in names) <= 1e-6
     assert all(np.array_equal(weights(model)[k], trained[k]) for k in names)
 
 
-def test_amp_on_cpu_runs_fp32_and_says_so_keeping_the_loss_scale(caplog):
-    cfg = merged({}, amp_level="O2", loss_scale_type="dynamic", loss_scale=1024)
+def test_amp_level_on_cpu_runs_as_o0_unless_asked_and_says_so(caplog):
+    recipe = merged({"amp_level": "O2", "loss_scale_type": "dynamic", "loss_scale": 1024}, source="r.yaml")
     with caplog.at_level(logging.INFO, logger="coat_ms"):
-        assert engine.resolve_amp(cfg, "CPU") == ("O0", "dynamic", 1024.0)
-    assert "CPU device -> amp_level O0 (fp32) instead of O2" in caplog.text
-    assert engine.resolve_amp(cfg, "Ascend") == ("O2", "dynamic", 1024.0)
-    assert engine.resolve_amp(merged({}, amp_level="auto"), "GPU")[0] == "O2"
-    assert engine.resolve_amp(merged({}, amp_level="O2", loss_scale_type="auto"), "GPU")[1] == "dynamic"
+        assert engine.resolve_amp(recipe, "CPU") == engine.AmpPlan("O0", "O0", "dynamic", 1024.0)
+    assert "amp: amp_level O2 -> O0 on CPU" in caplog.text and "--amp_on_cpu runs O2" in caplog.text
+    assert engine.resolve_amp(recipe, "Ascend") == engine.AmpPlan("O2", "O0", "dynamic", 1024.0)
+    # the device's level on CPU: amp_on_cpu, or the level given as a flag (a flag is the user's intent)
+    on_cpu = merged({"amp_level": "O2"}, source="r.yaml", amp_on_cpu=True)
+    assert engine.resolve_amp(on_cpu, "CPU").level == "O2"
+    assert engine.resolve_amp(merged({}, flags={"amp_level": "O3"}), "CPU").level == "O3"
+    assert engine.resolve_amp(merged({}, amp_level="auto"), "GPU").level == "O2"
+    assert engine.resolve_amp(merged({}, amp_level="O2", loss_scale_type="auto"), "GPU").scale_type == "dynamic"
+    assert engine.resolve_amp(merged({}, val_amp_level="O2"), "GPU").val_level == "O2"
 
 
 def test_dynamic_loss_scale_step_trains_like_fixed_scale_without_overflow():
@@ -136,7 +142,7 @@ def test_dynamic_loss_scale_skips_an_overflowing_step_and_lowers_the_scale_on_cp
     ms.set_seed(0)
     model = nn.SequentialCell(nn.Flatten(), nn.Dense(3 * 32 * 32, 5))
     optimizer, _ = engine.build_optimizer_and_schedule(cfg, model, steps_per_epoch=4)
-    step = engine.build_train_step(cfg, model, optimizer, "CPU")
+    step = engine.build_train_step(cfg, model, optimizer, engine.resolve_amp(cfg, "CPU"))
     step.set_train(True)
     w0 = weights(model)
     big = ms.Tensor(IMAGES * 1e3)

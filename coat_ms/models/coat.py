@@ -19,6 +19,7 @@ Parameter naming rule: every parameter name equals the PyTorch (timm / official)
   ``mlp4.*``) are aliases.  Official checkpoints also hold unused ``norm1`` (and ``norm2``/``norm3``
   for Lite), which this model does not have.
 """
+import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
 
 from ..kernels import MODE_CONV, MODE_RESIDUAL, kernel_size_table, make_meta, pack_weights, tap_embeddings
@@ -31,6 +32,8 @@ from .tokens import (nchw_to_tokens, resize_dense, resize_interpolate, resize_se
                      token_resize_factors, tokens_to_nchw)
 
 BLOCK_NORM_EPS = 1e-6
+# the attribute under which mindcv's (_op) and MindSpore's (_backbone) amp wrappers hold the wrapped cell
+_AMP_WRAPPER_ATTRIBUTES = ("_op", "_backbone")
 DEFAULT_CRPE_WINDOW = {3: 2, 5: 3, 7: 3}
 
 
@@ -141,7 +144,8 @@ class FactorAttnConvRelPosEnc(nn.Cell):
         qkv = self.qkv(x).reshape(B, N, 3, h, C // h).transpose(2, 0, 3, 1, 4)
         q, k, v = qkv[0], qkv[1], qkv[2]  # (B, h, N, Ch)
 
-        k_softmax = ops.softmax(k, axis=2)  # over tokens, CLS included
+        # over tokens, CLS included; in float32 whatever the amp level (a sum over thousands of tokens)
+        k_softmax = ops.softmax(k.astype(ms.float32), axis=2).astype(k.dtype)
         factor_att = ops.matmul(q, ops.matmul(k_softmax.transpose(0, 1, 3, 2), v))  # (B, h, N, Ch)
         x = self.scale * factor_att + self.crpe(q, v, size)
         x = x.transpose(0, 2, 1, 3).reshape(B, N, C)
@@ -374,10 +378,11 @@ class CoaT(nn.Cell):
         """Name each Parameter by its first attribute path (= the PyTorch state-dict key).
 
         MindSpore renames a shared cell's parameters each time the cell is assigned somewhere;
-        this puts the canonical names back so checkpoints carry them.
+        this puts the canonical names back so checkpoints carry them.  The cells that mixed precision
+        wraps around a layer (mindcv's and MindSpore's _OutputTo16/_OutputTo32) add no name.
         """
         for name, param in self.parameters_and_names():
-            param.name = name
+            param.name = ".".join(part for part in name.split(".") if part not in _AMP_WRAPPER_ATTRIBUTES)
 
     def get_classifier(self):
         return self.head
@@ -405,7 +410,7 @@ class CoaT(nn.Cell):
         B, H, W, _ = x_nhwc.shape
         p = patch_embed.patch_size
         x = patch_embed(x_nhwc)
-        cls_tokens = ops.broadcast_to(cls_token, (B, 1, cls_token.shape[2]))
+        cls_tokens = ops.broadcast_to(cls_token.astype(x.dtype), (B, 1, cls_token.shape[2]))
         return ops.concat((cls_tokens, x), axis=1), (H // p, W // p)
 
     def forward_scales(self, x):

@@ -25,15 +25,19 @@ def torch_default_uniform(shape, fan_in):
     return initializer(Uniform(scale=1.0 / math.sqrt(fan_in)), shape, ms.float32)
 
 
-class LayerNorm(nn.Cell):
-    """LayerNorm over the last axis with PyTorch parameter names (``weight``, ``bias``).
+class LayerNorm(nn.LayerNorm):
+    """LayerNorm over the last axis with PyTorch parameter names (``weight``, ``bias``), computed in float32.
 
     ``nn.LayerNorm`` calls them gamma/beta and defaults to eps 1e-7; CoaT needs 1e-6 in blocks
-    and 1e-5 in patch embeddings, so eps is always explicit here.
+    and 1e-5 in patch embeddings, so eps is always explicit here.  It subclasses ``nn.LayerNorm`` only
+    so that mixed precision (MindSpore's and mindcv's O2 lists name ``nn.LayerNorm``) keeps it in
+    float32; its own ``__init__`` is skipped because it would create gamma/beta.  Whatever the
+    amp level, the statistics are taken in float32 (float16 loses them on wide rows, and MindSpore's
+    CPU LayerNorm has no float16 kernel) and the result is returned in the input's dtype.
     """
 
     def __init__(self, dim, eps, *, backend):
-        super().__init__()
+        nn.Cell.__init__(self)  # pylint: disable=non-parent-init-called
         self.dim = dim
         self.eps = eps
         self.weight = Parameter(initializer("ones", (dim,), ms.float32), name="weight")
@@ -46,8 +50,9 @@ class LayerNorm(nn.Cell):
     def construct(self, x):
         if self.kernel is not None:
             return self.kernel(x, self.weight, self.bias, self.eps_tensor)
-        y, _, _ = self.layer_norm(x, self.weight, self.bias)
-        return y
+        y, _, _ = self.layer_norm(x.astype(ms.float32), self.weight.astype(ms.float32),
+                                  self.bias.astype(ms.float32))
+        return y.astype(x.dtype)
 
     def extend_repr(self):
         return f"{self.dim}, eps={self.eps}"
@@ -92,7 +97,8 @@ class DepthwiseConv2d(nn.Cell):
         self.pad = kernel_size // 2
 
     def construct(self, x):
-        return ops.conv2d(x, self.weight, self.bias, stride=1, pad_mode="pad",
+        # functional ops get no mixed-precision cast of their Parameters: compute in the input's dtype
+        return ops.conv2d(x, self.weight.astype(x.dtype), self.bias.astype(x.dtype), stride=1, pad_mode="pad",
                           padding=self.pad, groups=self.channels)
 
     def extend_repr(self):
@@ -125,10 +131,11 @@ class PatchEmbed(nn.Cell):
         h, w = H // p, W // p
         x = x.reshape(B, h, p, w, p, C).transpose(0, 1, 3, 2, 4, 5).reshape(B * h * w, p * p * C)
         # (D, C, p, p) -> (D, p, p, C) to match the (kh, kw, c) order of the patches above.
-        weight = self.proj.weight.transpose(0, 2, 3, 1).reshape(self.embed_dim, p * p * C)
+        # Cast to the input's dtype: under mixed precision the weights stay float32 and the input is float16.
+        weight = self.proj.weight.astype(x.dtype).transpose(0, 2, 3, 1).reshape(self.embed_dim, p * p * C)
         # 2-D MatMul with transpose_b: a 3-D ops.matmul would broadcast the weight over the batch
         x = self.matmul(x, weight)
-        x = x + self.proj.bias if self.kernel is None else self.kernel(x, self.proj.bias)
+        x = x + self.proj.bias.astype(x.dtype) if self.kernel is None else self.kernel(x, self.proj.bias)
         return self.norm(x.reshape(B, h * w, self.embed_dim))
 
 
@@ -219,4 +226,4 @@ class Aggregate(nn.Cell):
 
     def construct(self, x):
         """(B, 3, C) -> (B, C)."""
-        return (x * self.weight).sum(axis=1) + self.bias
+        return (x * self.weight.astype(x.dtype)).sum(axis=1) + self.bias.astype(x.dtype)

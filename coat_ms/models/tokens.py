@@ -67,7 +67,7 @@ def resize_separable(x, size, target, factors):
     """Tokens with CLS (B, 1 + h*w, C) -> (B, 1 + H'*W', C) by two matmuls; ``factors`` from token_resize_factors."""
     B, _, C = x.shape
     cls_token, img = split_cls(x)
-    rows, cols = factors
+    rows, cols = factors[0].astype(x.dtype), factors[1].astype(x.dtype)
     img = ops.matmul(rows, img.reshape(B, size[0], size[1] * C))  # (B, H', w*C)
     img = ops.matmul(cols, img.reshape(B * target[0], size[1], C))  # (B*H', W', C)
     return ops.concat((cls_token, img.reshape(B, target[0] * target[1], C)), axis=1)
@@ -89,5 +89,5 @@ def _dense_matrix(size, target, align_corners):
 def resize_dense(x, size, target, align_corners):
     """The same resize as one constant matrix product (exports to ONNX as MatMul)."""
     cls_token, img = split_cls(x)
-    img = ops.matmul(_dense_matrix(size, target, align_corners), img)
+    img = ops.matmul(_dense_matrix(size, target, align_corners).astype(img.dtype), img)
     return ops.concat((cls_token, img), axis=1)

@@ -13,6 +13,7 @@ import mindspore as ms
 from mindspore import nn
 
 from .. import checkpoint as ckpt_io
+from ..amp import apply_amp, backend_for, level_that_runs
 from ..data.files import DataError, list_split
 from ..data.pipeline import eval_dataset, train_dataset, worker_count
 from ..data.transforms import preprocessing_from_config
@@ -41,25 +42,41 @@ def device_target():
     return ms.get_context("device_target")
 
 
+@dataclasses.dataclass(frozen=True)
+class AmpPlan:
+    """What a run computes in: the training and validation amp levels and the loss scaling."""
+    level: str = "O0"
+    val_level: str = "O0"
+    scale_type: str = "fixed"
+    scale: float = 1.0
+
+
 def resolve_amp(cfg, device):
-    """amp_level and loss scaling that work on this device; says what it chose."""
-    amp, scale_type, scale = cfg["amp_level"], cfg["loss_scale_type"], float(cfg["loss_scale"])
-    if device == "CPU" and amp != "O0":
-        # MindSpore's CPU backend: fp16 kernels are slow and O2 casts trip its kernels; fp32 is exact.
-        logger.info("amp: CPU device -> amp_level O0 (fp32) instead of %s", amp)
-        amp = "O0"
-    elif amp == "auto":
-        amp = "O2"
+    """The AmpPlan this run uses on ``device`` (see coat_ms.amp for the rules); says what it chose."""
+    level = level_that_runs(cfg["amp_level"], device, explicit=cfg.source("amp_level") == "--amp_level",
+                            on_cpu=cfg["amp_on_cpu"])
+    val_level = level_that_runs(cfg["val_amp_level"], device, on_cpu=cfg["amp_on_cpu"], what="val_amp_level",
+                                explicit=cfg.source("val_amp_level") == "--val_amp_level")
+    scale_type = cfg["loss_scale_type"]
     if scale_type == "auto":
-        scale_type = "dynamic" if amp in ("O2", "O3") else "fixed"
-    logger.info("amp: %s on %s, loss scale %s %s", amp, device, scale_type, scale)
-    return amp, scale_type, scale
+        scale_type = "dynamic" if level in ("O2", "O3") else "fixed"
+    plan = AmpPlan(level, val_level, scale_type, float(cfg["loss_scale"]))
+    logger.info("amp: %s on %s (%s), loss scale %s %s; validation at %s", level, device,
+                "MindSpore's operators, float16" if level != "O0" else "float32", scale_type, plan.scale, val_level)
+    return plan
 
 
-def build_model(cfg, num_classes):
-    """create_model from the settings: --ckpt_path (fine-tuning, wins), else --pretrained, else random."""
+def model_kwargs(cfg, num_classes, amp_level):
+    """create_model's arguments for the run's network (MindSpore's operators at a float16 amp level)."""
     kwargs = dict(num_classes=num_classes, in_channels=cfg["in_channels"], drop_rate=cfg["drop_rate"] or 0.0,
                   drop_path_rate=cfg["drop_path_rate"] or 0.0, **(cfg["model_args"] or {}))
+    kwargs.setdefault("backend", backend_for(amp_level))
+    return kwargs
+
+
+def build_model(cfg, num_classes, amp_level="O0"):
+    """create_model from the settings: --ckpt_path (fine-tuning, wins), else --pretrained, else random."""
+    kwargs = model_kwargs(cfg, num_classes, amp_level)
     if cfg["ckpt_path"]:
         if cfg["pretrained"]:
             logger.info("pretrained: starting from --ckpt_path %s (it wins over the hub weights)", cfg["ckpt_path"])
@@ -67,6 +84,26 @@ def build_model(cfg, num_classes):
         load_finetune_weights(model, cfg["ckpt_path"])
         return model
     return create_model(cfg["model"], pretrained=cfg["pretrained"], **kwargs)
+
+
+class EvalNetwork:
+    """The network validation runs: a twin of the trained model at ``val_amp_level`` (float32 by default, as
+    mindcv validates), given the trained or the EMA weights before each validation.
+
+    The trained model itself may be float16 (amp O2/O3) and on MindSpore's operators; the twin is built once
+    (and compiled once), and only the weights are copied in (a host copy per validation, not per step).
+    """
+
+    def __init__(self, cfg, num_classes, level):
+        kwargs = dict(model_kwargs(cfg, num_classes, level), drop_rate=0.0, drop_path_rate=0.0)
+        self.net = apply_amp(create_model(cfg["model"], **kwargs), level)
+        self.net.set_train(False)
+
+    def load(self, params, prefix=""):
+        """Copy ``params[prefix + name]`` into every parameter of the twin."""
+        for name, param in self.net.parameters_dict().items():
+            param.set_data(ms.Tensor(params[prefix + name].asnumpy(), dtype=param.dtype))
+        return self.net
 
 
 def load_finetune_weights(model, path):
@@ -111,21 +148,35 @@ def build_optimizer_and_schedule(cfg, model, steps_per_epoch, world_size=1):
     return opt, schedule
 
 
-def build_train_step(cfg, model, optimizer, device):
-    from mindcv.loss import create_loss
-    from mindcv.utils.amp import auto_mixed_precision
+class LossInFloat32(nn.Cell):
+    """network -> loss, with the logits and the (soft) labels cast to float32 first: a float16 network's
+    loss is still computed in float32 (mindcv does the same at O2/O3); a no-op for a float32 network."""
 
-    amp, scale_type, scale = resolve_amp(cfg, device)
-    if amp != "O0":
-        auto_mixed_precision(model, amp_level=amp)
+    def __init__(self, network, loss_fn):
+        super().__init__(auto_prefix=False)
+        self._backbone = network
+        self._loss_fn = loss_fn
+
+    def construct(self, images, labels):
+        logits = self._backbone(images).astype(ms.float32)
+        if labels.dtype == ms.float16:
+            labels = labels.astype(ms.float32)
+        return self._loss_fn(logits, labels)
+
+
+def build_train_step(cfg, model, optimizer, amp=AmpPlan()):
+    """mindcv's loss and coat_ms's TrainStep around ``model``, with the AmpPlan's level applied to the model."""
+    from mindcv.loss import create_loss
+
+    apply_amp(model, amp.level, cfg["amp_cast_list"])
     loss_fn = create_loss(name=cfg["loss"], label_smoothing=cfg["label_smoothing"], aux_factor=cfg["aux_factor"],
                           reduction=cfg["reduction"])
-    net_with_loss = nn.WithLossCell(model, loss_fn)
-    if scale_type == "dynamic":
-        scale_sense = nn.DynamicLossScaleUpdateCell(loss_scale_value=scale, scale_factor=cfg["scale_factor"],
+    net_with_loss = LossInFloat32(model, loss_fn)
+    if amp.scale_type == "dynamic":
+        scale_sense = nn.DynamicLossScaleUpdateCell(loss_scale_value=amp.scale, scale_factor=cfg["scale_factor"],
                                                     scale_window=cfg["scale_window"])
     else:
-        scale_sense = ms.Tensor(scale, ms.float32)
+        scale_sense = ms.Tensor(amp.scale, ms.float32)
     step = TrainStep(net_with_loss, optimizer, scale_sense=scale_sense, ema=cfg["ema"], ema_decay=cfg["ema_decay"],
                      clip_grad=cfg["clip_grad"], clip_value=cfg["clip_value"],
                      gradient_accumulation_steps=cfg["gradient_accumulation_steps"])
@@ -232,9 +283,11 @@ def train(cfg, dist=None, out_dir=None, started_at=None):
 
     if dist.is_main:
         logger.info("start-up: data pipelines ready %.1f s after launch", time.time() - started_at)
-    model = build_model(cfg, num_classes)
+    amp = resolve_amp(cfg, device)
+    model = build_model(cfg, num_classes, amp.level)
     optimizer, schedule = build_optimizer_and_schedule(cfg, model, steps_per_epoch, dist.size)
-    train_step = build_train_step(cfg, model, optimizer, device)
+    train_step = build_train_step(cfg, model, optimizer, amp)
+    eval_network = EvalNetwork(cfg, num_classes, amp.val_level) if val_loader is not None else None
     cell = TrainingCell(train_step)
     cell.set_train(True)
 
@@ -266,11 +319,12 @@ def train(cfg, dist=None, out_dir=None, started_at=None):
     global_batch = cfg["batch_size"] * dist.size
 
     def validate():
-        ema = train_step.parameters_dict() if cfg["ema"] else None
-        with ema_weights_swapped_in(model, ema):
-            sums = evaluate(cell_predictor(model), val_loader, num_classes, cfg["batch_size"], dist,
-                            progress=dist.is_main and _interactive(), desc="validate")
-        model.set_train(True)
+        if cfg["ema"]:
+            net = eval_network.load(train_step.parameters_dict(), prefix="ema.")
+        else:
+            net = eval_network.load(model.parameters_dict())
+        sums = evaluate(cell_predictor(net), val_loader, num_classes, cfg["batch_size"], dist,
+                        progress=dist.is_main and _interactive(), desc="validate")
         result = sums.result(data.train.classes)
         return dict(result.metrics(), num_images=result.num_samples, skipped=result.skipped)
 
@@ -325,28 +379,6 @@ def data_failure(exc):
 def _interactive():
     import sys
     return sys.stderr.isatty()
-
-
-class ema_weights_swapped_in:
-    """Context: the EMA weights (``ema.<name>`` entries of a TrainStep's parameters; None: nothing to do)
-    in the model, the trained ones back after."""
-
-    def __init__(self, model, ema_params):
-        self.model, self.ema = model, ema_params
-
-    def __enter__(self):
-        if self.ema is None:
-            return
-        params = self.model.parameters_dict()
-        self.backup = {n: p.asnumpy().copy() for n, p in params.items()}
-        for n, p in params.items():
-            p.set_data(ms.Tensor(self.ema["ema." + n].asnumpy(), dtype=p.dtype))
-
-    def __exit__(self, *exc):
-        if self.ema is None:
-            return
-        for n, p in self.model.parameters_dict().items():
-            p.set_data(ms.Tensor(self.backup[n], dtype=p.dtype))
 
 
 def _save_config(cfg, out_dir):

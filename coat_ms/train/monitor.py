@@ -63,6 +63,7 @@ class TrainMonitor(Callback):
         self.step = run.start_step
         self.bar = None
         self.use_bar = run.dist.is_main and sys.stderr.isatty()
+        self.loss_scale = cell.train_step.loss_scale_value()
 
     # -- per step ------------------------------------------------------------------------------
     def on_train_begin(self, run_context):
@@ -131,7 +132,8 @@ class TrainMonitor(Callback):
         steps = self.step - self.epoch_first_step
         if steps == 0:
             raise CoatError(f"epoch {epoch} received no training batches")
-        loss_sum, bad = self.cell.take_epoch_stats()
+        loss_sum, bad, skipped_steps = self.cell.take_epoch_stats()
+        self._log_loss_scale(epoch, skipped_steps)
         if self.run.dist.size > 1:  # every rank's share: the mean loss and the bad images of the whole epoch
             from .distributed import all_reduce_sum
             loss_sum, bad = all_reduce_sum(np.array([loss_sum, bad], dtype=np.float32))
@@ -166,6 +168,17 @@ class TrainMonitor(Callback):
             self.rows.append(row)
             write_csv(self.csv_path, self.rows)
             plot_curves(self.png_path, self.rows, title=f"{self.run.cfg['model']} ({self.run.dist.size} rank(s))")
+
+    def _log_loss_scale(self, epoch, skipped_steps):
+        """A dynamic loss scale's epoch: the steps it skipped on overflow and where the scale went (a fixed scale
+        never moves or skips; the overflow check is global, so every rank skipped the same steps)."""
+        if not self.run.dist.is_main:
+            return
+        scale = self.cell.train_step.loss_scale_value()
+        if skipped_steps or scale != self.loss_scale:
+            logger.info("epoch %d: %d step(s) skipped on float overflow; loss scale %g -> %g", epoch, skipped_steps,
+                        self.loss_scale, scale)
+        self.loss_scale = scale
 
     def on_train_end(self, run_context):
         if self.bar is not None:

@@ -22,13 +22,23 @@ def _non_finite_tensor(grad):
 
 
 class TrainStep(MindcvTrainStep):
-    """mindcv's TrainStep with a device-independent overflow check (non-finite gradients on any rank)."""
+    """mindcv's TrainStep with a device-independent overflow check (non-finite gradients on any rank), which
+    counts the steps it skips (read once per epoch with the loss scale, see ``TrainingCell``)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.skipped_steps = Parameter(Tensor(0.0, ms.float32), name="epoch_stats.skipped_steps", requires_grad=False)
 
     def get_overflow_status(self, status, compute_output):
         flags = ops.AddN()(self.hyper_map(_non_finite, compute_output))
         if self.is_distributed:
             flags = self.allreduce(flags)
-        return flags > 0
+        overflow = flags > 0
+        return ops.depend(overflow, ops.assign_add(self.skipped_steps, overflow.astype(ms.float32)))
+
+    def loss_scale_value(self):
+        """The current loss scale (a host read)."""
+        return float(self.scale_sense.asnumpy().ravel()[0])  # a Parameter for fixed and dynamic scaling alike
 
 
 class TrainingCell(nn.Cell):
@@ -46,8 +56,10 @@ class TrainingCell(nn.Cell):
         return ops.depend(loss, ops.assign_add(self.bad_images, bad.astype(ms.float32).sum()))
 
     def take_epoch_stats(self):
-        """(loss sum, unreadable images) since the last call; resets both (one host read)."""
-        loss_sum, bad = float(self.loss_sum.asnumpy()), int(round(float(self.bad_images.asnumpy())))
-        self.loss_sum.set_data(Tensor(0.0, ms.float32))
-        self.bad_images.set_data(Tensor(0.0, ms.float32))
-        return loss_sum, bad
+        """(loss sum, unreadable images, steps skipped on overflow) since the last call; resets them (host reads
+        once per epoch)."""
+        counters = (self.loss_sum, self.bad_images, self.train_step.skipped_steps)
+        loss_sum, bad, skipped = (float(c.asnumpy()) for c in counters)
+        for counter in counters:
+            counter.set_data(Tensor(0.0, ms.float32))
+        return loss_sum, int(round(bad)), int(round(skipped))

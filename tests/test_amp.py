@@ -1,0 +1,191 @@
+"""Mixed precision as the Ascend/GPU recipes run it, exercised on CPU with MindSpore's own float16 kernels.
+
+Every amp level goes through the call train.py makes (mindcv's ``auto_mixed_precision``), O2/O3 also
+through MindSpore's ``mindspore.amp.auto_mixed_precision``; the model is the stock-operator one that
+Ascend and GPU run, compiled in GRAPH_MODE.  The default run compiles a narrow CoaT with a parallel block
+(every layer kind) at the recipes' level O2 through both calls and trains it through train.py's builders;
+the other levels, MindSpore's O2 training and every full-size variant run under ``-m slow``.  Precision
+against float32 with timm's weights on real photos: parity_tests/test_amp.py.
+"""
+import mindspore as ms
+import numpy as np
+import pytest
+from mindcv.utils.amp import auto_mixed_precision
+from mindspore import nn
+
+import coat_ms
+from coat_ms.amp import AmpError, apply_amp, parse_cast_list
+from coat_ms.config import ConfigError, merged
+from coat_ms.train import engine
+
+# CoaT layout (serial + parallel blocks, aggregate) at a width that compiles in seconds
+NARROW = dict(embed_dims=(16, 24, 24, 24), serial_depths=(1, 1, 1, 1), parallel_depth=1, mlp_ratios=(2, 2, 2, 2))
+RNG = np.random.default_rng(3)
+IMAGES = RNG.standard_normal((4, 3, 32, 32)).astype(np.float32)
+LABELS = np.array([0, 1, 2, 1], np.int32)
+
+
+@pytest.fixture(autouse=True)
+def _graph(graph_mode):
+    yield
+
+
+def narrow(level="O0", **kwargs):
+    ms.set_seed(0)
+    return coat_ms.create_model("coat_tiny", num_classes=3, backend="stock" if level != "O0" else "auto",
+                                **dict(NARROW, **kwargs))
+
+
+@pytest.fixture(scope="module")
+def fp32_logits():
+    ms.set_context(mode=ms.GRAPH_MODE)
+    model = narrow()
+    model.set_train(False)
+    return model(ms.Tensor(IMAGES)).asnumpy()
+
+
+def slow_but(*fast):
+    """Levels as pytest params: those in ``fast`` in the default run, the others under -m slow."""
+    return lambda *levels: [pytest.param(lv, marks=() if lv in fast else (pytest.mark.slow,)) for lv in levels]
+
+
+def cosine(a, b):
+    a, b = a.ravel().astype(np.float64), b.ravel().astype(np.float64)
+    return float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
+
+
+@pytest.mark.parametrize("level", slow_but("O2")("O1", "O2", "O3"))
+def test_mindcv_amp_levels_compile_and_keep_the_float32_answer(level, fp32_logits):
+    reference = fp32_logits
+    model = narrow(level)
+    auto_mixed_precision(model, amp_level=level)
+    model.set_train(False)
+    out = model(ms.Tensor(IMAGES))
+    assert out.dtype == (ms.float32 if level == "O1" else ms.float16)  # mindcv casts no output back
+    assert cosine(out.asnumpy(), reference) >= 0.999
+    assert all(p.dtype == ms.float32 for p in model.get_parameters())  # float32 masters
+
+
+@pytest.mark.parametrize("level", slow_but("O2")("O2", "O3"))
+def test_mindspore_amp_levels_compile_and_keep_the_float32_answer(level, fp32_logits):
+    reference = fp32_logits
+    net = ms.amp.auto_mixed_precision(narrow(level), level)
+    net.set_train(False)
+    out = net(ms.Tensor(IMAGES))
+    assert out.dtype == ms.float32  # MindSpore casts the output back
+    assert cosine(out.asnumpy(), reference) >= 0.999
+
+
+@pytest.mark.slow
+def test_mindspore_amp_o2_trains_with_a_loss_scale():
+    net = ms.amp.auto_mixed_precision(narrow("O2"), "O2")
+    w0 = {p.name: p.asnumpy().copy() for p in net.trainable_params()}
+    step = nn.TrainOneStepWithLossScaleCell(nn.WithLossCell(net, nn.CrossEntropyLoss()),
+                                            nn.SGD(net.trainable_params(), 0.1), ms.Tensor(1024.0, ms.float32))
+    step.set_train(True)
+    loss, overflow, _ = step(ms.Tensor(IMAGES), ms.Tensor(LABELS))
+    assert np.isfinite(float(loss.asnumpy())) and not bool(overflow.asnumpy())
+    assert all(not np.array_equal(p.asnumpy(), w0[p.name]) for p in net.trainable_params())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("level", ["O0", "O1", "O2", "O3"])
+def test_every_level_trains_through_the_engine_with_float32_masters_and_torch_names(level):
+    """train.py's own builders: the level given as a flag runs on CPU, on MindSpore's operators."""
+    cfg = merged({}, flags={"amp_level": level}, model="coat_tiny", model_args=NARROW, num_classes=3, opt="adamw",
+                 lr=1e-3, weight_decay=0.05, scheduler="constant", warmup_epochs=0, epoch_size=2,
+                 loss_scale_type="fixed", loss_scale=1024.0, label_smoothing=0.1)
+    plan = engine.resolve_amp(cfg, "CPU")
+    assert plan.level == level
+    ms.set_seed(0)
+    model = engine.build_model(cfg, 3, plan.level)
+    assert model.backend.name == ("stock" if level != "O0" else "cpu_kernels")
+    names = [p.name for p in model.trainable_params()]
+    optimizer, _ = engine.build_optimizer_and_schedule(cfg, model, steps_per_epoch=2)
+    step = engine.build_train_step(cfg, model, optimizer, plan)
+    step.set_train(True)
+    w0 = {p.name: p.asnumpy().copy() for p in model.trainable_params()}
+    losses = [float(step(ms.Tensor(IMAGES), ms.Tensor(LABELS)).asnumpy()) for _ in range(2)]
+    assert all(np.isfinite(losses))
+    assert [p.name for p in model.trainable_params()] == names  # checkpoints keep the state-dict keys
+    assert all(p.dtype == ms.float32 for p in model.trainable_params())
+    assert all(not np.array_equal(p.asnumpy(), w0[p.name]) for p in model.trainable_params())
+
+
+def test_o2_trains_through_the_engine_and_a_real_float16_overflow_is_skipped():
+    """train.py's builders at O2 with a dynamic scale that doubles after every good step (scale_window 1) until the float16 backward
+    pass overflows for real: that step leaves the weights alone, is counted, and halves the scale."""
+    cfg = merged({}, flags={"amp_level": "O2"}, model="coat_tiny", model_args=NARROW, num_classes=3, opt="adamw",
+                 lr=1e-3, weight_decay=0.0, scheduler="constant", warmup_epochs=0, epoch_size=1,
+                 loss_scale_type="dynamic", loss_scale=4096.0, scale_factor=2.0, scale_window=1)
+    plan = engine.resolve_amp(cfg, "CPU")
+    model = engine.build_model(cfg, 3, plan.level)
+    names = [p.name for p in model.trainable_params()]
+    optimizer, _ = engine.build_optimizer_and_schedule(cfg, model, steps_per_epoch=40)
+    step = engine.build_train_step(cfg, model, optimizer, plan)
+    step.set_train(True)
+    assert [p.name for p in model.trainable_params()] == names  # checkpoints keep the state-dict keys
+    x, y = ms.Tensor(IMAGES), ms.Tensor(LABELS)
+    w0 = {p.name: p.asnumpy().copy() for p in model.trainable_params()}
+    scale = step.loss_scale_value()
+    for _ in range(40):
+        before = {p.name: p.asnumpy().copy() for p in model.trainable_params()}
+        assert np.isfinite(float(step(x, y).asnumpy()))
+        new_scale = step.loss_scale_value()
+        if new_scale < scale:  # the overflowing step
+            assert all(np.array_equal(p.asnumpy(), before[p.name]) for p in model.trainable_params())
+            assert new_scale == scale / 2 and scale > 4096  # it grew first: a scale the float16 range cannot carry
+            assert float(step.skipped_steps.asnumpy()) == 1
+            break
+        assert new_scale == scale * 2
+        scale = new_scale
+    else:
+        pytest.fail(f"no float16 overflow up to loss scale {scale}")
+    # the good steps trained every float32 master weight
+    still = [p.name for p in model.trainable_params() if np.array_equal(p.asnumpy(), w0[p.name])]
+    assert all(p.dtype == ms.float32 for p in model.trainable_params()) and not still, still
+
+
+def test_the_kernel_backend_refuses_amp_by_name():
+    model = coat_ms.create_model("coat_lite_tiny", num_classes=3, embed_dims=(16, 16, 16, 16))
+    assert model.backend.kernels  # built with the machine's g++ (tests/test_kernels.py)
+    with pytest.raises(AmpError, match="backend='stock'"):
+        apply_amp(model, "O2")
+
+
+@pytest.mark.slow
+def test_amp_cast_list_replaces_the_black_list(fp32_logits):
+    """The O2 black list it names is what stays float32: LayerNorm left out of it runs as a float16 cell (and
+    still takes its statistics in float32 inside, see coat_ms/amp.py)."""
+    model = narrow("O2")
+    apply_amp(model, "O2", merged({}, amp_cast_list="[nn.BatchNorm2d]")["amp_cast_list"])
+    model.set_train(False)
+    assert cosine(model(ms.Tensor(IMAGES)).asnumpy(), fp32_logits) >= 0.999
+
+
+def test_amp_cast_list_is_parsed_from_fixed_names_never_evaluated():
+    assert parse_cast_list("[nn.Dense, nn.LayerNorm]") == "[nn.Dense, nn.LayerNorm]"
+    assert parse_cast_list("Dense,LayerNorm") == "[nn.Dense, nn.LayerNorm]"
+    for bad in ("[__import__('os').system('touch /tmp/x')]", "[nn.Dense, print]", "[]"):
+        with pytest.raises(ConfigError, match="amp_cast_list"):
+            merged({"amp_cast_list": bad}, source="r.yaml")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", coat_ms.list_models())
+def test_every_full_variant_compiles_at_o2_through_mindcv_and_mindspore(name):
+    x = ms.Tensor(np.random.default_rng(0).random((1, 3, 224, 224), np.float32))
+    ms.set_seed(0)
+    reference = coat_ms.create_model(name, backend="stock")
+    reference.set_train(False)
+    want = reference(x).asnumpy()
+    model = coat_ms.create_model(name, backend="stock")
+    model.set_train(False)
+    ms.load_param_into_net(model, reference.parameters_dict())
+    auto_mixed_precision(model, amp_level="O2")
+    assert cosine(model(x).asnumpy(), want) >= 0.999
+    twin = coat_ms.create_model(name, backend="stock")
+    ms.load_param_into_net(twin, reference.parameters_dict())
+    twin = ms.amp.auto_mixed_precision(twin, "O2")
+    twin.set_train(False)
+    assert cosine(twin(x).asnumpy(), want) >= 0.999

@@ -1,6 +1,6 @@
 """Parity report: ``python -m parity_tests.report --variants all --out reports/``.
 
-Runs the forward (every tap), gradient, AdamW-step and mindcv studies, writes
+Runs the forward (every tap), gradient, AdamW-step, mindcv and mixed-precision studies, writes
   <out>/parity.md              a Markdown table per variant and tap (+ gradients, step, mindcv)
   <out>/<variant>_depth.png    relative error by depth, one line per forward run
   <out>/results.json           every number, machine readable
@@ -36,8 +36,8 @@ def parse_args(argv):
                    help="standard: the committed report's plan (~15-20 min on 2 cores); full: every variant x "
                         "batch 1/2 x graph/pynative, gradients at batch 2, AdamW step for all (hours)")
     p.add_argument("--seed", type=int, default=0, help="seed for weights, inputs and labels (default 0)")
-    p.add_argument("--skip", default="", help="comma-separated studies to skip: grad, step, mindcv, extra-res, "
-                                              "pynative, graph")
+    p.add_argument("--skip", default="", help="comma-separated studies to skip: grad, step, mindcv, amp, "
+                                              "extra-res, pynative, graph")
     return p.parse_args(argv)
 
 
@@ -71,6 +71,8 @@ def plan(variants, skip, profile="standard"):
             jobs.append(("step", v, dict(img_size=224, batch=batch, mode="pynative")))
         if v in MINDCV_VARIANTS and "mindcv" not in skip:
             jobs.append(("mindcv", v, dict(img_size=224, batch=2)))
+        if "amp" not in skip:
+            jobs.append(("amp", v, dict(batch=4)))
     return jobs
 
 
@@ -91,6 +93,9 @@ def run_jobs(jobs, seed):
             results.append(studies.step_study(variant, seed=seed, grads=last_grads.pop((variant, kw["batch"]), None), **kw))
         elif kind == "mindcv":
             results.extend(studies.mindcv_study(variant, seed=seed, **kw))
+        elif kind == "amp":
+            from . import amp  # noqa: PLC0415
+            results.append(amp.amp_study(variant, seed=seed, **kw))
     return results
 
 
@@ -148,7 +153,8 @@ def step_section(study, n=10):
 def markdown(results, variants, elapsed, header):
     lines = ["# coat_ms parity report", "", *header, "",
              f"Tolerances: forward rel <= 2e-5 at every tap; gradients rel <= 1e-4 per tensor; AdamW step rel <= 1e-5 "
-             f"per tensor (rel = max|ms - ref| / max|ref|). Total time {elapsed:.0f} s.", ""]
+             f"per tensor (rel = max|ms - ref| / max|ref|); mixed precision O2 logits cosine >= 0.999 to float32 and "
+             f"O2 gradients (loss-scaled) cosine >= 0.99 per tensor. Total time {elapsed:.0f} s.", ""]
     for v in variants:
         mine = [s for s in results if s.variant == v]
         lines += [f"## {v}", ""]
@@ -168,6 +174,9 @@ def markdown(results, variants, elapsed, header):
                 lines += [f"### Gradients ({s.label})", "", s.notes[0] + ".", ""] + worst_rows(s) + [""]
             elif s.kind == "step":
                 lines += [f"### One optimizer step ({s.label})", "", s.notes[0] + ".", ""] + step_section(s) + [""]
+            elif s.kind == "amp":
+                from . import amp  # noqa: PLC0415
+                lines += amp.markdown_lines(s) + [""]
             elif s.kind == "mindcv":
                 lines += [f"### {s.label}", "", *(n + "" for n in s.notes), ""]
                 w = max(s.comparisons, key=lambda c: c.rel)
@@ -179,7 +188,8 @@ def markdown(results, variants, elapsed, header):
 
 
 def summary(results, variants, elapsed):
-    lines = [f"{'variant':18s} {'forward worst rel (tap)':42s} {'grad worst':>10s} {'step':>14s} {'mindcv':>8s}  status"]
+    lines = [f"{'variant':18s} {'forward worst rel (tap)':42s} {'grad worst':>10s} {'step':>14s} {'mindcv':>8s} "
+             f"{'O2 cosine':>9s}  status"]
     for v in variants:
         mine = [s for s in results if s.variant == v]
         fw = [c for s in mine if s.kind == "forward" for c in s.comparisons]
@@ -187,6 +197,8 @@ def summary(results, variants, elapsed):
         g = [s for s in mine if s.kind == "grad"]
         st = [s for s in mine if s.kind == "step"]
         mc = [s for s in mine if s.kind == "mindcv" and s.counted]
+        am = [s for s in mine if s.kind == "amp"]
+        atxt = f"{min(r.cosine for r in am[0].rows if r.bar):.6f}" if am else "-"
         ok = all(s.passed for s in mine if s.counted)
         gtxt = _fmt(max(c.rel for c in g[0].comparisons)) if g else "-"
         stxt = "-"
@@ -195,7 +207,7 @@ def summary(results, variants, elapsed):
             stxt = ("ok" if st[0].passed else "FAIL") + (f" ({n_exp} expl)" if n_exp else "")
         mtxt = ("ok" if mc[0].passed else "FAIL") if mc else "-"
         ftxt = f"{_fmt(w.rel)} ({w.name})" if w else "-"
-        lines.append(f"{v:18s} {ftxt:42s} {gtxt:>10s} {stxt:>14s} {mtxt:>8s}  {'PASS' if ok else 'FAIL'}")
+        lines.append(f"{v:18s} {ftxt:42s} {gtxt:>10s} {stxt:>14s} {mtxt:>8s} {atxt:>9s}  {'PASS' if ok else 'FAIL'}")
     failed = [f"{s.variant} {s.kind} {s.label}: {', '.join(s.failed_names[:4])}"
               for s in results if s.counted and not s.passed]
     lines.append(f"{len([s for s in results if s.counted])} studies, {len(failed)} failed, {elapsed:.0f} s")
@@ -224,9 +236,18 @@ def plot(forward, path):
 
 
 def to_json(results):
-    return [dict(kind=s.kind, variant=s.variant, label=s.label, passed=s.passed, counted=s.counted,
-                 seconds=round(s.seconds, 2), notes=s.notes, comparisons=[c.as_row() for c in s.comparisons],
-                 flagged=s.extra.get("flagged", [])) for s in results]
+    import dataclasses  # noqa: PLC0415
+    out = []
+    for s in results:
+        row = dict(kind=s.kind, variant=s.variant, label=s.label, passed=s.passed, counted=s.counted,
+                   seconds=round(s.seconds, 2))
+        if s.kind == "amp":
+            row.update(logits=[dataclasses.asdict(r) for r in s.rows], grad_cosines=s.grad_cosines)
+        else:
+            row.update(notes=s.notes, comparisons=[c.as_row() for c in s.comparisons],
+                       flagged=s.extra.get("flagged", []))
+        out.append(row)
+    return out
 
 
 def source_revision():
@@ -256,7 +277,7 @@ def main(argv=None):
             raise CoatError(f"unknown variant(s) {', '.join(unknown) or '(none given)'}; choose from "
                             f"{', '.join(ORDER)} or 'all'")
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
-    bad = skip - {"grad", "step", "mindcv", "extra-res", "pynative", "graph"}
+    bad = skip - {"grad", "step", "mindcv", "amp", "extra-res", "pynative", "graph"}
     if bad:
         raise CoatError(f"unknown --skip value(s) {', '.join(sorted(bad))}")
     if os.path.exists(args.out) and not os.path.isdir(args.out):

@@ -2,7 +2,8 @@
 train.py as a user runs them, with ALL their settings active.
 
 Only what a small CPU run must change is overridden: data_dir, num_classes, epoch_size, batch_size,
-image_resize, device_target, distribute.  The run's resolved settings (config.yaml in the output
+image_resize, device_target, distribute, and amp_on_cpu, which makes the CPU run the recipe's own amp_level
+(O2 on the Ascend/GPU recipes) on MindSpore's float16 operators, as the device would, instead of O0.  The run's resolved settings (config.yaml in the output
 folder) must equal the recipe's own values for every other key it sets, and the log must show the
 features at work (transforms, mixing, loss scale, EMA, sink mode).  The default run trains one
 recipe of each shape; the whole matrix runs with:
@@ -21,12 +22,13 @@ from helpers import RECIPE_TIMES, ROOT, metrics_line, run_script, small_imagefol
 
 RECIPES = sorted(glob.glob(os.path.join(ROOT, "configs", "*.yaml"))) + \
     sorted(glob.glob(os.path.join(ROOT, "tests", "mindcv_recipes", "*.yaml")))
-# One of each shape: CoaT-Lite + AdamW + fixed loss scale; CoaT (parallel blocks) + Lion + dynamic loss
-# scale + EMA; both with sink mode on, as the Ascend/GPU recipes set it (on CPU MindSpore runs it as its step
-# loop; tests/test_train_engine.py checks what the device sink changes for the training callback).
-REPRESENTATIVE = ("configs/coat_lite_tiny_ascend.yaml", "configs/coat_tiny_ascend.yaml")
+# One of each shape: CoaT-Lite + AdamW + amp O2 + fixed loss scale 1024 + sink mode on, as the Ascend/GPU
+# recipes set it (on CPU MindSpore runs it as its step loop; tests/test_train_engine.py checks what the device
+# sink changes for the training callback); CoaT (parallel blocks) + Lion + EMA in float32.  The dynamic loss
+# scale at O2: tests/test_amp.py, and the coat_tiny Ascend recipe under -m slow.
+REPRESENTATIVE = ("configs/coat_lite_tiny_ascend.yaml", "configs/coat_tiny_cpu.yaml")
 SMALL_RUN = {"num_classes": 2, "epoch_size": 1, "batch_size": 4, "image_resize": 64, "device_target": "CPU",
-             "distribute": False}
+             "distribute": False, "amp_on_cpu": True}
 
 
 def recipe_params():
@@ -83,7 +85,10 @@ def test_recipe_trains_one_epoch_as_shipped(recipe, data, tmp_path):
         assert f"RandomErasing(p={want['re_prob']})" in log
     if want["mixup"] + want["cutmix"] > 0:
         assert f"mixup {want['mixup']}, cutmix {want['cutmix']}" in log
-    scale_type = want["loss_scale_type"] if want["loss_scale_type"] != "auto" else "fixed"
+    level = "O2" if want["amp_level"] == "auto" else want["amp_level"]
+    scale_type = want["loss_scale_type"] if want["loss_scale_type"] != "auto" else \
+        ("dynamic" if level in ("O2", "O3") else "fixed")
+    assert f"amp: {level} on CPU" in log  # the recipe's own level ran
     assert f"loss scale {scale_type} {float(want['loss_scale'])}" in log
     assert f"dataset sink mode {'on' if want['dataset_sink_mode'] else 'off'}" in log
     if want["dataset_sink_mode"]:  # and says that MindSpore runs it as its step loop on this CPU run
@@ -106,3 +111,21 @@ def test_recipe_trains_one_epoch_as_shipped(recipe, data, tmp_path):
         assert got["Top_1_Accuracy"] == pytest.approx(trained["Top_1_Accuracy"], abs=1e-4)
         assert got["Top_5_Accuracy"] == pytest.approx(trained["Top_5_Accuracy"], abs=1e-4)
         assert got["Loss"] == pytest.approx(trained["Loss"], abs=1e-4)
+
+
+@pytest.mark.slow
+def test_a_dynamic_loss_scale_recipe_skips_real_float16_overflows_and_says_so(data, tmp_path):
+    """coat_tiny's Ascend recipe (O2, dynamic scale from 4096) with the scale doubling after every good step
+    (scale_window 1 instead of 2000, so that a short run reaches the float16 limit): the overflowing steps are
+    skipped and the scale lowered, and the epoch's log line says so."""
+    recipe = os.path.join(ROOT, "configs", "coat_tiny_ascend.yaml")
+    proc = run_script("train.py", "--config", recipe, *small_run_args(data), "--batch_size", 2, "--scale_window", 1,
+                      cwd=tmp_path, timeout=1500)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-4000:]
+    assert "amp: O2 on CPU" in log and "loss scale dynamic 4096.0" in log
+    line = [ln for ln in log.splitlines() if "skipped on float overflow" in ln]
+    assert line, log[-3000:]
+    skipped = int(line[0].split(":")[1].split()[0])
+    start, end = (float(v) for v in line[0].rsplit("loss scale ", 1)[1].split(" -> "))
+    assert skipped >= 1 and start == 4096.0 and end != start

@@ -189,3 +189,23 @@ def test_every_full_variant_compiles_at_o2_through_mindcv_and_mindspore(name):
     twin = ms.amp.auto_mixed_precision(twin, "O2")
     twin.set_train(False)
     assert cosine(twin(x).asnumpy(), want) >= 0.999
+
+
+@pytest.mark.slow
+def test_the_digits_demo_trained_at_o2_on_cpu_reaches_its_o0_accuracy(tmp_path):
+    """End to end on real data: the demo's recipe through train.py at O0 and at O2 (MindSpore's float16 CPU
+    kernels, dynamic loss scale from 1024): Top-1 within one point."""
+    from coat_ms.datasets.digits import write_digits_imagefolder
+    from helpers import ROOT, metrics_line, run_script
+
+    data = tmp_path / "digits"
+    write_digits_imagefolder(str(data), image_size=32)
+    recipe = f"{ROOT}/configs/demo_digits_cpu.yaml"
+    top1 = {}
+    for level, extra in (("O0", ()), ("O2", ("--loss_scale_type", "dynamic", "--loss_scale", 1024))):
+        proc = run_script("train.py", "-c", recipe, "--data_dir", data, "--ckpt_save_dir", tmp_path / level,
+                          "--amp_level", level, *extra, cwd=tmp_path, timeout=3600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert f"amp: {level} on CPU" in proc.stderr
+        top1[level] = metrics_line(proc.stdout)["Top_1_Accuracy"]
+    assert top1["O2"] >= top1["O0"] - 0.01, top1

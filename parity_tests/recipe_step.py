@@ -311,6 +311,8 @@ def recipe_step_study(variant, recipe=None, img_size=224, batch=2, mode="pynativ
              f"weight decay groups: {len(got['decayed'])} of {len(names)} tensors decayed on both sides"
              if groups_ok else f"weight decay groups DIFFER: torch-only {sorted(ref['decayed'] - got['decayed'])[:4]}, "
                                f"coat_ms-only {sorted(got['decayed'] - ref['decayed'])[:4]}"]
-    return Study("recipe_step", variant, f"{os.path.basename(recipe)} step {step}, {img_size} b{batch} {mode}", comps,
+    flags = "".join(f" --{k} {v}" for k, v in overrides.items())
+    return Study("recipe_step", variant, f"{os.path.basename(recipe)}{flags}, step {step}, {img_size} b{batch} {mode}",
+                 comps,
                  time.time() - t0, notes=notes, extra=dict(ok=groups_ok, n_scalar=n_scalar, mix=mix, moved=moved, skipped=ref["skipped"],
                                                            grad_norm=ref["grad_norm"], clip_coef=ref["clip_coef"]))

@@ -144,8 +144,9 @@ def step_section(study, n=10):
     lines += ["", f"{n_over} of {len(study.comparisons) - 1} tensors exceed 1e-5 on their own; "
                   f"{len(flagged)} elements are over the tolerance, "
                   f"{sum(r['explained'] for r in flagged)} of them within the bound "
-                  "lr * |g_ms - g_pt| * eps / (min(|g_ms|, |g_pt|) + eps)^2 + 1e-5 * max|w_pt| "
-                  "(Adam's step-1 update lr * g / (|g| + eps) has slope lr / eps at g = 0)."]
+                  "lr * |g_ms - g_pt| * eps / (d + eps)^2 + 1e-5 * max|w_pt|, d the distance of [g_ms, g_pt] from 0 "
+                  "(0 when the two gradients have opposite signs; Adam's step-1 update lr * g / (|g| + eps) has slope "
+                  "lr / eps at g = 0)."]
     if flagged:
         lines += ["", "Largest excess elements (diff / bound):", "",
                   "| tensor | index | w0 | w_pt | w_ms | diff | g_pt | g_ms | bound | explained |",

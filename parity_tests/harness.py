@@ -148,7 +148,8 @@ class Pair:
     weights_via: str = ""
 
     def ms_params(self):
-        return {n: p.asnumpy() for n, p in self.ms_model.parameters_dict().items()}
+        # copies: asnumpy() shares the Parameter's memory, which the optimizer step overwrites
+        return {n: p.asnumpy().copy() for n, p in self.ms_model.parameters_dict().items()}
 
 
 def build_pair(name, img_size=224, seed=0, num_classes=1000):
@@ -257,11 +258,13 @@ def ms_adamw_step(model, x, labels, kind="adamw", mode="pynative", cfg=ADAMW):
 def step_excess(w_pt, w_ms, w0, g_pt, g_ms, cfg=ADAMW, tol=None):
     """Elements of one tensor whose post-step difference exceeds ``tol * max|w_pt|``, with their bound.
 
-    At step 1 Adam's update is lr * g / (|g| + eps): its derivative in g is lr * eps / (|g| + eps)^2,
-    which is lr / eps near g = 0.  A gradient rounding difference |g_ms - g_pt| (measured) therefore
-    moves the weight by at most  lr * |g_ms - g_pt| * eps / (min(|g_ms|, |g_pt|) + eps)^2  (mean value
-    theorem).  Returns rows (index, w_pt, w_ms, |diff|, g_pt, g_ms, bound) for the offending elements;
-    an element is *explained* when |diff| <= bound + tol * max|w_pt|.
+    At step 1 Adam's update is f(g) = lr * g / (|g| + eps): its slope is lr * eps / (|g| + eps)^2, largest
+    (lr / eps) at g = 0.  A gradient rounding difference between g_ms and g_pt (both measured) therefore
+    moves the weight by at most  lr * |g_ms - g_pt| * eps / (d + eps)^2  (mean value theorem), where d is
+    the distance of the interval [g_ms, g_pt] from 0: min(|g_ms|, |g_pt|) when both have the same sign,
+    0 when the interval contains 0 (the two gradients have opposite signs, as for k's bias, whose exact
+    gradient is zero).  Returns rows (index, w0, w_pt, w_ms, |diff|, g_pt, g_ms, bound) for the offending
+    elements; an element is *explained* when |diff| <= bound + tol * max|w_pt|.
     """
     from .metrics import STEP_RTOL  # noqa: PLC0415
     tol = STEP_RTOL if tol is None else tol
@@ -271,9 +274,11 @@ def step_excess(w_pt, w_ms, w0, g_pt, g_ms, cfg=ADAMW, tol=None):
     rows = []
     for i in map(tuple, idx):
         gp, gm = float(g_pt[i]), float(g_ms[i])
-        bound = cfg["lr"] * abs(gm - gp) * cfg["eps"] / (min(abs(gp), abs(gm)) + cfg["eps"]) ** 2
-        rows.append(dict(index=tuple(int(k) for k in i), w0=float(w0[i]), w_pt=float(w_pt[i]), w_ms=float(w_ms[i]), diff=float(diff[i]),
-                         g_pt=gp, g_ms=gm, bound=bound, explained=bool(diff[i] <= bound + tol * scale)))
+        d = 0.0 if gp * gm <= 0 else min(abs(gp), abs(gm))
+        bound = cfg["lr"] * abs(gm - gp) * cfg["eps"] / (d + cfg["eps"]) ** 2
+        rows.append(dict(index=tuple(int(k) for k in i), w0=float(w0[i]), w_pt=float(w_pt[i]), w_ms=float(w_ms[i]),
+                         diff=float(diff[i]), g_pt=gp, g_ms=gm, bound=bound,
+                         explained=bool(diff[i] <= bound + tol * scale)))
     return rows
 
 

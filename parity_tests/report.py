@@ -1,6 +1,6 @@
 """Parity report: ``python -m parity_tests.report --variants all --out reports/``.
 
-Runs the forward (every tap), gradient, AdamW-step, mindcv and mixed-precision studies, writes
+Runs the forward (every tap), gradient, AdamW-step, recipe training-step, mindcv and mixed-precision studies, writes
   <out>/parity.md              a Markdown table per variant and tap (+ gradients, step, mindcv)
   <out>/<variant>_depth.png    relative error by depth, one line per forward run
   <out>/results.json           every number, machine readable
@@ -19,10 +19,15 @@ from coat_ms.errors import CoatError
 from coat_ms.fileio import atomic_write, atomic_write_text
 from coat_ms.models.coat import VARIANTS
 
+from .metrics import STEP_RTOL
+
 ORDER = ["coat_lite_tiny", "coat_lite_mini", "coat_lite_small", "coat_lite_medium", "coat_tiny", "coat_mini",
          "coat_small"]
 EXTRA_RESOLUTION = {"coat_lite_tiny": 384, "coat_tiny": 384}   # timm accepts them when built with img_size
 MINDCV_VARIANTS = ("coat_lite_tiny", "coat_tiny")
+# One training step of a shipped recipe (parity_tests.recipe_step): the AdamW recipe (also with clipping
+# switched on by flag, which no recipe does) and the Lion + EMA + dynamic loss scale recipe.
+RECIPE_STEPS = {"coat_lite_tiny": [{}, dict(clip_grad=True, clip_value=1.0)], "coat_tiny": [{}]}
 
 
 def parse_args(argv):
@@ -36,7 +41,7 @@ def parse_args(argv):
                    help="standard: the committed report's plan (~15-20 min on 2 cores); full: every variant x "
                         "batch 1/2 x graph/pynative, gradients at batch 2, AdamW step for all (hours)")
     p.add_argument("--seed", type=int, default=0, help="seed for weights, inputs and labels (default 0)")
-    p.add_argument("--skip", default="", help="comma-separated studies to skip: grad, step, mindcv, amp, "
+    p.add_argument("--skip", default="", help="comma-separated studies to skip: grad, step, recipe-step, mindcv, amp, "
                                               "extra-res, pynative, graph")
     return p.parse_args(argv)
 
@@ -46,7 +51,8 @@ def plan(variants, skip, profile="standard"):
 
     standard: every variant forward (224, batch 2, PyNative) and gradients (224, batch 1); GRAPH_MODE
       for coat_lite_tiny (batch 2) and coat_tiny (batch 1); 384 for coat_lite_tiny; the AdamW step and
-      mindcv for coat_lite_tiny and coat_tiny.  About 15-20 min on a busy 2-core CPU.
+      mindcv for coat_lite_tiny and coat_tiny; one training step of the coat_lite_tiny (AdamW; also with
+      clipping on) and coat_tiny (Lion, EMA, dynamic loss scale) recipes.  About 15-20 min on a busy 2-core CPU.
     full: every variant in both modes at batch 1 and 2, gradients at batch 2, the AdamW step for
       every variant, 384 for coat_lite_tiny and coat_tiny (hours on a 2-core CPU).
     """
@@ -69,6 +75,9 @@ def plan(variants, skip, profile="standard"):
         if "step" not in skip and (full or focus):
             batch = 2 if (full or v == "coat_lite_tiny") else 1
             jobs.append(("step", v, dict(img_size=224, batch=batch, mode="pynative")))
+        if "recipe-step" not in skip:
+            for extra in RECIPE_STEPS.get(v, []):
+                jobs.append(("recipe_step", v, dict(img_size=224, batch=2, mode="pynative", **extra)))
         if v in MINDCV_VARIANTS and "mindcv" not in skip:
             jobs.append(("mindcv", v, dict(img_size=224, batch=2)))
         if "amp" not in skip:
@@ -91,6 +100,9 @@ def run_jobs(jobs, seed):
             results.append(s)
         elif kind == "step":
             results.append(studies.step_study(variant, seed=seed, grads=last_grads.pop((variant, kw["batch"]), None), **kw))
+        elif kind == "recipe_step":
+            from . import recipe_step  # noqa: PLC0415
+            results.append(recipe_step.recipe_step_study(variant, seed=seed, **kw))
         elif kind == "mindcv":
             results.extend(studies.mindcv_study(variant, seed=seed, **kw))
         elif kind == "amp":
@@ -137,8 +149,9 @@ def step_section(study, n=10):
     lines += ["", f"{n_over} of {len(study.comparisons) - 1} tensors exceed 1e-5 on their own; "
                   f"{len(flagged)} elements are over the tolerance, "
                   f"{sum(r['explained'] for r in flagged)} of them within the bound "
-                  "lr * |g_ms - g_pt| * eps / (min(|g_ms|, |g_pt|) + eps)^2 + 1e-5 * max|w_pt| "
-                  "(Adam's step-1 update lr * g / (|g| + eps) has slope lr / eps at g = 0)."]
+                  "lr * |g_ms - g_pt| * eps / (d + eps)^2 + 1e-5 * max|w_pt|, d the distance of [g_ms, g_pt] from 0 "
+                  "(0 when the two gradients have opposite signs; Adam's step-1 update lr * g / (|g| + eps) has slope "
+                  "lr / eps at g = 0)."]
     if flagged:
         lines += ["", "Largest excess elements (diff / bound):", "",
                   "| tensor | index | w0 | w_pt | w_ms | diff | g_pt | g_ms | bound | explained |",
@@ -150,11 +163,30 @@ def step_section(study, n=10):
     return lines
 
 
+def recipe_step_section(study, n=6):
+    """A recipe's training step: what was run, the scalar comparisons, the worst weight / EMA tensors."""
+    k = study.extra["n_scalar"]
+    tensors = study.comparisons[k:]
+    w = [c for c in tensors if c.name.startswith("w ")]
+    e = [c for c in tensors if c.name.startswith("ema ")]
+    lines = [f"- {note}" for note in study.notes] + ["", "| compared | shape | max abs | max abs ref | rel | tol | pass |",
+                                                      "|---|---|---|---|---|---|---|"]
+    for c in study.comparisons[:k] + sorted(tensors, key=lambda c: -c.rel)[:n]:
+        lines.append(f"| {c.name} | {c.as_row()['shape'] or 'scalar'} | {_fmt(c.max_abs)} | {_fmt(c.ref_max)} | "
+                     f"{_fmt(c.rel)} | {c.tol:g} | {'yes' if c.passed else '**NO**'} |")
+    lines += ["", f"{sum(c.passed for c in w)} of {len(w)} weight tensors" +
+              (f" and {sum(c.passed for c in e)} of {len(e)} EMA weight tensors" if e else "") +
+              f" within {STEP_RTOL:g} of their max |w| (worst {_fmt(max(c.rel for c in tensors))})."]
+    return lines
+
+
 def markdown(results, variants, elapsed, header):
     lines = ["# coat_ms parity report", "", *header, "",
              f"Tolerances: forward rel <= 2e-5 at every tap; gradients rel <= 1e-4 per tensor; AdamW step rel <= 1e-5 "
-             f"per tensor (rel = max|ms - ref| / max|ref|); mixed precision O2 logits cosine >= 0.999 to float32 and "
-             f"O2 gradients (loss-scaled) cosine >= 0.99 per tensor. Total time {elapsed:.0f} s.", ""]
+             f"per tensor; a recipe's training step: weights and EMA weights rel <= 1e-5 per tensor, loss rel <= 1e-5, "
+             f"mixed inputs, soft targets and lr <= 1e-6, loss scale exact (rel = max|ms - ref| / max|ref|); mixed "
+             f"precision: O2 logits cosine >= 0.999 to float32, O2 gradients (loss-scaled) cosine >= 0.99 per tensor. "
+             f"Total time {elapsed:.0f} s.", ""]
     for v in variants:
         mine = [s for s in results if s.variant == v]
         lines += [f"## {v}", ""]
@@ -177,6 +209,8 @@ def markdown(results, variants, elapsed, header):
             elif s.kind == "amp":
                 from . import amp  # noqa: PLC0415
                 lines += amp.markdown_lines(s) + [""]
+            elif s.kind == "recipe_step":
+                lines += [f"### One training step of the recipe ({s.label})", ""] + recipe_step_section(s) + [""]
             elif s.kind == "mindcv":
                 lines += [f"### {s.label}", "", *(n + "" for n in s.notes), ""]
                 w = max(s.comparisons, key=lambda c: c.rel)
@@ -188,8 +222,8 @@ def markdown(results, variants, elapsed, header):
 
 
 def summary(results, variants, elapsed):
-    lines = [f"{'variant':18s} {'forward worst rel (tap)':42s} {'grad worst':>10s} {'step':>14s} {'mindcv':>8s} "
-             f"{'O2 cosine':>9s}  status"]
+    lines = [f"{'variant':18s} {'forward worst rel (tap)':42s} {'grad worst':>10s} {'step':>14s} {'recipe':>8s} "
+             f"{'mindcv':>8s} {'O2 cosine':>9s}  status"]
     for v in variants:
         mine = [s for s in results if s.variant == v]
         fw = [c for s in mine if s.kind == "forward" for c in s.comparisons]
@@ -199,6 +233,8 @@ def summary(results, variants, elapsed):
         mc = [s for s in mine if s.kind == "mindcv" and s.counted]
         am = [s for s in mine if s.kind == "amp"]
         atxt = f"{min(r.cosine for r in am[0].rows if r.bar):.6f}" if am else "-"
+        rs = [s for s in mine if s.kind == "recipe_step"]
+        rtxt = ("ok" if all(s.passed for s in rs) else "FAIL") + (f" ({len(rs)})" if len(rs) > 1 else "") if rs else "-"
         ok = all(s.passed for s in mine if s.counted)
         gtxt = _fmt(max(c.rel for c in g[0].comparisons)) if g else "-"
         stxt = "-"
@@ -207,7 +243,8 @@ def summary(results, variants, elapsed):
             stxt = ("ok" if st[0].passed else "FAIL") + (f" ({n_exp} expl)" if n_exp else "")
         mtxt = ("ok" if mc[0].passed else "FAIL") if mc else "-"
         ftxt = f"{_fmt(w.rel)} ({w.name})" if w else "-"
-        lines.append(f"{v:18s} {ftxt:42s} {gtxt:>10s} {stxt:>14s} {mtxt:>8s} {atxt:>9s}  {'PASS' if ok else 'FAIL'}")
+        lines.append(f"{v:18s} {ftxt:42s} {gtxt:>10s} {stxt:>14s} {rtxt:>8s} {mtxt:>8s} {atxt:>9s}  "
+                     f"{'PASS' if ok else 'FAIL'}")
     failed = [f"{s.variant} {s.kind} {s.label}: {', '.join(s.failed_names[:4])}"
               for s in results if s.counted and not s.passed]
     lines.append(f"{len([s for s in results if s.counted])} studies, {len(failed)} failed, {elapsed:.0f} s")
@@ -277,7 +314,7 @@ def main(argv=None):
             raise CoatError(f"unknown variant(s) {', '.join(unknown) or '(none given)'}; choose from "
                             f"{', '.join(ORDER)} or 'all'")
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
-    bad = skip - {"grad", "step", "mindcv", "amp", "extra-res", "pynative", "graph"}
+    bad = skip - {"grad", "step", "recipe-step", "mindcv", "amp", "extra-res", "pynative", "graph"}
     if bad:
         raise CoatError(f"unknown --skip value(s) {', '.join(sorted(bad))}")
     if os.path.exists(args.out) and not os.path.isdir(args.out):

@@ -42,6 +42,27 @@ def test_bound_explains_only_what_the_gradient_difference_allows():
     assert rows[0]["explained"] and rows[0]["bound"] >= cfg["lr"]
 
 
+
+def test_bound_covers_the_exact_update_difference_across_zero():
+    # The bound must cover |f(g_pt) - f(g_ms)| for Adam's step-1 update f(g) = lr * g / (|g| + eps), evaluated
+    # in float64, also when the two gradients straddle 0 (k's bias: exact gradient 0, measured +-4e-10).
+    # Using min(|g_pt|, |g_ms|) there (the interval's ends, not its point nearest 0) under-estimated it:
+    # the four full-variant step studies that failed before.
+    cfg = harness.ADAMW
+    rng = np.random.RandomState(0)
+    g_pt = rng.standard_normal(2000) * 10.0 ** rng.uniform(-11, -6, 2000)
+    g_ms = g_pt + rng.standard_normal(2000) * 10.0 ** rng.uniform(-11, -8, 2000)
+    g_pt[:3], g_ms[:3] = [3.71e-10, 4.95e-10, -4.22e-10], [-3.42e-10, -4.22e-10, 5.38e-10]  # measured pairs
+    f = lambda g: cfg["lr"] * g / (np.abs(g) + cfg["eps"])  # noqa: E731
+    w0 = np.full(g_pt.shape, 0.02)
+    w_pt, w_ms = w0 - f(g_pt), w0 - f(g_ms)
+    rows = harness.step_excess(w_pt, w_ms, w0, g_pt, g_ms, tol=0.0)
+    assert len(rows) > 1000 and any(r["g_pt"] * r["g_ms"] < 0 for r in rows)
+    for r in rows:
+        assert r["diff"] <= r["bound"] * (1 + 1e-9), r
+    crossing = [r for r in rows if r["g_pt"] * r["g_ms"] < 0]
+    assert all(r["bound"] == pytest.approx(cfg["lr"] * abs(r["g_ms"] - r["g_pt"]) / cfg["eps"]) for r in crossing)
+
 @pytest.mark.slow
 @pytest.mark.parametrize("variant", ["coat_lite_tiny", "coat_lite_mini", "coat_lite_small", "coat_lite_medium",
                                      "coat_tiny", "coat_mini", "coat_small"])

@@ -90,6 +90,7 @@ def test_recipe_trains_one_epoch_as_shipped(recipe, data, tmp_path):
         ("dynamic" if level in ("O2", "O3") else "fixed")
     assert f"amp: {level} on CPU" in log  # the recipe's own level ran
     assert f"loss scale {scale_type} {float(want['loss_scale'])}" in log
+    assert log.count(f"optimizer {want['opt']}: weight decay") == 1  # the groups, once (test_param_groups.py)
     assert f"dataset sink mode {'on' if want['dataset_sink_mode'] else 'off'}" in log
     if want["dataset_sink_mode"]:  # and says that MindSpore runs it as its step loop on this CPU run
         assert "dataset sink mode on (MindSpore runs it as its step loop on CPU)" in log

@@ -387,6 +387,10 @@ class CoaT(nn.Cell):
     def get_classifier(self):
         return self.head
 
+    def no_weight_decay(self):
+        """Parameters the official recipe does not decay besides the 1-D ones (timm's list): the cls tokens."""
+        return {n for n, _ in self.parameters_and_names() if n.startswith("cls_token")}
+
     def reset_classifier(self, num_classes):
         """Replace the head by a new, freshly initialised one (0: no head)."""
         self.num_classes = num_classes

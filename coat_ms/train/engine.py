@@ -126,8 +126,9 @@ def load_finetune_weights(model, path):
 
 
 def build_optimizer_and_schedule(cfg, model, steps_per_epoch, world_size=1):
-    from mindcv.optim import create_optimizer
     from mindcv.scheduler import create_scheduler
+
+    from .param_groups import create_grouped_optimizer, weight_decay_groups
 
     epochs, warmup = cfg["epoch_size"], cfg["warmup_epochs"]
     lr = cfg["lr"]
@@ -142,9 +143,10 @@ def build_optimizer_and_schedule(cfg, model, steps_per_epoch, world_size=1):
     extra = {}
     if cfg["betas"] and cfg["opt"] in ("adamw", "adam", "lion"):
         extra = dict(beta1=cfg["betas"][0], beta2=cfg["betas"][1])
-    opt = create_optimizer(model.trainable_params(), opt=cfg["opt"], lr=schedule, weight_decay=cfg["weight_decay"],
-                           momentum=cfg["momentum"], nesterov=cfg["use_nesterov"],
-                           weight_decay_filter=cfg["weight_decay_filter"], eps=cfg["eps"], **extra)
+    groups, groups_text = weight_decay_groups(model, cfg["weight_decay"], cfg["weight_decay_filter"])
+    opt = create_grouped_optimizer(groups, opt=cfg["opt"], lr=schedule, momentum=cfg["momentum"],
+                                   nesterov=cfg["use_nesterov"], eps=cfg["eps"], **extra)
+    logger.info("optimizer %s: %s", cfg["opt"], groups_text)
     return opt, schedule
 
 

@@ -148,7 +148,7 @@ def main(argv=None):
     if args.image_size < 32 or args.image_size % 32:
         raise ConversionError(f"--image-size must be a multiple of 32 (CoaT's patch grid), got {args.image_size}")
     # real paths: a symlink or hard link to the source is the source
-    check_outputs([("--out", args.out), ("--out's metadata file", args.out + ".json")], files=[("source", args.src)])
+    check_outputs([("--out", args.out), ("--out's metadata file", args.out + ".json")], files=[("file", args.src)])
     inferred = args.to is None
     args.to = direction(args)
     if inferred and args.to == "torch":

@@ -206,6 +206,12 @@ def test_model_args_are_checked_against_the_constructor_before_the_model_is_buil
     assert all(w in str(info.value) for w in words)
 
 
+def test_every_constructor_option_has_a_check():
+    """The validator follows the constructor: a new CoaT option without a check fails here."""
+    from coat_ms.model_options import CHECKS, OWN_ARGUMENTS, constructor_options
+    assert set(CHECKS) | set(OWN_ARGUMENTS) == set(constructor_options())
+
+
 def test_model_args_through_the_other_tools(ckpt, tmp_path):
     bad = json.dumps({"num_heads": 3})
     assert "num_heads" in refused(export_cli.main, "--model_name", "coat_lite_tiny", "--model_args", bad,

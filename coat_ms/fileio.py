@@ -141,15 +141,19 @@ class OutputWatch:
                              f"to overwrite it; choose another output name")
 
 
-def check_outputs(outputs, files=(), folders=()):
+def check_outputs(outputs, files=(), folders=(), output_folders=()):
     """Refuse, before any work, an output that is an input.
 
-    ``outputs``: (flag, path) pairs (None paths ignored); ``files``: (what, path) pairs of files the
-    tool reads; ``folders``: (what, path) pairs of data folders whose contents it reads.  Refused: two
-    outputs that are one file; an output that is an input file (real path, hard link); an output
-    inside a data folder (an existing file there is an input, a new one would become one).  Returns
-    the OutputWatch of the outputs that exist already (see module doc).
+    ``outputs``: (flag, path) pairs of files the tool writes (None paths ignored); ``output_folders``:
+    (flag, path) pairs of folders it writes into (a training run's folder); ``files``: (what, path)
+    pairs of files it reads; ``folders``: (what, path) pairs of data folders whose images it reads.
+    Refused: two outputs that are one file; an output that is an input file (real path, hard link); an
+    output file with an image name inside a data folder (an existing one is an input, a new one would
+    become one) and an output folder inside a data folder (it would become a class).  Returns the
+    OutputWatch of the outputs that exist already (see module doc).
     """
+    from .data.files import is_image_name
+
     outputs = [(flag, os.fspath(path)) for flag, path in outputs if path]
     files = [(what, os.fspath(path)) for what, path in files if path]
     seen = {}
@@ -162,20 +166,19 @@ def check_outputs(outputs, files=(), folders=()):
             if same_file(path, given):
                 raise WriteError(f"{flag} {path} is the input {what} {given}: refusing to overwrite it; "
                                  f"choose another output name")
+    checked = [(flag, path, is_image_name(os.path.basename(os.path.realpath(path)))) for flag, path in outputs]
+    checked += [(flag, os.fspath(path), True) for flag, path in output_folders if path]
+    for flag, path, read_as_data in checked:
+        real = os.path.realpath(path)
         for what, folder in folders:
-            for root in data_roots(folder):
-                if _inside(real, root):
-                    if os.path.isfile(path):
-                        raise WriteError(f"{flag} {path} is a file of the {what} {folder} it reads: refusing to "
-                                         f"overwrite it; choose another output name")
-                    raise WriteError(f"{flag} {path} lies inside the data it reads ({what} {folder}): what it "
-                                     f"writes there would become input; choose a place outside it")
+            if read_as_data and any(_inside(real, root) for root in data_roots(folder)):
+                if os.path.isfile(path):
+                    raise WriteError(f"{flag} {path} is an image of the {what} {folder} it reads: refusing to "
+                                     f"overwrite it; choose another output name")
+                raise WriteError(f"{flag} {path} lies inside the data it reads ({what} {folder}): it would be read "
+                                 f"as data next time; choose a place outside it")
     existing = []
     for flag, path in outputs:
-        try:
-            st = os.stat(path)
-        except OSError:
-            continue
         if os.path.isfile(path):
-            existing.append((flag, path, st))
+            existing.append((flag, path, os.stat(path)))
     return OutputWatch(existing)

@@ -358,6 +358,9 @@ def test_predict_and_train_never_write_into_their_inputs(data, ckpt, tmp_path):
     (tmp_path / "labels.txt").write_text("a\nb\n")
     assert "refusing to overwrite" in refused(predict_cli.main, val, "--ckpt_path", ckpt, "--labels",
                                               tmp_path / "labels.txt", "--json", tmp_path / "labels.txt")
+    # an output the tool would not read back is fine inside its input folder (a report beside the photos)
+    from coat_ms.fileio import check_outputs
+    assert not check_outputs([("--json", os.path.join(val, "results.json"))], folders=[("image folder", val)])
     # a training run's folder inside a split it reads
     for inside in (os.path.join(data, "train", "run"), os.path.join(data, "val", "0")):
         message = refused(train_cli.main, *tiny_train_args(data, inside))

@@ -54,13 +54,13 @@ def check_run_outputs(cfg, out_dir, resume_path=None):
     flag = cfg.named("ckpt_save_dir")
     continuing = resume_path and os.path.dirname(os.path.abspath(resume_path)) == os.path.abspath(out_dir)
     written = [n for n in RUN_FILES if not (continuing and n == "config.yaml")]  # a resumed run keeps its own
-    outputs = [(flag, out_dir)] + [(f"{flag}'s {name}", os.path.join(out_dir, name)) for name in written]
+    outputs = [(f"{flag}'s {name}", os.path.join(out_dir, name)) for name in written]
     files = [("config", path) for path in cfg.config_files()] + [("checkpoint", cfg["ckpt_path"])]
     if resume_path and not continuing:  # in its own folder it is the run's own state, continued
         files.append(("resume checkpoint", resume_path))
     splits = [("train split", cfg["train_split"])] + ([("val split", cfg["val_split"])] if cfg["val_while_train"]
                                                       else [])
     folders = [(what, os.path.join(cfg["data_dir"], split)) for what, split in splits if cfg["data_dir"]]
-    watch = check_outputs(outputs, files, folders)
+    watch = check_outputs(outputs, files, folders, output_folders=[(flag, out_dir)])
     check_run_folder(out_dir, resume_path)
     return watch

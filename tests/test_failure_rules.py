@@ -198,7 +198,8 @@ def test_which_optimizers_run_on_cpu(opt):
 ])
 def test_model_args_are_checked_against_the_constructor_before_the_model_is_built(data, tmp_path, args, words):
     message = refused(train_cli.main, "--data_dir", data, "--model_args", json.dumps(args), "--ckpt_save_dir",
-                      tmp_path / "out", "--device_target", "CPU")
+                      tmp_path / "out", "--device_target", "CPU", "--batch_size", 8, "--image_resize", 32,
+                      "--num_parallel_workers", 1)
     assert all(w in message for w in words) and "--model_args" in message, message
     assert not (tmp_path / "out").exists()
     with pytest.raises(CoatError) as info:  # the Python door says the same
@@ -358,15 +359,21 @@ def test_predict_and_train_never_write_into_their_inputs(data, ckpt, tmp_path):
     (tmp_path / "labels.txt").write_text("a\nb\n")
     assert "refusing to overwrite" in refused(predict_cli.main, val, "--ckpt_path", ckpt, "--labels",
                                               tmp_path / "labels.txt", "--json", tmp_path / "labels.txt")
-    # an output the tool would not read back is fine inside its input folder (a report beside the photos)
-    from coat_ms.fileio import check_outputs
-    assert not check_outputs([("--json", os.path.join(val, "results.json"))], folders=[("image folder", val)])
     # a training run's folder inside a split it reads
     for inside in (os.path.join(data, "train", "run"), os.path.join(data, "val", "0")):
         message = refused(train_cli.main, *tiny_train_args(data, inside))
         assert "inside the data" in message and "--ckpt_save_dir" in message
     assert not os.path.exists(os.path.join(data, "train", "run"))
     assert open(image, "rb").read() == before
+
+
+def test_an_output_the_tool_does_not_read_may_sit_beside_its_inputs(data):
+    """A report beside the photos is not an input (only image names are read from a folder)."""
+    from coat_ms.fileio import check_outputs
+    val = os.path.join(data, "val")
+    assert not check_outputs([("--json", os.path.join(val, "results.json"))], folders=[("image folder", val)])
+    with pytest.raises(CoatError, match="inside the data"):
+        check_outputs([("--json", os.path.join(val, "0", "new.png"))], folders=[("image folder", val)])
 
 
 # ------------------------------------------------------------------------------------------------
@@ -457,11 +464,11 @@ def test_a_refused_start_creates_no_run_folder(tmp_path):
 
 
 def test_a_folder_without_a_checkpoint_is_not_offered_for_resume(tmp_path):
-    from coat_ms.train.run_folder import check_run_folder
+    from coat_ms.train.run_folder import claim_run_folder
     (tmp_path / "dead").mkdir()
     (tmp_path / "dead" / "config.yaml").write_text("model: coat_lite_tiny\n")  # what older versions left
     with pytest.raises(CoatError) as info:
-        check_run_folder(str(tmp_path / "dead"))
+        claim_run_folder(str(tmp_path / "dead"))
     assert "--resume" not in str(info.value) and "no checkpoint" in str(info.value)
 
 

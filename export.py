@@ -38,29 +38,22 @@ def build_parser():
     return p
 
 
-def main(argv=None):
-    args = build_parser().parse_args(argv)
-    import mindspore as ms
-
+def check_flags(args):
+    """The flags' values, before any work; returns the model options (parsed and checked)."""
     from coat_ms.errors import CoatError
-    from coat_ms.checkpoint import model_from_checkpoint
-    from coat_ms.cli import use_device
-    from coat_ms.export import check_format, check_writable, export_backend, export_model, output_path
-    from coat_ms.fileio import refuse_overwriting_inputs
-    from coat_ms.runtime import configure_runtime
+    from coat_ms.model_options import check_model_args
 
     if not args.model_name and not args.ckpt_file:
         raise CoatError("pass --ckpt_file (a checkpoint written by train.py knows its model) or --model_name")
-    configure_runtime(use_device(args.device_target))
-    ms.set_context(mode=ms.GRAPH_MODE)
-    fmt = check_format(args.file_format, args.device_target)      # before any slow work
-    final = output_path(args.file_name or args.model_name or os.path.splitext(os.path.basename(args.ckpt_file))[0],
-                        fmt)
-    refuse_overwriting_inputs(final, [args.ckpt_file], "--file_name")
-    check_writable(final)
-    if args.batch_size < 1:
-        raise CoatError(f"--batch_size must be >= 1, got {args.batch_size}")
-
+    for flag, value, minimum in (("--batch_size", args.batch_size, 1), ("--num_classes", args.num_classes, 0),
+                                 ("--seed", args.seed, 0)):
+        if value is not None and value < minimum:
+            raise CoatError(f"{flag} must be >= {minimum}, got {value}")
+    if args.seed > 2**32 - 1:
+        raise CoatError(f"--seed must be <= {2**32 - 1}, got {args.seed}")
+    if args.image_size and (min(args.image_size) < 32 or any(v % 32 for v in args.image_size)):
+        raise CoatError(f"--image_size {args.image_size[0]} {args.image_size[1]}: height and width must be multiples "
+                        f"of 32 (CoaT's patch grid)")
     try:
         model_args = json.loads(args.model_args) if args.model_args else {}
     except ValueError as exc:
@@ -68,13 +61,37 @@ def main(argv=None):
     if not isinstance(model_args, dict) or "backend" in model_args:
         raise CoatError("--model_args must be a JSON object of model options, without 'backend' "
                         "(the export picks the operator set its format needs)")
+    return check_model_args(args.model_name, model_args, where="--model_args")
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    model_args = check_flags(args)
+    import mindspore as ms
+
+    from coat_ms.checkpoint import model_from_checkpoint
+    from coat_ms.cli import use_device
+    from coat_ms.export import check_format, check_writable, export_backend, export_model, output_path
+    from coat_ms.fileio import check_outputs
+    from coat_ms.runtime import configure_runtime
+
+    final = output_path(args.file_name or args.model_name or os.path.splitext(os.path.basename(args.ckpt_file))[0],
+                        args.file_format)
+    check_outputs([("--file_name", final), ("--file_name's metadata file", final + ".json")],
+                  files=[("checkpoint", args.ckpt_file)])
+    configure_runtime(use_device(args.device_target))
+    ms.set_context(mode=ms.GRAPH_MODE)
+    fmt = check_format(args.file_format, args.device_target)      # before any slow work
+    check_writable(final)
+
     # built directly on the export's operator set: no C++ kernel is built or used
     if args.ckpt_file:
         model, meta = model_from_checkpoint(args.ckpt_file, args.model_name, args.num_classes, model_args or None,
-                                            backend=export_backend(fmt))
+                                            args_source="--model_args", backend=export_backend(fmt))
     else:
         from coat_ms.factory import create_model
-        model, meta = create_model(args.model_name, num_classes=args.num_classes or 1000,
+        classes = 1000 if args.num_classes is None else args.num_classes
+        model, meta = create_model(args.model_name, num_classes=classes,
                                    **dict(model_args, backend=export_backend(fmt))), {}
         model.set_train(False)
     result = export_model(model, final, fmt, batch_size=args.batch_size, image_size=args.image_size,

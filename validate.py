@@ -41,14 +41,21 @@ def main(argv=None):
     if args.model_alias and not args.model:
         args.model = args.model_alias
     from coat_ms.config import settings_from
+    from coat_ms.data.files import list_split
     from coat_ms.errors import CoatError
-    from coat_ms.fileio import refuse_overwriting_inputs
+    from coat_ms.fileio import check_outputs
 
     cfg = settings_from(args)
     if not cfg["data_dir"]:
         raise CoatError("no data_dir given: pass --data_dir (a folder holding the val split) or set it in the config")
-    for out, flag in ((args.json_out, "--json"), (args.confusion, "--confusion")):
-        refuse_overwriting_inputs(out, [cfg["ckpt_path"], args.config], flag)
+    if args.image_size and (min(args.image_size) < 32 or any(v % 32 for v in args.image_size)):
+        raise CoatError(f"--image_size {args.image_size[0]} {args.image_size[1]}: height and width must be multiples "
+                        f"of 32 (CoaT's patch grid)")
+    split = os.path.join(cfg["data_dir"], cfg["val_split"])
+    watch = check_outputs([("--json", args.json_out), ("--confusion", args.confusion)],
+                          files=[("checkpoint", cfg["ckpt_path"]), ("config", args.config)],
+                          folders=[("val split", split)] if os.path.isdir(split) else [])
+    images = list_split(cfg["data_dir"], cfg["val_split"], require_every_class=False, watch=watch)
     import mindspore as ms
 
     from coat_ms.train import distributed
@@ -59,7 +66,7 @@ def main(argv=None):
     dist = start(cfg)
     device = ms.get_context("device_target")
     try:
-        result, model, pre = evaluate_checkpoint(cfg, dist, image_size=args.image_size,
+        result, model, pre = evaluate_checkpoint(cfg, dist, images=images, image_size=args.image_size,
                                                  confusion=bool(args.json_out or args.confusion or args.per_class),
                                                  progress=dist.is_main and not args.no_progress,
                                                  amp_level=cfg["val_amp_level"] if device != "CPU" else "O0")

@@ -77,9 +77,9 @@ def meta_entry(meta):
     return {META_KEY: json.dumps(meta)}
 
 
-def read_checkpoint_and_meta(path):
-    """(``{name: Parameter}``, meta dict or {}) of a .ckpt (or MindSpore .safetensors); clear errors for
-    missing, truncated or foreign files."""
+def _read_entries(path):
+    """({name: Parameter}, the record's JSON text or None) of a .ckpt (or MindSpore .safetensors); clear
+    errors for missing, truncated or foreign files."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint not found: {path}")
@@ -90,21 +90,69 @@ def read_checkpoint_and_meta(path):
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"cannot read checkpoint {path}: it is truncated or not a MindSpore {fmt} "
                               f"({first})") from None
-    meta = {}
-    if isinstance(entries.get(META_KEY), str):
-        try:
-            meta = json.loads(entries[META_KEY])
-        except ValueError:
-            logger.warning("%s: its coat_ms record is not valid JSON; ignoring it", path)
     params = {n: v for n, v in entries.items() if not isinstance(v, str)}
     if not params:
         raise CheckpointError(f"checkpoint {path} holds no parameters")
-    return params, meta
+    record = entries.get(META_KEY)
+    return params, record if isinstance(record, str) else None
+
+
+def check_record(meta, source):
+    """A checkpoint's coat_ms record checked field by field (each is optional); CheckpointError naming
+    ``source`` and the field otherwise.  Returns it with its preprocessing normalised."""
+    def bad(field, expected):
+        return CheckpointError(f"{source}: its coat_ms record has {field} {meta[field]!r}, expected {expected} (the "
+                               f"record was edited or written by another tool)")
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{source}: its coat_ms record is not a mapping but {type(meta).__name__} {meta!r:.60} "
+                              f"(the record was edited or written by another tool)")
+    if "model" in meta and not isinstance(meta["model"], str):
+        raise bad("model", "a model name")
+    if "model_args" in meta and meta["model_args"] is not None:
+        if not isinstance(meta["model_args"], dict):
+            raise bad("model_args", "a mapping of model option: value")
+        from .model_options import check_model_args
+        check_model_args(None, meta["model_args"], where=f"{source}: record model_args")
+    if "num_classes" in meta and (isinstance(meta["num_classes"], bool) or not isinstance(meta["num_classes"], int)
+                                  or meta["num_classes"] < 0):
+        raise bad("num_classes", "an integer >= 0")
+    if "class_names" in meta and (not isinstance(meta["class_names"], list)
+                                  or not all(isinstance(c, str) for c in meta["class_names"])):
+        raise bad("class_names", "a list of class names")
+    for field in ("preprocessing", "training"):
+        if meta.get(field) is not None and not isinstance(meta[field], dict):
+            raise bad(field, "a mapping")
+    if meta.get("preprocessing"):
+        from .data.files import DataError
+        from .data.transforms import preprocessing
+        try:
+            preprocessing(meta["preprocessing"], where=f"{source}: record preprocessing ")
+        except DataError as exc:
+            raise CheckpointError(str(exc)) from None
+    settings = (meta.get("training") or {}).get("settings")
+    if settings is not None and not isinstance(settings, dict):
+        raise CheckpointError(f"{source}: its coat_ms record has training settings {settings!r:.60}, expected a "
+                              f"mapping (the record was edited or written by another tool)")
+    return meta
+
+
+def read_checkpoint_and_meta(path):
+    """(``{name: Parameter}``, meta dict or {}) of a .ckpt (or MindSpore .safetensors); clear errors for
+    missing, truncated or foreign files and for a record whose values cannot be used."""
+    params, record = _read_entries(path)
+    if record is None:
+        return params, {}
+    try:
+        meta = json.loads(record)
+    except ValueError:
+        raise CheckpointError(f"{path}: its coat_ms record is not valid JSON (it was edited or written by another "
+                              f"tool); load the weights alone with create_model(checkpoint_path=...)") from None
+    return params, check_record(meta, os.fspath(path))
 
 
 def read_checkpoint(path):
-    """``{name: Parameter}`` of a checkpoint (its coat_ms record left out)."""
-    return read_checkpoint_and_meta(path)[0]
+    """``{name: Parameter}`` of a checkpoint (its coat_ms record left out, unread)."""
+    return _read_entries(path)[0]
 
 
 def compare_state(model, params):
@@ -180,23 +228,29 @@ def num_classes_in(params):
     return int(bias.shape[0]) if bias is not None else None
 
 
-def model_from_checkpoint(path, model_name=None, num_classes=None, model_args=None, ema=False, **build_options):
+def model_from_checkpoint(path, model_name=None, num_classes=None, model_args=None, ema=False,
+                          args_source="model_args", **build_options):
     """(model in inference mode, meta) of a checkpoint, strictly loaded.
 
     Model name, constructor options and head size come from the arguments, else from the checkpoint's
     coat_ms record, else (head size) from its ``head.bias``.  ``ema=True`` loads the EMA weights when
     the checkpoint holds them (as mindcv's validate does) and says which weights were used.
-    ``build_options`` (e.g. ``backend``) go to create_model on top of the model options.
+    ``build_options`` (e.g. ``backend``) go to create_model on top of the model options; ``args_source``
+    names where given ``model_args`` came from (a flag) in errors.
     """
     from .errors import CoatError
     from .factory import create_model
+
+    from .model_options import check_model_args
 
     params, meta = read_checkpoint_and_meta(path)
     model_name = model_name or meta.get("model")
     if not model_name:
         raise CoatError(f"{path} does not say which model it holds: pass --model (e.g. coat_lite_tiny)")
     if model_args is None:
-        model_args = meta.get("model_args") or {}
+        model_args = check_model_args(model_name, meta.get("model_args") or {}, where=f"{path}: record model_args")
+    else:
+        model_args = check_model_args(model_name, model_args, where=args_source)
     if num_classes is None:
         num_classes = num_classes_in(params) or meta.get("num_classes") or 1000
     if ema:

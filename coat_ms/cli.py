@@ -10,6 +10,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
 
 from .errors import CoatError
@@ -23,8 +24,14 @@ def setup_logging(verbose=False):
     os.environ.setdefault("GLOG_v", "3")  # MindSpore: errors only
 
 
+_FAILING = threading.Lock()
+
+
 def fail(message, code=2):
-    """Print ``error: message`` on stderr and exit non-zero (no traceback)."""
+    """Print ``error: message`` on stderr and exit non-zero (no traceback); the first caller wins."""
+    if not _FAILING.acquire(blocking=False):  # the signal watcher and the handler may both get here
+        time.sleep(60)
+        os._exit(code)
     sys.stderr.write(f"error: {message}\n")
     sys.stderr.flush()
     os._exit(code)
@@ -36,22 +43,57 @@ def _interrupted(signum, frame):
     fail("interrupted", code=130)
 
 
+_WATCHER = None
+
+
+def _watch_signals(read_fd):
+    """Exit on SIGINT/SIGTERM even while the main thread waits inside MindSpore (C++ never hands control
+    back to Python there, so the Python-level handler would not run): Python's C signal handler writes
+    each signal's number to the wakeup fd, and this thread, which needs no help from the main thread,
+    reads it."""
+    while True:
+        try:
+            received = os.read(read_fd, 64)
+        except InterruptedError:
+            continue
+        if not received:
+            return
+        for number in set(received) & {signal.SIGINT, signal.SIGTERM}:
+            if signal.getsignal(number) is _interrupted:  # not where MindSpore's own handler is in charge
+                fail("interrupted", code=130)
+
+
+def _start_signal_watcher():
+    global _WATCHER
+    if _WATCHER is None:
+        read_fd, write_fd = os.pipe()
+        os.set_blocking(write_fd, False)
+        _WATCHER = (read_fd, write_fd)
+        threading.Thread(target=_watch_signals, args=(read_fd,), name="coat_ms-signals", daemon=True).start()
+    signal.set_wakeup_fd(_WATCHER[1], warn_on_full_buffer=False)
+
+
 def stop_on_ctrl_c():
-    """Ctrl-C (SIGINT) and SIGTERM stop any phase promptly with ``error: interrupted`` and exit 130.
+    """Ctrl-C (SIGINT) and SIGTERM stop any phase promptly with ``error: interrupted`` and exit 130,
+    also while the process waits inside MindSpore (a stuck data worker, a graph run).
 
     MindSpore installs its own handlers once it starts (its runtime turns SIGINT into SIGTERM of the
-    process: exit 143 with no message); ours are set again after it is imported.
+    process: exit 143 with no message); ours are set again after it is imported.  Only the main
+    thread may do this (in-process callers on other threads keep their own handlers).
     """
+    if threading.current_thread() is not threading.main_thread():
+        return
     signal.signal(signal.SIGINT, _interrupted)
     if not os.environ.get("MS_ROLE"):  # cluster workers: MindSpore's handler lets the scheduler see the exit
         signal.signal(signal.SIGTERM, _interrupted)
+    _start_signal_watcher()
 
 
 def use_device(target):
     """Select the MindSpore backend (None: the one this build was made for); one line if it is absent."""
     import mindspore as ms
 
-    if target:
+    if target and target != ms.get_context("device_target"):  # set once per process; the same again is fine
         try:
             ms.set_device(target)
         except (RuntimeError, ValueError):

@@ -54,18 +54,16 @@ def as_bool(value):
 
 
 def as_float(value):
-    if isinstance(value, bool):
+    """A finite number: YAML's .inf / .nan are refused as the flags' 'inf' / 'nan' are."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise ValueError("a number")
-    if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            out = float(value.strip())  # accepts 5e-06, .5, 1_000
-        except ValueError:
-            raise ValueError("a number") from None
-        if math.isfinite(out):
-            return out
-    raise ValueError("a number")
+    try:
+        out = float(value.strip() if isinstance(value, str) else value)  # accepts 5e-06, .5, 1_000
+    except (ValueError, OverflowError):
+        raise ValueError("a number") from None
+    if not math.isfinite(out):
+        raise ValueError("a number, not inf or nan")
+    return out
 
 
 def as_int(value):
@@ -142,6 +140,14 @@ def as_mapping(value):
     return value
 
 
+def as_interpolation(value):
+    """One of INTERPOLATIONS (any case); the names MindSpore has but the pipelines cannot run say why."""
+    text = as_str(value).strip().lower()
+    if text in REFUSED_INTERPOLATIONS:
+        raise ValueError(f"one of {', '.join(INTERPOLATIONS)}; not {text}: {REFUSED_INTERPOLATIONS[text]}")
+    return choice(*INTERPOLATIONS)(text)
+
+
 def as_re_value(value):
     """MindSpore's RandomErasing value: an int 0..255, three ints, or 'random' (a float is refused there)."""
     if isinstance(value, str) and value.strip().lower() == "random":
@@ -174,7 +180,11 @@ class Key:
     nargs: str = None       # command-line arity for list values
 
 
-INTERPOLATIONS = ("bilinear", "bicubic", "nearest", "area", "linear", "cubic", "pilcubic", "antialias")
+# Resize kernels the pipelines can run on decoded (array) images.  MindSpore's Inter.ANTIALIAS works on
+# PIL images only (it fails inside the pipeline), so it is refused here with the equivalent to use.
+INTERPOLATIONS = ("bilinear", "bicubic", "nearest", "area", "linear", "cubic", "pilcubic")
+REFUSED_INTERPOLATIONS = {"antialias": "it works on PIL images only and coat_ms's pipelines resize arrays; "
+                                       "pilcubic resizes as PIL's (antialiased) bicubic does"}
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw", "lion", "nadam", "adan", "rmsprop", "adagrad", "lamb")
 SCHEDULERS = ("constant", "cosine_decay", "warmup_cosine_decay", "exponential_decay", "polynomial_decay",
               "step_decay", "multi_step_decay", "one_cycle", "cyclic")
@@ -210,7 +220,7 @@ KEYS = {
     "hflip": Key(0.5, as_float),
     "vflip": Key(0.0, as_float),
     "color_jitter": Key(None, optional(as_color_jitter), "used when auto_augment is not set", nargs="+"),
-    "interpolation": Key("bicubic", choice(*INTERPOLATIONS)),
+    "interpolation": Key("bicubic", as_interpolation),
     "auto_augment": Key(None, optional(as_str), "e.g. randaug-m7-mstd0.5-inc1 (mindcv's policies)"),
     "aug_splits": Key(0, as_int, off_only=(0,)),
     "augment_splits": Key(0, as_int, off_only=(0,)),
@@ -302,6 +312,8 @@ KEYS = {
 }
 
 DEFAULTS = {name: key.default for name, key in KEYS.items()}
+INT32_MAX = 2**31 - 1
+SEED_MAX = 2**32 - 1
 KNOWN_KEYS = frozenset(KEYS)
 
 
@@ -317,6 +329,19 @@ class Settings(dict):
 
     def fail(self, key, problem):
         raise ConfigError(f"{where(key, self.source(key))}: {problem}")
+
+    def chosen_for_this_run(self, key):
+        """True when a flag (or the calling code) gave ``key``: it overrides files and records."""
+        return _rank(self.source(key)) >= 2
+
+    def config_files(self):
+        """The config files the values came from (inputs a run must never write over)."""
+        return sorted({src for src in self.sources.values() if _rank(src) == 1 and os.path.isfile(src)})
+
+    def named(self, key):
+        """How an error names ``key``: the flag that gave it, or 'file: key'."""
+        source = self.source(key)
+        return source if source.startswith("--") else where(key, source)
 
 
 def suggest(key, known=KNOWN_KEYS):
@@ -391,20 +416,43 @@ def merged(cfg=None, source="config", flags=None, **overrides):
     return settings
 
 
+def _rank(source):
+    """How strongly a value was asked for: defaults < the config file < a flag < the caller's overrides."""
+    if source == "default":
+        return 0
+    if source == "settings":
+        return 3
+    return 2 if source.startswith("--") else 1
+
+
+def _spelling(s, key, value, alias, alias_source, same=lambda a, b: a == b):
+    """``alias`` (another spelling of ``key``, meaning ``value``) against ``key`` itself: a flag overrides the
+    file whichever spelling each uses; two spellings given at the same level must agree."""
+    if key in s.sources:
+        mine, theirs = _rank(s.source(key)), _rank(alias_source)
+        if mine > theirs:
+            return
+        if mine == theirs and not same(s[key], value):
+            raise ConfigError(f"{where(alias, alias_source)} {s[alias]!r} and {where(key, s.source(key))} "
+                              f"{s[key]!r} contradict each other (they are two spellings of {key}): give one of "
+                              f"them")
+    s[key] = value
+    s.sources[key] = alias_source
+
+
 def _apply_aliases(s):
     """Keys that are spellings of other keys (mindcv's older names, the seed docs' --output_dir)."""
     if s["output_dir"]:
-        if "ckpt_save_dir" in s.sources and os.path.abspath(s["ckpt_save_dir"]) != os.path.abspath(s["output_dir"]):
-            s.fail("output_dir", f"{s['output_dir']!r} and ckpt_save_dir {s['ckpt_save_dir']!r} name different "
-                   "folders; give one of them")
-        s["ckpt_save_dir"] = s["output_dir"]
-        s.sources["ckpt_save_dir"] = s.source("output_dir")
-    if s["filter_bias_and_bn"] is not None and "weight_decay_filter" not in s.sources:
-        s["weight_decay_filter"] = "norm_and_bias" if s["filter_bias_and_bn"] else "disable"
-        s.sources["weight_decay_filter"] = s.source("filter_bias_and_bn")
-    if s["resume_opt"] and s["ckpt_path"] and not s["resume"]:  # mindcv resumes through ckpt_path + resume_opt
-        s["resume"], s["ckpt_path"] = s["ckpt_path"], ""
-        s.sources["resume"] = s.source("ckpt_path")
+        _spelling(s, "ckpt_save_dir", s["output_dir"], "output_dir", s.source("output_dir"),
+                  same=lambda a, b: os.path.abspath(a) == os.path.abspath(b))
+    if s["filter_bias_and_bn"] is not None:
+        _spelling(s, "weight_decay_filter", "norm_and_bias" if s["filter_bias_and_bn"] else "disable",
+                  "filter_bias_and_bn", s.source("filter_bias_and_bn"))
+    if s["resume_opt"] and s["ckpt_path"]:  # mindcv resumes through ckpt_path + resume_opt
+        before = s.get("resume"), s.source("resume")
+        _spelling(s, "resume", s["ckpt_path"], "ckpt_path", s.source("ckpt_path"))
+        if (s["resume"], s.source("resume")) != before:
+            s["ckpt_path"] = ""
 
 
 def _require(s, key, ok, expected):
@@ -423,6 +471,10 @@ def check_values(s):
                      "num_cycles", "scale_window", "in_channels")
     for key in positive_ints:
         _require(s, key, s[key] >= 1, "an integer >= 1")
+    for key, spec in KEYS.items():  # what MindSpore takes as int32 (batch and dataset sizes, workers, ...)
+        if key != "seed" and getattr(spec.kind, "inner", spec.kind) is as_int and s[key] is not None:
+            _require(s, key, s[key] <= INT32_MAX, f"an integer <= {INT32_MAX}")
+    _require(s, "seed", 0 <= s["seed"] <= SEED_MAX, f"an integer 0 .. {SEED_MAX}, MindSpore's seed range")
     for key in ("num_samples", "num_classes"):
         _require(s, key, s[key] is None or s[key] >= 1, "an integer >= 1, or none")
     _require(s, "image_resize", s["image_resize"] >= 32 and s["image_resize"] % 32 == 0,
@@ -447,6 +499,10 @@ def check_values(s):
     low, high = s["re_scale"]
     _require(s, "re_scale", 0.0 < low <= high < 1.0, "two area fractions 0 < min <= max < 1")
     _require(s, "std", all(v > 0 for v in s["std"]), "three numbers > 0")
+    low, high = s["re_ratio"]
+    _require(s, "re_ratio", 0.0 < low <= high, "two aspect ratios 0 < min <= max")
+    if s["betas"] is not None:
+        _require(s, "betas", all(0.0 <= b < 1.0 for b in s["betas"]), "two numbers in [0, 1)")
     if s["cycle_decay"] <= 0:
         s.fail("cycle_decay", f"{s['cycle_decay']!r} is out of range (expected a number > 0)")
     if s["decay_epochs"] is not None:

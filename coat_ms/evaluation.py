@@ -187,21 +187,27 @@ def evaluate_images(model_or_fn, images, pre, batch_size, workers=1, dist=None, 
     return sums.result(images.classes)
 
 
+def _source(settings, key):
+    return getattr(settings, "source", lambda k: "config")(key)
+
+
 def given(settings, key):
     """The value of ``key`` when the config file or a flag set it, else None."""
-    source = getattr(settings, "source", lambda k: "config")(key)
-    return None if source == "default" else settings[key]
+    return None if _source(settings, key) == "default" else settings[key]
 
 
-def evaluate_checkpoint(settings, dist=None, image_size=None, confusion=False, progress=True, amp_level="O0"):
+def evaluate_checkpoint(settings, dist=None, image_size=None, confusion=False, progress=True, amp_level="O0",
+                        images=None):
     """validate.py's job: (EvalResult, model, preprocessing) of ``settings['ckpt_path']`` (or the
     pretrained weights) on ``data_dir/val_split``.
 
     Model, head size and class order come from the checkpoint's coat_ms record unless given; the
     preprocessing is the given keys, else the checkpoint's record, else the model's default.  With
-    ``ema: True`` the checkpoint's EMA weights are evaluated when it holds them.
+    ``ema: True`` the checkpoint's EMA weights are evaluated when it holds them.  ``images``: the val
+    split already listed (else it is listed here).
     """
     from .checkpoint import model_from_checkpoint
+    from .config import where
     from .data.files import list_split
     from .data.pipeline import worker_count
     from .data.transforms import preprocessing
@@ -213,11 +219,15 @@ def evaluate_checkpoint(settings, dist=None, image_size=None, confusion=False, p
         flag_classes = settings["num_classes"] if getattr(settings, "source", lambda k: "")("num_classes") == \
             "--num_classes" else None
         model, meta = model_from_checkpoint(settings["ckpt_path"], given(settings, "model"), flag_classes,
-                                            given(settings, "model_args"), ema=settings["ema"])
+                                            given(settings, "model_args"), ema=settings["ema"],
+                                            args_source=where("model_args", _source(settings, "model_args")))
     elif settings["pretrained"]:
         from .factory import create_model
+        from .model_options import check_model_args
+        options = check_model_args(settings["model"], settings["model_args"] or {},
+                                   where("model_args", _source(settings, "model_args")))
         model = create_model(settings["model"], pretrained=True, num_classes=settings["num_classes"] or 1000,
-                             **(settings["model_args"] or {}))
+                             **options)
         model.set_train(False)
         meta = {}
     else:
@@ -225,7 +235,8 @@ def evaluate_checkpoint(settings, dist=None, image_size=None, confusion=False, p
     if amp_level != "O0":
         from mindcv.utils.amp import auto_mixed_precision
         auto_mixed_precision(model, amp_level=amp_level)
-    images = list_split(settings["data_dir"], settings["val_split"], require_every_class=False)
+    if images is None:
+        images = list_split(settings["data_dir"], settings["val_split"], require_every_class=False)
     if meta.get("class_names"):
         images = images.relabelled(meta["class_names"])
     elif len(images.classes) != model.num_classes:

@@ -1,13 +1,22 @@
 """create_model: build a CoaT variant by name, mindcv style, optionally loading weights."""
-import difflib
-import inspect
+import numbers
 
 from .checkpoint import load_checkpoint
 from .errors import CoatError
-from .models.coat import CoaT
+from .model_options import check_model_args
 from .registry import model_entrypoint
 
-_COAT_OPTIONS = tuple(inspect.signature(CoaT.__init__).parameters)[1:]
+
+def _check_own_arguments(**values):
+    """create_model's own arguments, checked before anything is built."""
+    for name, minimum in (("num_classes", 0), ("in_channels", 1)):
+        v = values[name]
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < minimum:
+            raise CoatError(f"{name} must be an integer >= {minimum}, got {v!r}")
+    for name in ("drop_rate", "drop_path_rate"):
+        v = values[name]
+        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not 0.0 <= v < 1.0:
+            raise CoatError(f"{name} must be a rate in [0, 1), got {v!r}")
 
 
 def create_model(model_name, pretrained=False, num_classes=1000, in_channels=3, drop_rate=0.0,
@@ -23,11 +32,9 @@ def create_model(model_name, pretrained=False, num_classes=1000, in_channels=3, 
     what matches and reports the rest).
     """
     entrypoint = model_entrypoint(model_name)
-    for key in overrides:
-        if key not in _COAT_OPTIONS:
-            close = difflib.get_close_matches(key, _COAT_OPTIONS, n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
-            raise CoatError(f"unknown model option '{key}'{hint}; valid options: {', '.join(_COAT_OPTIONS)}")
+    overrides = check_model_args(model_name, overrides, where=f"{model_name} options")
+    _check_own_arguments(num_classes=num_classes, in_channels=in_channels, drop_rate=drop_rate,
+                         drop_path_rate=drop_path_rate)
     if not isinstance(pretrained, bool) and pretrained not in (0, 1, None):
         raise CoatError(f"pretrained must be True or False, got {pretrained!r}")
     if pretrained and checkpoint_path:

@@ -8,26 +8,49 @@ import os
 
 import numpy as np
 
-from .data.files import DataError, ImageList, is_image_name
+from .data.files import DataError, ImageList, is_image_name, not_regular, report_skipped
 from .errors import CheckpointError, CoatError
 from .evaluation import run_padded, softmax
 
 
-def list_image_files(paths):
+def list_image_files(paths, watch=None):
     """Expand files and folders (recursively, sorted) into image paths.  Files named explicitly are kept
     whatever their extension (so that they get reported if unreadable); inside folders only image
-    names count."""
-    out = []
+    names count.  A file that is not a regular file (FIFO, socket, device, broken link) is skipped with
+    a warning: reading it could block forever.  ``watch`` (coat_ms.fileio.OutputWatch): outputs that
+    exist already; a listed image linked to one is an error."""
+    out, skipped = [], []
+
+    def walk(folder):
+        device = os.stat(folder).st_dev if watch else None
+        with os.scandir(folder) as entries:
+            entries = sorted(entries, key=lambda e: e.name)
+        for e in entries:
+            if e.is_dir():
+                if not e.is_symlink():  # as os.walk: linked folders are not followed
+                    walk(e.path)
+            elif not is_image_name(e.name):
+                continue
+            elif e.is_file():
+                if watch:
+                    watch.check(e, device)
+                out.append(e.path)
+            else:
+                skipped.append((e.path, not_regular(e.path)))
+
     for path in paths:
         path = os.fspath(path)
         if os.path.isdir(path):
-            for root, dirs, files in os.walk(path):
-                dirs.sort()
-                out += [os.path.join(root, f) for f in sorted(files) if is_image_name(f)]
-        elif os.path.exists(path):
-            out.append(path)
+            walk(path)
+        elif os.path.lexists(path):
+            why = not_regular(path)
+            if why:
+                skipped.append((path, why))
+            else:
+                out.append(path)
         else:
             raise DataError(f"no such file or folder: {path}")
+    report_skipped("inputs", skipped)
     return out
 
 
@@ -79,15 +102,38 @@ def classify(predict_fn, paths, pre, batch_size, k=5, names=(), workers=1, progr
 
 
 def read_sidecar(mindir_path):
-    """The metadata export writes next to an exported file (``<file>.json``), or {}."""
+    """The metadata export writes next to an exported file (``<file>.json``), or {}; every field is
+    checked (CoatError naming the file and the field)."""
+    from .data.transforms import preprocessing
+
     path = mindir_path + ".json"
     if not os.path.isfile(path):
         return {}
     try:
         with open(path, encoding="utf-8") as f:
-            return json.load(f)
+            meta = json.load(f)
     except (OSError, ValueError) as exc:
         raise CoatError(f"{path}: unreadable export metadata ({exc})") from None
+
+    def bad(field, expected):
+        return CoatError(f"{path}: export metadata {field} {meta[field]!r} is not valid (expected {expected}); "
+                         f"export again, or move the file away to use the defaults")
+    if not isinstance(meta, dict):
+        raise CoatError(f"{path}: export metadata is not a mapping but {type(meta).__name__} {meta!r:.60}; export "
+                        f"again, or move the file away to use the defaults")
+    if meta.get("class_names") is not None and (not isinstance(meta["class_names"], list) or
+                                                not all(isinstance(c, str) for c in meta["class_names"])):
+        raise bad("class_names", "a list of class names")
+    if meta.get("input_shape") is not None and (
+            not isinstance(meta["input_shape"], list) or len(meta["input_shape"]) != 4 or
+            not all(isinstance(d, int) and not isinstance(d, bool) for d in meta["input_shape"])):
+        raise bad("input_shape", "[N, C, H, W]")
+    if meta.get("preprocessing") is not None:
+        try:
+            preprocessing(meta["preprocessing"], where=f"{path}: export metadata preprocessing ")
+        except DataError as exc:
+            raise CoatError(str(exc)) from None
+    return meta
 
 
 def load_mindir(path):

@@ -48,8 +48,13 @@ def _mindir_predictor(args):
     from .inference import load_mindir, read_sidecar
 
     use_device(None)
-    shape = mindir_input_shape(args.mindir)
     meta = read_sidecar(args.mindir)
+    shape = mindir_input_shape(args.mindir)
+    recorded = meta.get("input_shape")
+    if recorded and list(recorded) != list(shape):
+        raise CoatError(f"{args.mindir}.json says input_shape {'x'.join(map(str, recorded))} but {args.mindir} takes "
+                        f"{'x'.join(map(str, shape))}: the metadata belongs to another export; export again, or move "
+                        f"it away to use the defaults")
     if args.image_size and tuple(args.image_size) != tuple(shape[-2:]):
         raise CoatError(f"{args.mindir} was exported for {shape[-2]}x{shape[-1]} images, not "
                         f"{args.image_size[0]}x{args.image_size[1]}: drop --image_size or export again")
@@ -73,29 +78,49 @@ def _checkpoint_predictor(args):
 
     configure_runtime(use_device(None))
     ms.set_context(mode=ms.GRAPH_MODE)
-    try:
-        model_args = json.loads(args.model_args) if args.model_args else None
-    except ValueError as exc:
-        raise CoatError(f"--model_args is not valid JSON: {exc}") from None
-    model, meta = model_from_checkpoint(args.ckpt_path, args.model_name, model_args=model_args)
+    model, meta = model_from_checkpoint(args.ckpt_path, args.model_name, model_args=args.model_options,
+                                        args_source="--model_args")
     pre = preprocessing(meta.get("preprocessing") or model.pretrained_cfg, image_size=args.image_size)
     return pre, cell_predictor(model), args.batch_size or 8, meta.get("class_names") or []
 
 
+def check_flags(args):
+    """The flags' values, before any work; returns the model options (parsed and checked)."""
+    from .model_options import check_model_args
+
+    for flag, value, minimum in (("--topk", args.topk, 1), ("--batch_size", args.batch_size, 1),
+                                 ("--num_parallel_workers", args.num_parallel_workers, 1)):
+        if value is not None and value < minimum:
+            raise CoatError(f"{flag} must be >= {minimum}, got {value}")
+    if args.image_size and (min(args.image_size) < 32 or any(s % 32 for s in args.image_size)):
+        raise CoatError(f"--image_size {args.image_size[0]} {args.image_size[1]}: height and width must be multiples "
+                        f"of 32 (CoaT's patch grid)")
+    if args.model_args is None:
+        return None
+    try:
+        model_args = json.loads(args.model_args)
+    except ValueError as exc:
+        raise CoatError(f"--model_args is not valid JSON: {exc}") from None
+    return check_model_args(args.model_name, model_args, where="--model_args")
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    from .fileio import refuse_overwriting_inputs
+    import os
+
+    from .fileio import check_outputs
     from .inference import classify, list_image_files, read_labels
 
-    if args.topk < 1:
-        raise CoatError(f"--topk must be >= 1, got {args.topk}")
-    if args.batch_size is not None and args.batch_size < 1:
-        raise CoatError(f"--batch_size must be >= 1, got {args.batch_size}")
-    paths = list_image_files(args.inputs)
+    args.model_options = check_flags(args)
+    named = [p for p in args.inputs if not os.path.isdir(p)]
+    watch = check_outputs([("--json", args.json_out)],
+                          files=[("checkpoint", args.ckpt_path), ("MindIR file", args.mindir),
+                                 ("export metadata", args.mindir and args.mindir + ".json"),
+                                 ("labels file", args.labels)] + [("image", p) for p in named],
+                          folders=[("image folder", p) for p in args.inputs if os.path.isdir(p)])
+    paths = list_image_files(args.inputs, watch)
     if not paths:
         raise CoatError(f"no image files found in {' '.join(args.inputs)}")
-    refuse_overwriting_inputs(args.json_out, [args.ckpt_path, args.mindir, args.labels,
-                                              args.mindir and args.mindir + ".json", *paths], "--json")
     from .data.files import list_split
     names = read_labels(args.labels) if args.labels else list_split(args.class_dir, "").classes if args.class_dir else []
     pre, predict_fn, batch, recorded_names = (_mindir_predictor if args.mindir else _checkpoint_predictor)(args)

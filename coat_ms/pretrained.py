@@ -176,7 +176,15 @@ def _convert(variant, source, ckpt, sidecar):
 
     from .fileio import WriteError
     logger.info("pretrained %s: converting %s (first use)", variant, source)
-    src = readers.read_source(source)
+    try:
+        src = readers.read_source(source)
+    except readers.PickledObjectsError:
+        # torch.load would have to run the file's code: never done implicitly; the user decides, by a command
+        raise PretrainedError(
+            f"pretrained {variant}: {source} holds Python objects besides tensors, which coat_ms does not unpickle "
+            f"by itself; if you trust the file, convert it: python -m convert --src {source} --out {variant}.ckpt "
+            f"--trust-pickle, then start from it with --ckpt_path {variant}.ckpt (Python: "
+            f"create_model('{variant}', checkpoint_path='{variant}.ckpt'))") from None
     result = convert.torch_to_ms(src.state_dict, variant)
     check = None
     if importlib.util.find_spec("timm") and importlib.util.find_spec("torch"):

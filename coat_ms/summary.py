@@ -26,6 +26,9 @@ def main(argv=None):
     parser.add_argument("--image-size", nargs=2, type=int, default=(224, 224), metavar=("H", "W"))
     args = parser.parse_args(argv)
     H, W = args.image_size
+    if min(H, W) < 32 or H % 32 or W % 32:
+        from .errors import CoatError
+        raise CoatError(f"--image-size {H} {W}: height and width must be multiples of 32 (CoaT's patch grid)")
     print(f"| model | params (M) | GMACs @ {H}x{W} | embed dims | serial depths | parallel depth |")
     print("|---|---:|---:|---|---|---:|")
     for name, params, gmacs, dims, depths, parallel in variant_table((H, W)):

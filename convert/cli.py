@@ -8,11 +8,12 @@ Examples:
   python -m convert --to torch --src coat_lite_tiny.ckpt --out coat_lite_tiny.pth --model coat_lite_tiny
 """
 import argparse
+import math
 import os
 import sys
 import time
 
-from coat_ms.fileio import refuse_overwriting_inputs
+from coat_ms.fileio import check_outputs
 
 from . import __version__
 from .errors import ConversionError
@@ -142,9 +143,12 @@ def to_torch(args, src, fmt):
 def main(argv=None):
     args = build_parser().parse_args(argv)
     from . import readers, writers
+    if not (math.isfinite(args.tolerance) and args.tolerance > 0):
+        raise ConversionError(f"--tolerance must be a number > 0, got {args.tolerance}")
+    if args.image_size < 32 or args.image_size % 32:
+        raise ConversionError(f"--image-size must be a multiple of 32 (CoaT's patch grid), got {args.image_size}")
     # real paths: a symlink or hard link to the source is the source
-    refuse_overwriting_inputs(args.out, [args.src], "--out")
-    refuse_overwriting_inputs(args.out + ".json", [args.src], "--out's metadata file")
+    check_outputs([("--out", args.out), ("--out's metadata file", args.out + ".json")], files=[("file", args.src)])
     inferred = args.to is None
     args.to = direction(args)
     if inferred and args.to == "torch":

@@ -60,6 +60,10 @@ class ConversionResult:
     model_kwargs: dict = dataclasses.field(default_factory=dict)  # constructor switches the weights need
 
 
+# What a weight may be stored as (converted to float32); integers and booleans are not weights.
+FLOAT_DTYPES = ("float32", "float16", "bfloat16", "float64", "Float32", "Float16", "BFloat16", "Float64")
+
+
 def to_numpy(value):
     """A torch tensor or array-like -> numpy array, without importing torch."""
     if type(value).__module__.startswith("torch"):
@@ -188,6 +192,10 @@ def torch_to_ms(state_dict, model_name=None, progress=None):
         if value.shape != lay.shapes[name]:
             raise ConversionError(f"{present[0]} has shape {value.shape}, {model_name} expects {lay.shapes[name]}")
         source_dtype = str(getattr(source, "dtype", value.dtype)).replace("torch.", "")
+        if source_dtype not in FLOAT_DTYPES:
+            raise ConversionError(f"{present[0]} is stored as {source_dtype}, not as floating-point weights: "
+                                  f"converting it would turn its codes into weight values; convert the float "
+                                  f"checkpoint the model was trained as (a quantised or edited file cannot be used)")
         if source_dtype != "float32":
             report.retyped.append((name, source_dtype))
         params[name] = np.ascontiguousarray(value, dtype=np.float32)

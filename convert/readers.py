@@ -80,6 +80,15 @@ def read_safetensors(path):
     return arrays, meta
 
 
+class PickledObjectsError(ConversionError):
+    """A .pth file holding Python objects besides tensors (torch.load refuses it with weights_only)."""
+
+    def __init__(self, path, detail):
+        self.path, self.detail = path, detail
+        super().__init__(f"{path} holds Python objects besides tensors; if you trust the file, pass --trust-pickle "
+                         f"({detail[:200]})")
+
+
 def read_pth(path, trust_pickle=False):
     """torch.load on CPU; weights_only unless the user trusts the file."""
     try:
@@ -96,8 +105,7 @@ def read_pth(path, trust_pickle=False):
     except Exception as exc:  # torch raises RuntimeError, UnpicklingError, EOFError, BadZipFile...
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if "weights_only" in str(exc) and not trust_pickle:
-            raise ConversionError(f"{path} holds Python objects besides tensors; if you trust the file, "
-                                  f"pass --trust-pickle ({text[:200]})") from None
+            raise PickledObjectsError(path, text) from None
         raise ConversionError(f"cannot read {path}: truncated or not a PyTorch checkpoint ({text[:200]})") from None
 
 

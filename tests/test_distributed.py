@@ -27,10 +27,10 @@ def launcher(kind, script_args, log_dir, port=29519):
             "--log_dir", str(log_dir), "--join", "True", *script_args]
 
 
-def run_launched(kind, script_args, tmp_path, timeout=900):
+def run_launched(kind, script_args, tmp_path, timeout=900, cwd=ROOT):
     """Launch 2 ranks; returns (rc, everything the ranks printed)."""
     p = subprocess.run(launcher(kind, script_args, tmp_path / "msrun_logs"), capture_output=True, text=True,
-                       timeout=timeout, cwd=ROOT, env=ENV)
+                       timeout=timeout, cwd=cwd, env=ENV)
     logs = p.stdout + p.stderr
     if kind == "msrun":  # msrun writes each worker's output to its own log file (and echoes parts of it)
         worker_logs = sorted(glob.glob(str(tmp_path / "msrun_logs" / "worker_*.log")))
@@ -39,16 +39,29 @@ def run_launched(kind, script_args, tmp_path, timeout=900):
     return p.returncode, logs
 
 
+# The seed docs' own command: mpirun -n 8 python train.py --config configs/coat_lite_tiny_ascend.yaml
+# --data_dir /path/to/imagenet --output_dir ./train_output (the recipe sets ckpt_save_dir and distribute: True;
+# the --output_dir flag names this run's folder), with 2 ranks and overrides of data size and device only.
+SEED_COMMAND = ["--config", os.path.join(ROOT, "configs", "coat_lite_tiny_ascend.yaml"), "--output_dir", "./train_output"]
+DATA_AND_DEVICE = ["--device_target", "CPU", "--num_classes", "3", "--epoch_size", "2", "--batch_size", "4",
+                   "--image_resize", "64"]
+
+
 @pytest.mark.parametrize("kind", ["mpirun", "msrun"])
 def test_train_py_data_parallel_validates_on_every_rank(kind, tmp_path):
-    """The product card's command with N=2 on CPU: both ranks train and validate their share of the val
-    split; the reduced metrics equal single-process validate.py on the same checkpoint."""
+    """2 CPU ranks: under mpirun the seed docs' command (the Ascend recipe as shipped, --output_dir), under msrun
+    the demo recipe with --distribute. Both ranks train and validate their share of the val split; the reduced
+    metrics equal single-process validate.py on the same checkpoint."""
     data = small_imagefolder(tmp_path / "data", classes=(0, 1, 2), per_class=20, image_size=32, fmt="png")
-    out = tmp_path / "run"
-    args = [os.path.join(ROOT, "train.py"), "-c", os.path.join(ROOT, "configs", "demo_digits_cpu.yaml"),
-            "--data_dir", data, "--num_classes", "3", "--ckpt_save_dir", out, "--epoch_size", "2", "--batch_size", "4",
-            "--log_interval", "3", "--distribute"]
-    rc, logs = run_launched(kind, list(map(str, args)), tmp_path)
+    if kind == "mpirun":
+        out = tmp_path / "train_output"
+        args = [os.path.join(ROOT, "train.py"), *SEED_COMMAND, "--data_dir", data, *DATA_AND_DEVICE]
+    else:
+        out = tmp_path / "run"
+        args = [os.path.join(ROOT, "train.py"), "-c", os.path.join(ROOT, "configs", "demo_digits_cpu.yaml"),
+                "--data_dir", data, "--num_classes", "3", "--ckpt_save_dir", out, "--epoch_size", "2",
+                "--batch_size", "4", "--log_interval", "3", "--distribute"]
+    rc, logs = run_launched(kind, list(map(str, args)), tmp_path, cwd=tmp_path)
     assert rc == 0, logs[-4000:]
     assert logs.count("done: 2 epochs") == 1 and "on 2 rank(s)" in logs, logs[-3000:]  # rank 0 alone reports
     assert "img/s" in logs and "ETA" in logs and "unreadable images: 0 replaced in training" in logs

@@ -14,9 +14,13 @@ decoding is a Python map step running in the pipeline's parallel workers:
 
 Each worker names a bad file once on stderr the first time it meets it.
 """
+import os
+import stat
 import sys
 
 import numpy as np
+
+from .files import not_regular
 
 # How far to look for a readable replacement before giving up (a split that bad is not a dataset).
 MAX_REPLACEMENT_TRIES = 64
@@ -25,10 +29,18 @@ NO_READABLE_IMAGE = "no readable image among"
 
 
 def decode_file(path):
-    """RGB uint8 HWC array of an image file; raises OSError/ValueError (and PIL's errors) when unreadable."""
+    """RGB uint8 HWC array of an image file; raises OSError/ValueError (and PIL's errors) when unreadable.
+
+    Opened without blocking and refused unless it is a regular file: a FIFO (or a device) that took the
+    place of an image after listing would otherwise stall the data worker, and the run, forever."""
     from PIL import Image
 
-    with open(path, "rb") as f:
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(f"not a regular file ({not_regular(path) or 'changed while reading'})")
+    os.set_blocking(fd, True)
+    with os.fdopen(fd, "rb") as f:
         with Image.open(f) as img:
             img.load()  # decode fully here: a truncated file fails now, not later
             return np.asarray(img.convert("RGB"))

@@ -9,6 +9,7 @@ The listing is held compactly (one bytes blob of relative paths, int64 offsets, 
 """
 import logging
 import os
+import stat
 
 import numpy as np
 
@@ -78,11 +79,39 @@ class ImageList:
         return out
 
 
-def list_split(data_dir, split, require_every_class=True):
+def not_regular(path):
+    """Why ``path`` (named like an image) cannot be read as a file, or None for a regular file.  A FIFO
+    would block the reader forever, a device never ends."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return "a broken symbolic link"
+    except OSError as exc:
+        return exc.strerror
+    for test, what in ((stat.S_ISREG, None), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device"), (stat.S_ISDIR, "a folder")):
+        if test(mode):
+            return what
+    return "not a file"
+
+
+def report_skipped(where, skipped):
+    """One warning naming the files with image names that are not regular files (and why)."""
+    if skipped:
+        shown = ", ".join(f"{p} ({why})" for p, why in skipped[:5])
+        logger.warning("%s: %d file(s) with an image name skipped, not a regular file: %s%s", where, len(skipped),
+                       shown, ", ..." if len(skipped) > 5 else "")
+
+
+def list_split(data_dir, split, require_every_class=True, watch=None):
     """List ``data_dir/split`` (an ImageFolder: one folder per class, sorted names = labels).
 
-    Clear errors for a missing folder, a split without class folders, and (``require_every_class``)
-    a class folder without images.  Costs one directory read per class folder.
+    Clear errors for a missing folder, a split without class folders, a class folder that is a broken
+    link, and (``require_every_class``) a class folder without images.  A file with an image name that
+    is not a regular file (FIFO, socket, device, broken link) is skipped with a warning.  ``watch``
+    (coat_ms.fileio.OutputWatch): outputs that exist already; a listed image linked to one is an error.
+    Costs one directory read per class folder (no stat per file, except for symbolic links when
+    ``watch`` is given).
     """
     if not data_dir:
         raise DataError("no data folder given: pass --data_dir (an ImageFolder with train/ and val/ inside)")
@@ -93,24 +122,36 @@ def list_split(data_dir, split, require_every_class=True):
     if not os.path.isdir(root):
         raise DataError(f"split folder not found: {root} (expected {data_dir}/{split}/<class>/<image>)")
     with os.scandir(root) as entries:
-        classes = sorted(e.name for e in entries if e.is_dir() and not e.name.startswith("."))
+        entries = [e for e in entries if not e.name.startswith(".")]
+    for e in entries:
+        if e.is_symlink() and not os.path.exists(e.path):
+            raise DataError(f"class folder {e.path} is a broken symbolic link (to {os.readlink(e.path)}): fix or "
+                            f"remove it (its class would otherwise vanish and shift every later label)")
+    classes = sorted(e.name for e in entries if e.is_dir())
     if not classes:
         raise DataError(f"{root} has no class folders (expected {root}/<class>/<image>)")
-    relpaths, labels, ignored = [], [], 0
+    relpaths, labels, ignored, skipped = [], [], 0, []
     for label, cls in enumerate(classes):
-        with os.scandir(os.path.join(root, cls)) as entries:
+        folder = os.path.join(root, cls)
+        device = os.stat(folder).st_dev if watch else None
+        with os.scandir(folder) as entries:
             names = []
             for e in entries:
-                if is_image_name(e.name) and e.is_file():
+                if not is_image_name(e.name):
+                    ignored += e.is_file()
+                elif e.is_file():  # follows links; a FIFO, socket or device is not a file
+                    if watch:
+                        watch.check(e, device)
                     names.append(e.name)
-                elif e.is_file():
-                    ignored += 1
+                elif not e.is_dir():
+                    skipped.append((e.path, not_regular(e.path)))
         if not names and require_every_class:
-            raise DataError(f"class folder {os.path.join(root, cls)} holds no images "
+            raise DataError(f"class folder {folder} holds no images "
                             f"({', '.join(IMAGE_EXTENSIONS[:4])}, ...)")
         names.sort()
         relpaths += [f"{cls}/{n}" for n in names]
         labels += [label] * len(names)
+    report_skipped(root, skipped)
     if not relpaths:
         raise DataError(f"{root} holds no images ({', '.join(IMAGE_EXTENSIONS[:4])}, ...)")
     if ignored:

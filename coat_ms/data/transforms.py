@@ -46,28 +46,59 @@ def _to_255(values):
     return tuple(v * 255.0 for v in values) if max(values) <= 1.0 else values
 
 
-def preprocessing(base=None, **given):
-    """Preprocessing from ``base`` (a dict: a checkpoint's record or a pretrained config) with ``given``
-    values (not None) taking precedence.  Accepts ``image_size`` as int or (H, W), ``input_size`` as
-    (C, H, W), and mean/std on the 0..1 or 0..255 scale."""
+def _number(value):
+    return not isinstance(value, bool) and isinstance(value, (int, float, np.integer, np.floating)) and \
+        math.isfinite(float(value))
+
+
+def _size(value):
+    """(H, W) from an int, [H, W] or [C, H, W] (input_size); ValueError otherwise."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        value = (value, value)
+    if not isinstance(value, (list, tuple)) or len(value) not in (2, 3) or \
+            not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value):
+        raise ValueError("H W, multiples of 32 (CoaT's patch grid)")
+    size = tuple(int(v) for v in value[-2:])
+    if min(size) < 32 or size[0] % 32 or size[1] % 32:
+        raise ValueError("H W, multiples of 32 (CoaT's patch grid)")
+    return size
+
+
+def preprocessing(base=None, where="", **given):
+    """Preprocessing from ``base`` (a dict: a checkpoint's record, an export's sidecar or a pretrained
+    config) with ``given`` values (not None) taking precedence.  Accepts ``image_size`` as int or (H, W),
+    ``input_size`` as (C, H, W), and mean/std on the 0..1 or 0..255 scale.  Every field is checked:
+    a DataError names it, prefixed by ``where`` (e.g. the record's file)."""
+    from ..config import as_interpolation
+
+    if base is not None and not isinstance(base, dict):
+        raise DataError(f"{where}preprocessing {base!r} is not a mapping of setting: value")
     cfg = dict(base or {})
     cfg.update({k: v for k, v in given.items() if v is not None})
-    size = cfg.get("image_size", cfg.get("input_size", (3, 224, 224))[-2:])
-    if isinstance(size, (int, np.integer)):
-        size = (int(size), int(size))
-    size = tuple(int(s) for s in size)
-    if len(size) != 2 or min(size) < 32 or size[0] % 32 or size[1] % 32:
-        raise DataError(f"image size must be H W, multiples of 32 (CoaT's patch grid), got {size}")
-    crop_pct = float(cfg.get("crop_pct", 0.9))
-    if not 0.0 < crop_pct <= 1.0:
-        raise DataError(f"crop_pct must be in (0, 1], got {crop_pct}")
-    interpolation = str(cfg.get("interpolation", "bicubic")).lower()
-    from mindspore.dataset.vision import Inter
-    if not hasattr(Inter, interpolation.upper()):
-        raise DataError(f"unknown interpolation '{interpolation}' (bicubic, bilinear, nearest, area, ...)")
-    mean = _to_255(cfg.get("mean", (0.485, 0.456, 0.406)))
-    std = _to_255(cfg.get("std", (0.229, 0.224, 0.225)))
-    return Preprocessing(size, crop_pct, interpolation, mean, std)
+
+    def bad(field, expected):
+        return DataError(f"{where}{field} {cfg[field]!r} is not valid (expected {expected})")
+
+    field = "image_size" if "image_size" in cfg else "input_size" if "input_size" in cfg else None
+    try:
+        size = _size(cfg[field]) if field else (224, 224)
+    except ValueError as exc:
+        raise bad(field, exc) from None
+    crop_pct = cfg.get("crop_pct", 0.9)
+    if not _number(crop_pct) or not 0.0 < float(crop_pct) <= 1.0:
+        raise bad("crop_pct", "a fraction in (0, 1]")
+    try:
+        interpolation = as_interpolation(cfg.get("interpolation", "bicubic"))
+    except ValueError as exc:
+        raise bad("interpolation", exc) from None
+    stats = {}
+    for name, default in (("mean", (0.485, 0.456, 0.406)), ("std", (0.229, 0.224, 0.225))):
+        values = cfg.get(name, default)
+        if not isinstance(values, (list, tuple)) or len(values) != 3 or not all(_number(v) for v in values) or \
+                (name == "std" and min(values) <= 0):
+            raise bad(name, "three numbers" + (" > 0" if name == "std" else ""))
+        stats[name] = _to_255(values)
+    return Preprocessing(size, float(crop_pct), interpolation, stats["mean"], stats["std"])
 
 
 def preprocessing_from_config(cfg, base=None):

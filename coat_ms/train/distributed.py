@@ -45,7 +45,10 @@ def _mpi_rank_size():
 def _sched_port():
     """One port per mpirun job, the same on every rank (derived from the job's PMIx namespace)."""
     if os.environ.get("MS_SCHED_PORT"):
-        return int(os.environ["MS_SCHED_PORT"])
+        port = os.environ["MS_SCHED_PORT"].strip()
+        if not port.isdigit() or not 0 < int(port) < 65536:
+            raise LaunchError(f"MS_SCHED_PORT={port!r} is not a port number (1..65535): fix or unset it")
+        return int(port)
     job = os.environ.get("PMIX_NAMESPACE", os.environ.get("OMPI_MCA_ess_base_jobid", "coat"))
     return 20000 + zlib.crc32(job.encode()) % 20000
 

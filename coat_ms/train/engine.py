@@ -20,8 +20,9 @@ from ..data.transforms import preprocessing_from_config
 from ..errors import CoatError
 from ..evaluation import cell_predictor, evaluate
 from ..factory import create_model
-from .run_folder import (CheckpointManager, atomic_save, check_resume_settings, claim_run_folder,
-                          load_train_state, read_resume_checkpoint, train_state_entries, weights_entries)
+from . import preflight
+from .run_folder import (CheckpointManager, atomic_save, check_resume_settings, load_train_state,
+                         read_resume_checkpoint, remove_if_unused, train_state_entries, weights_entries)
 from .distributed import DistInfo
 from .monitor import TrainingDiverged, TrainMonitor  # noqa: F401  (TrainingDiverged is part of the API)
 from .results import read_rows
@@ -197,9 +198,9 @@ class TrainData:
     num_classes: int
 
     @classmethod
-    def list(cls, cfg):
+    def list(cls, cfg, watch=None):
         t0 = time.time()
-        train_images = list_split(cfg["data_dir"], cfg["train_split"])
+        train_images = list_split(cfg["data_dir"], cfg["train_split"], watch=watch)
         classes = train_images.classes
         num_classes = cfg["num_classes"] or len(classes)
         if len(classes) > num_classes:
@@ -211,7 +212,8 @@ class TrainData:
                            train_images.root, len(classes), num_classes)
         val_images = None
         if cfg["val_while_train"]:
-            val_images = list_split(cfg["data_dir"], cfg["val_split"], require_every_class=False).relabelled(classes)
+            val_images = list_split(cfg["data_dir"], cfg["val_split"], require_every_class=False,
+                                    watch=watch).relabelled(classes)
         logger.info("data: listed %d train%s images in %.1f s", len(train_images),
                     f" and {len(val_images)} val" if val_images is not None else "", time.time() - t0)
         return cls(train_images, val_images, num_classes)
@@ -236,22 +238,6 @@ class RunInfo:
         return epoch % self.cfg["ckpt_save_interval"] == 0 or epoch == self.epochs
 
 
-def _resumed_settings(cfg, meta, path):
-    """The settings of a resumed run: those not given take the checkpoint's; given ones must match."""
-    saved = (meta.get("training") or {}).get("settings") or {}
-    cfg = type(cfg)(cfg, cfg.sources) if hasattr(cfg, "sources") else dict(cfg)
-    for key, value in saved.items():
-        if key in cfg and key not in ("ckpt_path", "pretrained", "resume_opt", "output_dir") and \
-                getattr(cfg, "source", lambda k: "given")(key) == "default":
-            cfg[key] = value
-    cfg["ckpt_path"], cfg["pretrained"] = "", False  # the weights come from the resumed checkpoint
-    if getattr(cfg, "source", lambda k: "given")("ckpt_save_dir") == "default":
-        cfg["ckpt_save_dir"] = os.path.dirname(os.path.abspath(path))  # the run continues where it is
-    check_resume_settings(path, {k: saved[k] for k in RESUME_KEYS if k in saved},
-                          {k: cfg[k] for k in RESUME_KEYS})
-    return cfg
-
-
 def train(cfg, dist=None, out_dir=None, started_at=None):
     """Run training as configured; returns a summary dict (rank 0 writes all files)."""
     started_at = started_at or time.time()
@@ -260,20 +246,23 @@ def train(cfg, dist=None, out_dir=None, started_at=None):
     resume = None
     if cfg["resume"]:
         resume_params, resume_meta = ckpt_io.read_checkpoint_and_meta(cfg["resume"])
-        cfg = _resumed_settings(cfg, resume_meta, cfg["resume"])
+        cfg, saved = preflight.resumed_settings(cfg, resume_meta, cfg["resume"], RESUME_KEYS)
+        check_resume_settings(cfg["resume"], saved, {k: cfg[k] for k in RESUME_KEYS})
         resume = (resume_params, resume_meta)
+    preflight.check_device_support(cfg, device)
+    preflight.check_model_request(cfg)
     out_dir = out_dir or cfg["ckpt_save_dir"]
     csv_path, png_path = os.path.join(out_dir, "results.csv"), os.path.join(out_dir, "results.png")
-    rows = []
+    rows, watch, folder_existed = [], None, os.path.isdir(out_dir)
     if dist.is_main:
-        claim_run_folder(out_dir, cfg["resume"])
+        watch = preflight.check_run_outputs(cfg, out_dir, cfg["resume"])
         if resume and os.path.exists(csv_path):
             rows = read_rows(csv_path, int(resume[0]["epoch_num"].asnumpy()) if "epoch_num" in resume[0] else 0)
     ms.set_seed(cfg["seed"])  # same seed on every rank: initial weights are not broadcast
     import mindspore.dataset as ds
     ds.config.set_seed(cfg["seed"])
 
-    data = TrainData.list(cfg)
+    data = TrainData.list(cfg, watch)
     num_classes = data.num_classes
     loader = train_dataset(cfg, data.train, num_classes, dist.rank, dist.size)
     steps_per_epoch = loader.get_dataset_size()
@@ -316,8 +305,6 @@ def train(cfg, dist=None, out_dir=None, started_at=None):
 
     manager = CheckpointManager(out_dir, cfg["model"], cfg["keep_checkpoint_max"], cfg["ckpt_save_policy"],
                                 resumed_epoch=start_epoch if resume else None) if dist.is_main else None
-    if dist.is_main:
-        _save_config(cfg, out_dir)
     global_batch = cfg["batch_size"] * dist.size
 
     def validate():
@@ -333,10 +320,18 @@ def train(cfg, dist=None, out_dir=None, started_at=None):
     def save(epoch, step, top1):
         if not dist.is_main:
             return
-        manager.save(train_state_entries(train_step, model, epoch, step), epoch, meta, top1=top1)
+        first = not os.path.exists(manager.latest_path)
+        try:
+            manager.save(train_state_entries(train_step, model, epoch, step), epoch, meta, top1=top1)
+        except BaseException:
+            if first:  # the run created nothing that stays: leave no empty run folder
+                remove_if_unused(out_dir, folder_existed)
+            raise
         if cfg["ema"]:
             atomic_save(weights_entries(model, train_step.parameters_dict()), os.path.join(out_dir, "ema_weights.ckpt"),
                         meta)
+        if first and not os.path.exists(os.path.join(out_dir, "config.yaml")):  # a resumed run keeps its own
+            _save_config(cfg, out_dir)
 
     run = RunInfo(cfg, dist, epochs, steps_per_epoch, global_batch, start_step, cfg["log_interval"],
                   last_good=lambda: manager.latest_path if manager and os.path.exists(manager.latest_path) else None)

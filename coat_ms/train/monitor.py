@@ -166,8 +166,9 @@ class TrainMonitor(Callback):
             self.save(epoch, self.step, row["top1"] if row["top1"] != "" else None)
         if self.run.dist.is_main:
             self.rows.append(row)
-            write_csv(self.csv_path, self.rows)
-            plot_curves(self.png_path, self.rows, title=f"{self.run.cfg['model']} ({self.run.dist.size} rank(s))")
+            if self.run.last_good():  # results follow the first checkpoint: no run folder without one
+                write_csv(self.csv_path, self.rows)
+                plot_curves(self.png_path, self.rows, title=f"{self.run.cfg['model']} ({self.run.dist.size} rank(s))")
 
     def _log_loss_scale(self, epoch, skipped_steps):
         """A dynamic loss scale's epoch: the steps it skipped on overflow and where the scale went (a fixed scale

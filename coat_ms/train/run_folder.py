@@ -1,9 +1,11 @@
 """The run folder: what a training run writes (latest / kept checkpoints with their training state)
 and the rule that a folder belongs to one run.
 
-* ``claim_run_folder``: a new run never writes into a folder that holds another run's files (latest
-  checkpoint, results, kept checkpoints): it stops with a one-line hint at ``--resume`` or a new
-  folder.  A resumed run continues in the folder of its checkpoint (or an empty one).
+* ``check_run_folder``: a new run never writes into a folder that holds another run's files (latest
+  checkpoint, results, kept checkpoints): it stops with a one-line hint at ``--resume`` (when there is
+  a checkpoint to resume) or a new folder.  A resumed run continues in the folder of its checkpoint
+  (or an empty one).  The folder is created by the first checkpoint; results and config.yaml follow
+  it, so a run stopped before its first checkpoint leaves nothing.
 * ``CheckpointManager``: ``latest.ckpt`` every save, plus the best K by validation Top-1
   (``top_k``) or the latest K (``latest_k``).  It deletes only checkpoints of this run.
 * Every file is written through coat_ms.fileio.atomic_write: a process killed during a save leaves
@@ -137,8 +139,17 @@ def run_files(folder):
     return sorted(n for n in os.listdir(folder) if _is_run_file(n))
 
 
-def claim_run_folder(folder, resume_path=None):
-    """Check ``folder`` may receive this run's files; create it.  One-line errors (see module doc)."""
+def _nearest_existing(folder):
+    folder = os.path.abspath(folder)
+    while not os.path.exists(folder):
+        folder = os.path.dirname(folder)
+    return folder
+
+
+def check_run_folder(folder, resume_path=None):
+    """Check that ``folder`` may receive this run's files (one-line errors, see module doc).  Creates
+    nothing: the folder appears with the run's first checkpoint, so a refused or failed start leaves
+    no trace.  Removes the temp files a killed save of a run there left (never anything else)."""
     if os.path.exists(folder) and not os.path.isdir(folder):
         raise CoatError(f"ckpt_save_dir {folder} is a file, not a folder: choose another --ckpt_save_dir")
     existing = run_files(folder)
@@ -147,17 +158,44 @@ def claim_run_folder(folder, resume_path=None):
         if existing and not same:
             raise CoatError(f"ckpt_save_dir {folder} holds another run ({', '.join(existing[:3])}); resume into the "
                             f"checkpoint's own folder or an empty one")
-    elif existing:
+    elif "latest.ckpt" in existing:
         raise CoatError(f"ckpt_save_dir {folder} already holds a run ({', '.join(existing[:3])}"
                         f"{', ...' if len(existing) > 3 else ''}): continue it with --resume "
                         f"{os.path.join(folder, 'latest.ckpt')}, or choose a new --ckpt_save_dir")
+    elif existing:
+        raise CoatError(f"ckpt_save_dir {folder} holds files of a run that saved no checkpoint "
+                        f"({', '.join(existing[:3])}): there is nothing to continue; remove them or choose a new "
+                        f"--ckpt_save_dir")
+    parent = _nearest_existing(folder)
+    if not os.path.isdir(parent):
+        raise CoatError(f"cannot create ckpt_save_dir {folder}: {parent} is a file")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise CoatError(f"cannot write ckpt_save_dir {folder}: no permission to write in {parent}")
+    if os.path.isdir(folder):
+        for name in os.listdir(folder):  # temp files a killed save of this run left (never anything else)
+            if name.startswith(".") and TEMP_MARK in name and _is_run_file(name[1:name.index(TEMP_MARK)]):
+                os.remove(os.path.join(folder, name))
+
+
+def claim_run_folder(folder, resume_path=None):
+    """check_run_folder, then create the folder (for callers that write into it themselves)."""
+    check_run_folder(folder, resume_path)
     try:
         os.makedirs(folder, exist_ok=True)
     except OSError as exc:
         raise CoatError(f"cannot create ckpt_save_dir {folder}: {exc.strerror}") from None
-    for name in os.listdir(folder):  # temp files a killed save of this run left (never anything else)
-        if name.startswith(".") and TEMP_MARK in name and _is_run_file(name[1:name.index(TEMP_MARK)]):
-            os.remove(os.path.join(folder, name))
+
+
+def remove_if_unused(folder, existed):
+    """After a run that saved nothing: remove ``folder`` if this run created it and it holds nothing but
+    temp files of its own (a failed first save), so the disk is left as the run found it."""
+    if existed or not os.path.isdir(folder):
+        return
+    names = os.listdir(folder)
+    if all(n.startswith(".") and TEMP_MARK in n for n in names):
+        for n in names:
+            os.remove(os.path.join(folder, n))
+        os.rmdir(folder)
 
 
 class CheckpointManager:

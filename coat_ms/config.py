@@ -272,7 +272,8 @@ KEYS = {
                                "parameters without weight decay (mindcv's key and default)"),
     "filter_bias_and_bn": Key(None, optional(as_bool), "older mindcv key: True means weight_decay_filter norm_and_bias"),
     "use_nesterov": Key(False, as_bool),
-    "eps": Key(1e-10, as_float, "optimizer epsilon (mindcv's default)"),
+    "eps": Key(1e-10, as_float, "optimizer epsilon: RMSProp (mindcv passes it there), and Adam/AdamW/NAdam/Adan/Lamb "
+                                "when given (otherwise they keep their own, 1e-8 / 1e-6)"),
     "betas": Key(None, optional(number_list()), nargs=2),
     "loss_scale_in_opt": Key(None, optional(as_bool), off_only=(None, False)),
     # scheduler
@@ -371,6 +372,21 @@ def typed(key, value, source):
         raise ConfigError(f"{where(key, source)}: {value!r} is not valid (expected {exc})") from None
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's SafeLoader, except that a key given twice in one mapping is an error (PyYAML keeps the last
+    one silently, so the first line a user reads would not be the value used)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"key {key!r} is given twice",
+                                                        key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_yaml(path, known=KNOWN_KEYS):
     """Read a flat mindcv-style YAML config into a dict of raw values; one-line ConfigError on any problem."""
     path = os.fspath(path)
@@ -378,7 +394,7 @@ def load_yaml(path, known=KNOWN_KEYS):
         raise ConfigError(f"config file not found: {path}")
     try:
         with open(path, encoding="utf-8") as f:
-            cfg = yaml.safe_load(f)
+            cfg = yaml.load(f, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -49,6 +49,10 @@ def test_missing_and_bad_yaml(tmp_path):
     listy.write_text("- a\n- b\n")
     with pytest.raises(ConfigError, match="expected a mapping"):
         load_yaml(listy)
+    twice = tmp_path / "twice.yaml"
+    twice.write_text("lr: 0.1\nopt: adamw\nlr: 0.2\n")  # PyYAML alone would keep 0.2 without a word
+    with pytest.raises(ConfigError, match="line 3, column 1: key 'lr' is given twice"):
+        load_yaml(twice)
 
 
 def test_every_shipped_and_mindcv_recipe_loads_with_mindcvs_types():

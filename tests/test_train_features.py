@@ -185,3 +185,27 @@ def test_drop_path_drops_whole_samples_and_rescales():
     assert abs((per_sample[:, 0] == 0).mean() - 0.25) < 0.03
     layer.set_train(False)
     assert np.array_equal(layer(ms.Tensor(x)).asnumpy(), x)
+
+
+def test_eps_given_for_the_run_reaches_adamw_and_is_refused_where_it_means_nothing():
+    """mindcv's factory hands eps to RMSProp only; a value given for the run reaches AdamW too (a large eps
+    shrinks the first Adam step), and eps or betas for an optimizer without them are one-line errors."""
+    moves = {}
+    for eps in (None, 10.0):
+        flags = {"eps": eps} if eps else {}
+        cfg = merged({}, flags=flags, opt="adamw", lr=0.01, weight_decay=0.0, scheduler="constant",
+                     warmup_epochs=0, epoch_size=1)
+        ms.set_seed(0)
+        model = small_mlp()
+        optimizer, _ = engine.build_optimizer_and_schedule(cfg, model, steps_per_epoch=1)
+        assert float(optimizer.eps.asnumpy().ravel()[0]) == pytest.approx(eps or 1e-8)
+        step = engine.build_train_step(cfg, model, optimizer)
+        step.set_train(True)
+        w0 = weights(model)
+        step(ms.Tensor(IMAGES), ms.Tensor(LABELS))
+        moves[eps] = max(np.abs(weights(model)[k] - w0[k]).max() for k in w0)
+    assert moves[10.0] < moves[None] / 10
+    with pytest.raises(coat_ms.errors.CoatError, match="--eps: lion has no epsilon"):
+        engine.optimizer_keywords(merged({}, flags={"eps": 1e-6}, opt="lion"))
+    with pytest.raises(coat_ms.errors.CoatError, match="momentum has no betas"):
+        engine.optimizer_keywords(merged({}, flags={"betas": [0.9, 0.99]}, opt="momentum"))

@@ -10,6 +10,7 @@ import os
 import time
 
 import mindspore as ms
+import numpy as np
 from mindspore import nn
 
 from .. import checkpoint as ckpt_io
@@ -126,6 +127,36 @@ def load_finetune_weights(model, path):
         ckpt_io.load_state(model, params, strict=True, source=path)
 
 
+# The optimizers that have an epsilon / two betas.  mindcv's factory hands `eps` to RMSProp only (the Adam
+# family keeps its own 1e-8, Lamb 1e-6); a value chosen for this run is set on them too.
+_TAKES_EPS = ("adam", "adamw", "nadam", "adan", "lamb", "rmsprop")
+_TAKES_BETAS = ("adam", "adamw", "lion", "nadam", "adan", "lamb")
+
+
+def optimizer_keywords(cfg):
+    """Keywords for the optimizer from ``eps`` and ``betas``; one given for an optimizer that has no such
+    setting is an error (never silently unused)."""
+    opt, extra = cfg["opt"], {}
+    if cfg["betas"]:
+        if opt not in _TAKES_BETAS:
+            raise CoatError(f"{cfg.named('betas')}: {opt} has no betas; remove them or use one of "
+                            f"{', '.join(_TAKES_BETAS)}")
+        extra.update(beta1=cfg["betas"][0], beta2=cfg["betas"][1])
+    if cfg.source("eps") != "default":
+        if opt not in _TAKES_EPS:
+            raise CoatError(f"{cfg.named('eps')}: {opt} has no epsilon; remove eps or use one of "
+                            f"{', '.join(_TAKES_EPS)}")
+        if opt != "rmsprop":  # mindcv passes it to RMSProp itself
+            extra["eps"] = cfg["eps"]
+    return extra
+
+
+def set_epsilon(optimizer, eps):
+    """Set the epsilon of a built Adam-family optimizer (they keep it as a float32 Tensor, ``eps``, read when
+    the training graph compiles): mindcv's factory has no way to pass it (its own ``eps`` goes to RMSProp)."""
+    optimizer.eps = ms.Tensor(np.full(optimizer.eps.shape, eps, np.float32))
+
+
 def build_optimizer_and_schedule(cfg, model, steps_per_epoch, world_size=1):
     from mindcv.scheduler import create_scheduler
 
@@ -141,12 +172,13 @@ def build_optimizer_and_schedule(cfg, model, steps_per_epoch, world_size=1):
                                 decay_rate=cfg["decay_rate"], milestones=cfg["multi_step_decay_milestones"],
                                 num_epochs=epochs, num_cycles=cfg["num_cycles"], cycle_decay=cfg["cycle_decay"],
                                 lr_epoch_stair=cfg["lr_epoch_stair"])
-    extra = {}
-    if cfg["betas"] and cfg["opt"] in ("adamw", "adam", "lion"):
-        extra = dict(beta1=cfg["betas"][0], beta2=cfg["betas"][1])
+    extra = optimizer_keywords(cfg)
+    eps = extra.pop("eps", None)
     groups, groups_text = weight_decay_groups(model, cfg["weight_decay"], cfg["weight_decay_filter"])
     opt = create_grouped_optimizer(groups, opt=cfg["opt"], lr=schedule, momentum=cfg["momentum"],
                                    nesterov=cfg["use_nesterov"], eps=cfg["eps"], **extra)
+    if eps is not None:
+        set_epsilon(opt, eps)
     logger.info("optimizer %s: %s", cfg["opt"], groups_text)
     return opt, schedule
 

@@ -135,15 +135,9 @@ class Pair:
         return taps.torch_taps(self.torch_model, torch.from_numpy(x), self.serial_depths, self.parallel_depth)
 
     def ms_forward_taps(self, x, mode="pynative"):
-        """MindSpore taps in ``mode``; also checks the tap net's logits equal the model's own forward."""
+        """MindSpore taps in ``mode``, through the model's own forward_intermediates (the code construct runs)."""
         with ms_mode(mode):
-            xt = ms.Tensor(x)
-            got = taps.ms_taps(self.ms_model, xt, self.serial_depths, self.parallel_depth)
-            own = self.ms_model(xt).asnumpy()
-        drift = float(np.abs(own - got["logits"]).max())
-        if drift > 1e-6 * max(float(np.abs(own).max()), 1.0):
-            raise RuntimeError(f"MsTapNet drifted from the model's construct: logits differ by {drift:g}")
-        return got
+            return taps.ms_taps(self.ms_model, ms.Tensor(x), self.serial_depths, self.parallel_depth)
 
     weights_via: str = ""
 

@@ -5,14 +5,13 @@ Tap names, in the order the network computes them:
   parallel_blocks.J.x2 / .x3 / .x4 (CoaT only), norm2, norm3, norm4 (CoaT) or norm4 (Lite),
   aggregate (CoaT only), logits.
 
-PyTorch: forward hooks on timm's modules.  MindSpore: ``MsTapNet``, a Cell that runs the coat_ms
-model's own sub-cells in the model's order and returns every tap as one tuple, so it compiles in
-GRAPH_MODE as well as running in PyNative (hooks are PyNative-only in MindSpore).
+PyTorch: forward hooks on timm's modules.  MindSpore: the model's own API,
+``forward_intermediates(blocks=True, output_fmt="NLC")`` then ``forward_head``, wrapped in ``MsTapNet``,
+a Cell returning every tap as one tuple, so it compiles in GRAPH_MODE as well as running in PyNative
+(hooks are PyNative-only in MindSpore).
 """
 import torch
-from mindspore import nn, ops
-
-from coat_ms.models.tokens import token_resize_factors
+from mindspore import nn
 
 
 def tap_names(serial_depths, parallel_depth):
@@ -37,60 +36,40 @@ def tap_block(name):
 
 
 class MsTapNet(nn.Cell):
-    """Runs a coat_ms CoaT and returns (taps..., logits) with the model's own cells.
+    """(taps..., logits) of a coat_ms CoaT through its ``forward_intermediates`` and ``forward_head``.
 
-    It mirrors ``CoaT.forward_scales`` / ``forward_head`` step by step; ``check_logits`` in the harness
-    compares its logits with the model's own ``construct`` so the two cannot drift apart.
+    The block taps are the model's intermediates (tokens with CLS; timm's patch_embed output has no CLS,
+    so it is dropped there); the final features give the norm taps, ``forward_head(pre_logits=True)``
+    the aggregate tap (dropout is off in eval mode) and ``forward_head`` the logits.
     """
 
     def __init__(self, model):
         super().__init__(auto_prefix=False)  # keep the model's parameter names unprefixed
         self.model = model
         self.has_parallel = model.parallel_blocks is not None
-
-    def _stage(self, patch_embed, cls_token, blocks, x_nhwc, taps):
-        x, size = self.model._embed(patch_embed, cls_token, x_nhwc)
-        taps = taps + (x[:, 1:],)
-        for blk in blocks:
-            x = blk(x, size)
-            taps = taps + (x,)
-        return x, size, taps
+        self.embed_positions = tuple(i for i, n in enumerate(model.intermediate_names(blocks=True))
+                                     if n.startswith("patch_embed"))
 
     def construct(self, x):
-        m = self.model
+        final, intermediates = self.model.forward_intermediates(x, blocks=True, output_fmt="NLC")
         taps = ()
-        x = x.transpose(0, 2, 3, 1)
-        x1, s1, taps = self._stage(m.patch_embed1, m.cls_token1, m.serial_blocks1, x, taps)
-        x2, s2, taps = self._stage(m.patch_embed2, m.cls_token2, m.serial_blocks2, m._to_nhwc(x1, s1), taps)
-        x3, s3, taps = self._stage(m.patch_embed3, m.cls_token3, m.serial_blocks3, m._to_nhwc(x2, s2), taps)
-        x4, s4, taps = self._stage(m.patch_embed4, m.cls_token4, m.serial_blocks4, m._to_nhwc(x3, s3), taps)
+        for i in range(len(intermediates)):
+            tokens = intermediates[i]
+            taps = taps + ((tokens[:, 1:],) if i in self.embed_positions else (tokens,))
         if self.has_parallel:
-            sizes = (s1, s2, s3, s4)
-            factors = None
-            if m.token_resize == "separable":  # as CoaT.forward_scales: one set of resize matrices for all blocks
-                ac = m.align_corners
-                factors = (token_resize_factors(s3, s2, ac), token_resize_factors(s4, s3, ac),
-                           token_resize_factors(s4, s2, ac), token_resize_factors(s2, s3, ac),
-                           token_resize_factors(s3, s4, ac), token_resize_factors(s2, s4, ac))
-            for blk in m.parallel_blocks:
-                x2, x3, x4 = m.cpe2(x2, s2), m.cpe3(x3, s3), m.cpe4(x4, s4)
-                x1, x2, x3, x4 = blk(x1, x2, x3, x4, sizes, factors)
-                taps = taps + (x2, x3, x4)
-            feats = (m.norm2(x2), m.norm3(x3), m.norm4(x4))
-            cls_tokens = ops.stack((feats[0][:, 0], feats[1][:, 0], feats[2][:, 0]), axis=1)
-            taps = taps + feats + (m.aggregate(cls_tokens),)
-            logits = m.forward_head(feats)
+            taps = taps + final + (self.model.forward_head(final, pre_logits=True),)
         else:
-            feats = m.norm4(x4)
-            taps = taps + (feats,)
-            logits = m.forward_head(feats)
-        return taps + (logits,)
+            taps = taps + (final,)
+        return taps + (self.model.forward_head(final),)
 
 
 def ms_taps(model, x_ms, serial_depths, parallel_depth):
     """{tap name: np.ndarray} from one MindSpore forward (mode = the current MindSpore context)."""
-    outs = MsTapNet(model)(x_ms)
     names = tap_names(serial_depths, parallel_depth)
+    blocks = model.intermediate_names(blocks=True)
+    if names[:len(blocks)] != blocks:
+        raise RuntimeError(f"the model's intermediates {blocks} are not the block taps {names[:len(blocks)]}")
+    outs = MsTapNet(model)(x_ms)
     if len(outs) != len(names):
         raise RuntimeError(f"MsTapNet returned {len(outs)} taps, expected {len(names)}")
     return {n: o.asnumpy() for n, o in zip(names, outs)}

@@ -147,14 +147,6 @@ def test_headless_model_returns_pooled_features(name, graph_mode):
     assert model(random_images((2, 3, 64, 64))).shape == (2, model.num_features)
 
 
-@pytest.mark.parametrize("name", ["coat_lite_tiny", "coat_tiny"])
-def test_stage_feature_maps(name):
-    model = built(name)
-    maps = model.forward_feature_maps(random_images((2, 3, 192, 256)))
-    expected = [(2, c, 192 // s, 256 // s) for c, s in zip(model.embed_dims, (4, 8, 16, 32))]
-    assert [tuple(m.shape) for m in maps] == expected
-
-
 def test_reset_classifier_and_replacing_the_head(graph_mode):
     model = coat_ms.create_model("coat_lite_tiny", embed_dims=(16, 16, 16, 24), serial_depths=(1, 1, 1, 1))
     model.reset_classifier(5)

@@ -37,6 +37,29 @@ _AMP_WRAPPER_ATTRIBUTES = ("_op", "_backbone")
 DEFAULT_CRPE_WINDOW = {3: 2, 5: 3, 7: 3}
 
 
+def _take_indices(count, indices):
+    """timm's index rule: None -> all ``count`` positions, an int n -> the last n, a sequence -> those
+    (negative from the end); returned sorted and unique, in depth order."""
+    if indices is None:
+        indices = count
+    if isinstance(indices, int):
+        if indices < 1 or indices > count:
+            raise ValueError(f"indices={indices}: take the last n for n from 1 to {count}")
+        return tuple(range(count - indices, count))
+    chosen = ()
+    for i in indices:
+        if i < -count or i >= count:
+            raise ValueError(f"index {i} is out of range: there are {count} intermediate outputs")
+        chosen = chosen + ((i + count if i < 0 else i),)
+    if not chosen:
+        raise ValueError("indices is empty: name at least one intermediate output")
+    take = ()
+    for i in range(count):
+        if i in chosen:
+            take = take + (i,)
+    return take
+
+
 class ConvPosEnc(nn.Cell):
     """cpe: image tokens + depthwise 3x3 conv of themselves; the CLS token passes through.
 
@@ -417,54 +440,183 @@ class CoaT(nn.Cell):
         cls_tokens = ops.broadcast_to(cls_token.astype(x.dtype), (B, 1, cls_token.shape[2]))
         return ops.concat((cls_tokens, x), axis=1), (H // p, W // p)
 
-    def forward_scales(self, x):
-        """Run all stages; returns the four token maps (with CLS) and their grid sizes."""
+    # ------------------------------------------------------------------------------------------
+    # The forward pass.  One path, _forward_scales, serves construct, forward_features,
+    # forward_feature_maps and forward_intermediates; every choice in it (which outputs to keep,
+    # where to stop) is a Python constant, so GRAPH_MODE compiles only what a caller asked for.
+    # ------------------------------------------------------------------------------------------
+
+    def _forward_scales(self, x, keep=(), stop=None, norm=False, output_fmt="NCHW"):
+        """Run the serial blocks of the four scales, then the parallel blocks (CoaT).
+
+        ``keep``: positions in ``intermediate_names(blocks=True)`` whose outputs are returned, formatted by
+        ``_intermediate``; ``stop``: the last position to compute (None: the whole network).
+        Returns (xs, sizes, kept): the tokens with CLS of each scale computed, their grid sizes, and the kept
+        outputs in depth order.
+        """
         self.check_input(x)
-        x = x.transpose(0, 2, 3, 1)  # NHWC: patch embeddings take channels-last input
-        x1, s1 = self._embed(self.patch_embed1, self.cls_token1, x)
-        for blk in self.serial_blocks1:
-            x1 = blk(x1, s1)
-        x2, s2 = self._embed(self.patch_embed2, self.cls_token2, self._to_nhwc(x1, s1))
-        for blk in self.serial_blocks2:
-            x2 = blk(x2, s2)
-        x3, s3 = self._embed(self.patch_embed3, self.cls_token3, self._to_nhwc(x2, s2))
-        for blk in self.serial_blocks3:
-            x3 = blk(x3, s3)
-        x4, s4 = self._embed(self.patch_embed4, self.cls_token4, self._to_nhwc(x3, s3))
-        for blk in self.serial_blocks4:
-            x4 = blk(x4, s4)
-        sizes = (s1, s2, s3, s4)
-        if self.parallel_blocks is not None:
+        stages = ((self.patch_embed1, self.cls_token1, self.serial_blocks1),
+                  (self.patch_embed2, self.cls_token2, self.serial_blocks2),
+                  (self.patch_embed3, self.cls_token3, self.serial_blocks3),
+                  (self.patch_embed4, self.cls_token4, self.serial_blocks4))
+        feat = x.transpose(0, 2, 3, 1)  # NHWC: patch embeddings take channels-last input
+        xs, sizes, kept = (), (), ()
+        pos = 0
+        for scale in range(4):
+            if stop is None or pos <= stop:
+                patch_embed, cls_token, blocks = stages[scale]
+                if scale > 0:
+                    feat = self._to_nhwc(xs[-1], sizes[-1])
+                tokens, size = self._embed(patch_embed, cls_token, feat)
+                if pos in keep:
+                    kept = kept + (self._intermediate(tokens, scale, size, norm, output_fmt),)
+                pos = pos + 1
+                for blk in blocks:
+                    if stop is None or pos <= stop:
+                        tokens = blk(tokens, size)
+                        if pos in keep:
+                            kept = kept + (self._intermediate(tokens, scale, size, norm, output_fmt),)
+                    pos = pos + 1
+                xs = xs + (tokens,)
+                sizes = sizes + (size,)
+        if self.parallel_blocks is not None and len(xs) == 4 and (stop is None or pos <= stop):
+            x1, x2, x3, x4 = xs
+            _, s2, s3, s4 = sizes
             factors = None
             if self.token_resize == "separable":  # the matrices once for all parallel blocks
                 ac = self.align_corners
                 factors = (token_resize_factors(s3, s2, ac), token_resize_factors(s4, s3, ac),
                            token_resize_factors(s4, s2, ac), token_resize_factors(s2, s3, ac),
                            token_resize_factors(s3, s4, ac), token_resize_factors(s2, s4, ac))
-            for blk in self.parallel_blocks:
-                x2, x3, x4 = self.cpe2(x2, s2), self.cpe3(x3, s3), self.cpe4(x4, s4)
-                x1, x2, x3, x4 = blk(x1, x2, x3, x4, sizes, factors)
-        return (x1, x2, x3, x4), sizes
+            for blk in self.parallel_blocks:  # each block's outputs x2, x3, x4 take three positions
+                if stop is None or pos <= stop:
+                    x2, x3, x4 = self.cpe2(x2, s2), self.cpe3(x3, s3), self.cpe4(x4, s4)
+                    x1, x2, x3, x4 = blk(x1, x2, x3, x4, sizes, factors)
+                    outs = (x2, x3, x4)
+                    for i in range(3):
+                        if pos + i in keep:
+                            kept = kept + (self._intermediate(outs[i], i + 1, sizes[i + 1], norm, output_fmt),)
+                pos = pos + 3
+            xs = (x1, x2, x3, x4)
+        return xs, sizes, kept
+
+    def _intermediate(self, tokens, scale, size, norm, output_fmt):
+        """One intermediate output: tokens of ``scale`` (0-3), optionally through its final norm, as NCHW or NLC."""
+        if norm:
+            if scale == 3:
+                tokens = self.norm4(tokens)
+            elif scale == 2 and self.parallel_blocks is not None:
+                tokens = self.norm3(tokens)
+            elif scale == 1 and self.parallel_blocks is not None:
+                tokens = self.norm2(tokens)
+        if output_fmt == "NCHW":
+            return tokens_to_nchw(tokens[:, 1:], size)
+        return tokens
+
+    def _final_features(self, xs):
+        """What forward_features returns, from the four scales' tokens."""
+        if self.parallel_blocks is None:
+            return self.norm4(xs[3])
+        return self.norm2(xs[1]), self.norm3(xs[2]), self.norm4(xs[3])
 
     @staticmethod
     def _to_nhwc(x, size):
         """Tokens with CLS (B, 1 + H*W, C) -> image (B, H, W, C)."""
         return x[:, 1:].reshape(x.shape[0], size[0], size[1], x.shape[2])
 
+    def _depth(self):
+        """How many outputs ``forward_intermediates(blocks=True)`` can take: 4 patch embeddings, every serial
+        block, three per parallel block."""
+        depth = 4 + 3 * self.parallel_depth
+        for d in self.serial_depths:
+            depth = depth + d
+        return depth
+
+    def intermediate_names(self, blocks=False):
+        """The names of what ``forward_intermediates`` can return, in depth order; its ``indices`` count here.
+
+        blocks=False: ``scale1`` ... ``scale4`` (strides 4, 8, 16, 32).  blocks=True: ``patch_embed1``,
+        ``serial_blocks1.0``, ..., ``patch_embed4``, ``serial_blocks4.J``, then ``parallel_blocks.J.x2/x3/x4``.
+        """
+        if not blocks:
+            return [f"scale{i + 1}" for i in range(4)]
+        names = []
+        for i, depth in enumerate(self.serial_depths):
+            names += [f"patch_embed{i + 1}"] + [f"serial_blocks{i + 1}.{j}" for j in range(depth)]
+        for j in range(self.parallel_depth):
+            names += [f"parallel_blocks.{j}.x{s}" for s in (2, 3, 4)]
+        return names
+
+    @property
+    def feature_info(self):
+        """Per scale, as timm: channels, stride and the module whose output it is (CoaT: scales 2-4 after the
+        parallel blocks)."""
+        return [dict(num_chs=c, reduction=self.patch_size * 2 ** i,
+                     module="parallel_blocks" if i > 0 and self.parallel_depth > 0 else f"serial_blocks{i + 1}")
+                for i, c in enumerate(self.embed_dims)]
+
+    def forward_intermediates(self, x, indices=None, norm=False, stop_early=False, output_fmt="NCHW",
+                              intermediates_only=False, blocks=False):
+        """The forward pass with its intermediate outputs, in depth order (timm's API; graph and PyNative).
+
+        Args:
+            indices: which outputs, counted in ``intermediate_names(blocks)``: None all, an int n the last n,
+                a sequence those positions (negative from the end).  Returned in depth order.
+            norm: pass each output through the final norm of its scale where the model has one (CoaT:
+                norm2-4 on scales 2-4; CoaT-Lite: norm4 on scale 4).
+            stop_early: compute no further than the deepest output asked for.  CoaT's parallel blocks need all
+                scales, so at ``blocks=False`` only scale 1 stops early there.
+            output_fmt: "NCHW" maps (B, C, H/s, W/s) without CLS, or "NLC" tokens (B, 1 + H*W/s^2, C) with the
+                CLS token first, as the blocks compute them.
+            intermediates_only: return only the intermediates.
+            blocks: False, the four scales (strides 4-32; CoaT's scales 2-4 after the parallel blocks, as timm);
+                True, every patch embedding and block output.
+
+        Returns:
+            (final, intermediates), or intermediates: a tuple.  ``final`` is ``forward_features(x)`` when the
+            whole network ran, else the last scale's tokens where it stopped.
+        """
+        if output_fmt not in ("NCHW", "NLC"):
+            raise ValueError(f"output_fmt must be 'NCHW' or 'NLC', got {output_fmt!r}")
+        last = self._depth() - 1  # the deepest position (blocks=True) of the network
+        if blocks:
+            take = _take_indices(last + 1, indices)
+            stop = take[-1] if stop_early else last
+            run = self._forward_scales(x, take, stop, norm, output_fmt)
+            xs, intermediates = run[0], run[2]
+        else:
+            take = _take_indices(4, indices)
+            stop = last
+            if stop_early and (self.parallel_blocks is None or take[-1] == 0):
+                stop = self._scale_end(take[-1])
+            run = self._forward_scales(x, (), stop)
+            xs, sizes = run[0], run[1]
+            intermediates = ()
+            for i in take:
+                intermediates = intermediates + (self._intermediate(xs[i], i, sizes[i], norm, output_fmt),)
+        if intermediates_only:
+            return intermediates
+        if stop == last:
+            return self._final_features(xs), intermediates
+        return xs[-1], intermediates
+
+    def _scale_end(self, scale):
+        """The position (blocks=True) of the last serial output of ``scale``."""
+        end = -1
+        for i in range(scale + 1):
+            end = end + 1 + self.serial_depths[i]
+        return end
+
     def forward_feature_maps(self, x):
-        """The four stage outputs without CLS, as (B, C_i, H/4, W/4) ... (B, C_i, H/32, W/32).
+        """The four scales' outputs without CLS, as (B, C_i, H/4, W/4) ... (B, C_i, H/32, W/32).
 
         For CoaT, scales 2-4 are taken after the parallel blocks (as timm and the official model).
         """
-        xs, sizes = self.forward_scales(x)
-        return tuple(tokens_to_nchw(xi[:, 1:], si) for xi, si in zip(xs, sizes))
+        return self.forward_intermediates(x, intermediates_only=True)
 
     def forward_features(self, x):
         """CoaT-Lite: norm4(x4) (B, 1 + N4, C).  CoaT: (norm2(x2), norm3(x3), norm4(x4))."""
-        (_, x2, x3, x4), _ = self.forward_scales(x)
-        if self.parallel_blocks is None:
-            return self.norm4(x4)
-        return self.norm2(x2), self.norm3(x3), self.norm4(x4)
+        return self._final_features(self._forward_scales(x)[0])
 
     def forward_head(self, features, pre_logits=False):
         if self.parallel_blocks is None:

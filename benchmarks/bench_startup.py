@@ -56,14 +56,12 @@ def first_step_seconds(data, out, resume=None):
     """
     if resume:
         cmd = [sys.executable, os.path.join(REPO, "train.py"), "--resume", resume]
-    else:
-        cmd = [sys.executable, os.path.join(REPO, "train.py"), "--data_dir", data, "--ckpt_save_dir", out,
+    else:  # killed while saving epoch 2 (tests/crash_during_save.py), so a resume has work left
+        cmd = [sys.executable, os.path.join(REPO, "tests", "crash_during_save.py"), "2", "--data_dir", data, "--ckpt_save_dir", out,
                "--model", "coat_lite_tiny", "--model_args", TINY, "--image_resize", "32", "--batch_size", "8",
                "--num_samples", "8", "--epoch_size", "3", "--val_while_train", "False", "--device_target", "CPU",
                "--num_parallel_workers", "1", "--log_interval", "1000"]
     env = dict(os.environ, GLOG_v="3")
-    if not resume:
-        env["COAT_MS_KILL_DURING_SAVE"] = "2"
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env)
     if proc.returncode != (0 if resume else -9):
         raise SystemExit(f"train.py failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")

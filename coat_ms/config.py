@@ -540,11 +540,6 @@ def check_values(s):
                "overflow); remove it or switch to dynamic loss scaling")
 
 
-def describe(settings, keys):
-    """'key=value, ...' of ``keys`` for logs."""
-    return ", ".join(f"{k}={settings[k]}" for k in keys)
-
-
 # ----------------------------------------------------------------------------------------------
 # Command-line flags: one per key, parsed as text and typed by the same rules as the file.
 # ----------------------------------------------------------------------------------------------

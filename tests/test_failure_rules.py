@@ -487,8 +487,7 @@ def test_resume_continues_in_the_checkpoints_folder(data, tmp_path):
     config = tmp_path / "c.yaml"
     config.write_text("ckpt_save_dir: A\nepoch_size: 2\nnum_samples: 16\nval_while_train: False\n")
     x = tmp_path / "X"
-    crashed = run_script("train.py", "-c", config, *tiny_train_args(data, x), cwd=tmp_path,
-                         env=dict(ENV, COAT_MS_KILL_DURING_SAVE="2"))
+    crashed = run_script("tests/crash_during_save.py", 2, "-c", config, *tiny_train_args(data, x), cwd=tmp_path)
     assert crashed.returncode == -signal.SIGKILL, crashed.stderr[-2000:]
     assert [f for f in os.listdir(x) if ".tmp" in f]
     resumed = run_script("train.py", "-c", config, "--resume", x / "latest.ckpt", cwd=tmp_path)

@@ -158,7 +158,7 @@ def test_resume_matches_uninterrupted_run_and_bad_resume_checkpoints(digits, tmp
     # A real crash: the same run SIGKILLs itself in the middle of saving epoch 2 (temp file written, not yet
     # renamed). latest.ckpt must still be epoch 1's, intact; resuming from it ends with the same weights.
     killed = tmp_path / "killed"
-    p = train(*tiny_args(digits, killed, 3), env=dict(ENV, COAT_MS_KILL_DURING_SAVE="2"))
+    p = run_script("tests/crash_during_save.py", 2, *tiny_args(digits, killed, 3), timeout=600)
     assert p.returncode == -signal.SIGKILL, (p.returncode, p.stderr[-2000:])
     leftovers = [f for f in os.listdir(killed) if f.startswith(".latest.ckpt.tmp")]
     assert len(leftovers) == 1  # the half-finished save is only ever a temp file

@@ -53,12 +53,6 @@ class ImageList:
     def path(self, i):
         return os.path.join(self.root, self.relpath(i))
 
-    def subset(self, indices):
-        """A new ImageList of the given sample indices (same classes)."""
-        indices = np.asarray(indices, dtype=np.int64)
-        return ImageList(self.root, self.classes, [self.relpath(i) for i in indices], self.labels[indices],
-                         self.ignored)
-
     def relabelled(self, class_order):
         """The same images with labels taken from ``class_order`` (the training classes), matched by name.
 

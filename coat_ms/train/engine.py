@@ -15,6 +15,7 @@ from mindspore import nn
 
 from .. import checkpoint as ckpt_io
 from ..amp import apply_amp, backend_for, level_that_runs
+from ..config import KEYS
 from ..data.files import DataError, list_split
 from ..data.pipeline import eval_dataset, train_dataset, worker_count
 from ..data.transforms import preprocessing_from_config
@@ -142,7 +143,8 @@ def optimizer_keywords(cfg):
             raise CoatError(f"{cfg.named('betas')}: {opt} has no betas; remove them or use one of "
                             f"{', '.join(_TAKES_BETAS)}")
         extra.update(beta1=cfg["betas"][0], beta2=cfg["betas"][1])
-    if cfg.source("eps") != "default":
+    source = cfg.source("eps")  # a resumed run's record repeats every setting, the default eps included
+    if source != "default" and not (source.endswith(" record") and cfg["eps"] == KEYS["eps"].default):
         if opt not in _TAKES_EPS:
             raise CoatError(f"{cfg.named('eps')}: {opt} has no epsilon; remove eps or use one of "
                             f"{', '.join(_TAKES_EPS)}")
@@ -270,7 +272,7 @@ class RunInfo:
         return epoch % self.cfg["ckpt_save_interval"] == 0 or epoch == self.epochs
 
 
-def train(cfg, dist=None, out_dir=None, started_at=None):
+def train(cfg, dist=None, started_at=None):
     """Run training as configured; returns a summary dict (rank 0 writes all files)."""
     started_at = started_at or time.time()
     dist = dist or DistInfo()
@@ -283,7 +285,7 @@ def train(cfg, dist=None, out_dir=None, started_at=None):
         resume = (resume_params, resume_meta)
     preflight.check_device_support(cfg, device)
     preflight.check_model_request(cfg)
-    out_dir = out_dir or cfg["ckpt_save_dir"]
+    out_dir = cfg["ckpt_save_dir"]
     csv_path, png_path = os.path.join(out_dir, "results.csv"), os.path.join(out_dir, "results.png")
     rows, watch, folder_existed = [], None, os.path.isdir(out_dir)
     if dist.is_main:

@@ -186,11 +186,6 @@ class TrainMonitor(Callback):
             self.bar.close()
 
 
-def images_per_second(rows):
-    values = [r["img_per_s"] for r in rows if r.get("img_per_s") not in ("", None)]
-    return float(np.mean(values)) if values else 0.0
-
-
 def output_listing(out_dir, best):
     return f"{os.path.abspath(out_dir)} (latest.ckpt, best: {os.path.basename(best) if best else '-'}, " \
            f"results.csv, results.png)"

@@ -17,7 +17,6 @@ and the rule that a folder belongs to one run.
 import logging
 import os
 import re
-import signal
 
 import mindspore as ms
 import numpy as np
@@ -40,22 +39,13 @@ def _state_name(name, model_names):
     return STATE_PREFIX + name
 
 
-# Fault injection for the crash tests: COAT_MS_KILL_DURING_SAVE=<epoch> makes the process SIGKILL itself
-# after that epoch's checkpoint is fully written to its temp file but before the rename (no cleanup runs,
-# exactly like a crash or a scheduler's kill).
-KILL_DURING_SAVE = "COAT_MS_KILL_DURING_SAVE"
-
-
 def atomic_save(entries, path, meta=None, epoch=None):
-    """ms.save_checkpoint through a temp file beside ``path`` (flushed, then renamed over it)."""
+    """ms.save_checkpoint through a temp file beside ``path`` (flushed, then renamed over it); ``epoch``: the
+    epoch it saves (None for files that are no epoch's state)."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
 
     def write(tmp):
         ms.save_checkpoint(entries, tmp, append_dict=meta_entry(meta) if meta else None)
-        if epoch is not None and os.environ.get(KILL_DURING_SAVE) == str(epoch):
-            with open(tmp, "rb") as f:
-                os.fsync(f.fileno())
-            os.kill(os.getpid(), signal.SIGKILL)
     return atomic_write(path, write, suffix=".ckpt")  # MindSpore insists on a .ckpt suffix
 
 

@@ -198,8 +198,9 @@ def evaluate_checkpoint(settings, dist=None, image_size=None, confusion=False, p
     pretrained weights) on ``data_dir/val_split``.
 
     Model, head size and class order come from the checkpoint's coat_ms record unless given; the
-    preprocessing is the given keys, else the checkpoint's record, else the model's default.  With
-    ``ema: True`` the checkpoint's EMA weights are evaluated when it holds them.
+    preprocessing is the given keys, else the weights' record (a train.py or converter record, mindcv's
+    for a mindcv-layout checkpoint, timm's for the pretrained weights: coat_ms.origin), else the
+    model's default.  With ``ema: True`` the checkpoint's EMA weights are evaluated when it holds them.
     """
     from .checkpoint import model_from_checkpoint
     from .data.files import list_split
@@ -219,7 +220,7 @@ def evaluate_checkpoint(settings, dist=None, image_size=None, confusion=False, p
         model = create_model(settings["model"], pretrained=True, num_classes=settings["num_classes"] or 1000,
                              **(settings["model_args"] or {}))
         model.set_train(False)
-        meta = {}
+        meta = model.weights_meta
     else:
         raise CoatError("no weights given: pass --ckpt_path X.ckpt (or --pretrained True)")
     if amp_level != "O0":
@@ -234,7 +235,8 @@ def evaluate_checkpoint(settings, dist=None, image_size=None, confusion=False, p
     record = meta.get("preprocessing") or dict(getattr(model, "pretrained_cfg", None) or {})
     pre = preprocessing(record, image_size=image_size or given(settings, "image_resize"),
                         crop_pct=given(settings, "crop_pct"), interpolation=given(settings, "interpolation"),
-                        mean=given(settings, "mean"), std=given(settings, "std"))
+                        mean=given(settings, "mean"), std=given(settings, "std"),
+                        style=settings.get("preprocess_style"))
     result = evaluate_images(model, images, pre, settings["batch_size"], worker_count(settings["num_parallel_workers"]),
                              dist, confusion=confusion, progress=progress)
     return result, model, pre

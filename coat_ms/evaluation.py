@@ -205,7 +205,7 @@ def evaluate_checkpoint(settings, dist=None, image_size=None, confusion=False, p
     from .checkpoint import model_from_checkpoint
     from .data.files import list_split
     from .data.pipeline import worker_count
-    from .data.transforms import preprocessing
+    from .data.transforms import weights_preprocessing
     from .errors import CoatError
 
     if settings["ckpt_path"]:
@@ -232,8 +232,7 @@ def evaluate_checkpoint(settings, dist=None, image_size=None, confusion=False, p
     elif len(images.classes) != model.num_classes:
         logger.warning("%s: %d class folders for a %d-class model, and the checkpoint has no class list: labels are "
                        "the positions of the sorted folder names", images.root, len(images.classes), model.num_classes)
-    record = meta.get("preprocessing") or dict(getattr(model, "pretrained_cfg", None) or {})
-    pre = preprocessing(record, image_size=image_size or given(settings, "image_resize"),
+    pre = weights_preprocessing(meta, model, image_size=image_size or given(settings, "image_resize"),
                         crop_pct=given(settings, "crop_pct"), interpolation=given(settings, "interpolation"),
                         mean=given(settings, "mean"), std=given(settings, "std"),
                         style=settings.get("preprocess_style"))

@@ -39,6 +39,9 @@ PHOTOS = [
     ("flower_bmp", 1, (0.1, 0.2, 0.9, 0.8), (250, 190), "RGB", "BMP"),
 ]
 EXTENSIONS = {"JPEG": ".jpg", "PNG": ".png", "BMP": ".bmp"}
+# The files timm's folder reader lists (timm.data.get_img_extensions(): .png, .jpg, .jpeg); coat_ms also
+# reads BMP, GIF and WebP, so an ImageFolder compared with timm's validation holds only these.
+TIMM_FOLDER_FORMATS = ("JPEG", "PNG")
 
 
 def sample_photos():
@@ -70,14 +73,16 @@ def _with_mode(image, mode):
     raise ValueError(f"unknown mode {mode}")
 
 
-def write_photos(folder, classes=1, names=None):
-    """Write the photos (or those in ``names``) into ``folder``, spread over ``classes`` class folders
-    (``class0``, ``class1``, ...; none when ``classes`` is 0); returns their paths in PHOTOS order."""
+def write_photos(folder, classes=1, names=None, formats=None):
+    """Write the photos (or those in ``names``, or of file ``formats``) into ``folder``, spread over
+    ``classes`` class folders (``class0``, ``class1``, ...; none when ``classes`` is 0); returns their
+    paths in PHOTOS order."""
     from PIL import Image
 
     sources = sample_photos()
     paths = []
-    for i, (name, src, box, size, mode, fmt) in enumerate(p for p in PHOTOS if names is None or p[0] in names):
+    chosen = [p for p in PHOTOS if (names is None or p[0] in names) and (formats is None or p[5] in formats)]
+    for i, (name, src, box, size, mode, fmt) in enumerate(chosen):
         photo = Image.fromarray(sources[src])
         w, h = photo.size
         image = photo.crop((round(box[0] * w), round(box[1] * h), round(box[2] * w), round(box[3] * h)))

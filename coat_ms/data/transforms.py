@@ -95,6 +95,13 @@ def preprocessing(base=None, **given):
     return Preprocessing(size, crop_pct, interpolation, mean, std, style)
 
 
+def weights_preprocessing(meta, model=None, **given):
+    """The eval preprocessing of weights with record ``meta`` (coat_ms.origin), else of ``model``'s default
+    config, with ``given`` values (not None) taking precedence: what validate.py, predict and export use."""
+    record = (meta or {}).get("preprocessing") or dict(getattr(model, "pretrained_cfg", None) or {})
+    return preprocessing(record, **given)
+
+
 def preprocessing_from_config(cfg, base=None):
     """The eval preprocessing a training config implies (its image_resize, crop_pct, interpolation, mean,
     std, and preprocess_style once the run has resolved it)."""

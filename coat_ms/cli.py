@@ -51,7 +51,7 @@ def use_device(target):
     """Select the MindSpore backend (None: the one this build was made for); one line if it is absent."""
     import mindspore as ms
 
-    if target:
+    if target and target != ms.get_context("device_target"):  # the same device again (a second in-process run) is fine
         try:
             ms.set_device(target)
         except (RuntimeError, ValueError):

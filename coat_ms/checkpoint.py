@@ -175,8 +175,13 @@ def load_state(model, params, strict=True, source="checkpoint"):
 
 
 def load_checkpoint(model, path, strict=True):
-    """Read ``path`` (any layout read_weights knows) and load it into ``model``; returns the LoadReport."""
-    return load_state(model, read_weights(path)[0], strict=strict, source=os.fspath(path))
+    """Read ``path`` (any layout read_weights knows) and load it into ``model``; returns the LoadReport.
+
+    Weights whose record needs computation switches the model was built without (mindcv's) are an error."""
+    from .origin import check_switches
+    params, meta = read_weights(path)
+    check_switches(model, meta, os.fspath(path))
+    return load_state(model, params, strict=strict, source=os.fspath(path))
 
 
 def ema_weights(params):
@@ -220,4 +225,5 @@ def model_from_checkpoint(path, model_name=None, num_classes=None, model_args=No
     model = create_model(model_name, num_classes=num_classes, **dict(model_args, **build_options))
     load_state(model, params, strict=True, source=os.fspath(path))
     model.set_train(False)
+    model.weights_meta = meta
     return model, meta

@@ -1,12 +1,14 @@
 """create_model: build a CoaT variant by name, mindcv style, optionally loading weights."""
 import difflib
 import inspect
+import logging
 
 from .checkpoint import load_state, read_weights
 from .errors import CoatError
 from .models.coat import CoaT
 from .registry import model_entrypoint
 
+logger = logging.getLogger("coat_ms")
 _COAT_OPTIONS = tuple(inspect.signature(CoaT.__init__).parameters)[1:]
 
 
@@ -38,7 +40,12 @@ def create_model(model_name, pretrained=False, num_classes=1000, in_channels=3, 
         from .pretrained import check_supported
         check_supported(model_name, in_channels)  # before the (slow) build
     params, meta = read_weights(checkpoint_path) if checkpoint_path and not pretrained else (None, {})
-    overrides = dict(meta.get("model_args") or {}, **overrides)
+    recorded = meta.get("model_args") or {}
+    differ = {k: v for k, v in overrides.items() if k in recorded and recorded[k] != v}
+    if differ:
+        logger.warning("%s: its weights were made with %s; building with %s as asked", checkpoint_path,
+                       ", ".join(f"{k}={recorded[k]}" for k in differ), ", ".join(f"{k}={v}" for k, v in differ.items()))
+    overrides = dict(recorded, **overrides)
     model = entrypoint(num_classes=num_classes, in_chans=in_channels, drop_rate=drop_rate,
                        drop_path_rate=drop_path_rate, **overrides)
     if pretrained:

@@ -51,6 +51,32 @@ def mindcv_model_args():
     return model_kwargs()
 
 
+def switches_of(model):
+    """The computation switches a built CoaT has ({'align_corners': ..., 'cpe_residual': ...}; a switch the
+    model has no block for is left out)."""
+    found = {}
+    parallel = getattr(model, "parallel_blocks", None)
+    if parallel is not None and len(parallel):
+        found["align_corners"] = parallel[0].align_corners
+    serial = getattr(model, "serial_blocks1", None)
+    if serial is not None and len(serial):
+        found["cpe_residual"] = serial[0].cpe_residual
+    return found
+
+
+def check_switches(model, meta, path):
+    """An error naming the fix when ``model`` was built without the switches its weights' record needs
+    (mindcv's weights in a plainly built model would compute something else, silently)."""
+    from .errors import CheckpointError
+    needed = {k: v for k, v in ((meta or {}).get("model_args") or {}).items() if k in mindcv_model_args()}
+    wrong = {k: v for k, v in needed.items() if k in switches_of(model) and switches_of(model)[k] != v}
+    if wrong:
+        args = ", ".join(f"{k}={v}" for k, v in needed.items())
+        raise CheckpointError(f"{path} holds {origin_of(meta) or 'its'} weights, which need the model built with "
+                              f"{args}; build it so, or load with create_model(name, checkpoint_path=...), "
+                              f"which does")
+
+
 def record(variant, origin, num_classes=1000, model_args=None):
     """The coat_ms record of ``variant``'s weights made by ``origin`` ('timm' or 'mindcv')."""
     if origin == MINDCV:

@@ -129,10 +129,14 @@ def test_every_loader_builds_what_mindcv_computes(released):
     assert meta["model_args"] == {"align_corners": True, "cpe_residual": False}
     assert meta["preprocessing"]["style"] == "mindcv" and direct.weights_meta == meta
 
-    # Without the switches the same weights compute something else: the comparison above can fail.
+    # Without the switches the same weights compute something else: the comparison above can fail, and
+    # loading them into a model built without the switches is refused rather than silently wrong.
     plain = coat_ms.create_model("coat_mini", checkpoint_path=path, align_corners=False, cpe_residual=True)
     plain.set_train(False)
     assert rel_err(plain(ms.Tensor(x)).asnumpy(), want) > 1e-2
+    with pytest.raises(coat_ms.CheckpointError, match="need the model built with align_corners=True, "
+                                                      "cpe_residual=False"):
+        coat_ms.load_checkpoint(coat_ms.create_model("coat_mini"), path)
 
 
 @pytest.mark.slow

@@ -44,7 +44,8 @@ def create_model(model_name, pretrained=False, num_classes=1000, in_channels=3, 
     differ = {k: v for k, v in overrides.items() if k in recorded and recorded[k] != v}
     if differ:
         logger.warning("%s: its weights were made with %s; building with %s as asked", checkpoint_path,
-                       ", ".join(f"{k}={recorded[k]}" for k in differ), ", ".join(f"{k}={v}" for k, v in differ.items()))
+                       ", ".join(f"{k}={recorded[k]}" for k in differ),
+                       ", ".join(f"{k}={v}" for k, v in differ.items()))
     overrides = dict(recorded, **overrides)
     model = entrypoint(num_classes=num_classes, in_chans=in_channels, drop_rate=drop_rate,
                        drop_path_rate=drop_path_rate, **overrides)

@@ -118,8 +118,9 @@ def to_mindspore(args, src, fmt):
                      {"model_kwargs": result.model_kwargs, "format": fmt,
                       "verify_rel_error": check.rel if check else None,
                       "record": origin.record(result.variant, made_by, result.report.num_classes, result.model_kwargs)})
-    print(f"record: {made_by} weights, evaluated in {made_by}'s style "
-          f"({meta['record']['preprocessing']['interpolation']}, crop_pct {meta['record']['preprocessing']['crop_pct']})")
+    pre = meta["record"]["preprocessing"]
+    print(f"record: {made_by} weights, evaluated in {made_by}'s style ({pre['interpolation']}, "
+          f"crop_pct {pre['crop_pct']})")
     if check is None or check.ok:
         writers.write_mindspore(result.params, args.out, fmt, meta)
     return result, check

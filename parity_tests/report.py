@@ -166,10 +166,12 @@ def image_table(study):
         rows.setdefault(photo, {})[kind] = c
     kinds = [(k, title) for k, title in IMAGE_COLUMNS if any(k in r for r in rows.values())]
     files = study.extra.get("photos", {})
-    lines = ["| photo | file | " + " | ".join(t for _, t in kinds) + " | pass |", "|---|---|" + "---|" * (len(kinds) + 1)]
+    lines = ["| photo | file | " + " | ".join(t for _, t in kinds) + " | pass |",
+             "|---|---|" + "---|" * (len(kinds) + 1)]
     for photo, r in rows.items():
         ok = all(c.passed for c in r.values())
-        lines.append(f"| {photo} | {files.get(photo, '')} | " + " | ".join(_fmt(r[k].rel) if k in r else "-" for k, _ in kinds) +
+        cells = " | ".join(_fmt(r[k].rel) if k in r else "-" for k, _ in kinds)
+        lines.append(f"| {photo} | {files.get(photo, '')} | {cells}" +
                      f" | {'yes' if ok else '**NO**'} |")
     return lines
 

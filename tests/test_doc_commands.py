@@ -36,7 +36,8 @@ RUNNERS = {
     r"train\.py --config configs/coat_mini_ascend\.yaml .*--ckpt_path \./coat_mini-57c5bce7\.ckpt":
         "--epoch_size 1 --batch_size 4 --image_resize 64 --device_target CPU",
     r"validate\.py": "--device_target CPU",
-    r"export\.py --model_name coat_mini --ckpt_file \./coat_mini-57c5bce7\.ckpt": "--device_target CPU --image_size 64 64",
+    r"export\.py --model_name coat_mini --ckpt_file \./coat_mini-57c5bce7\.ckpt":
+        "--device_target CPU --image_size 64 64",
     r"export\.py": "--device_target CPU",
     r"-m coat_ms\.predict": "",
     r"-m convert": "",

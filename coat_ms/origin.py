@@ -22,9 +22,10 @@ import json
 import logging
 import os
 
+from .data.transforms import MINDCV, TIMM  # the two styles; the same words name the weights' origins
+
 logger = logging.getLogger("coat_ms")
 
-TIMM, MINDCV = "timm", "mindcv"
 # mindcv 0.3.0's CoaT default_cfg and its CoaT recipes (configs/coat/*.yaml): 224, crop 0.9, bicubic.
 MINDCV_EVAL = {"image_size": [224, 224], "crop_pct": 0.9, "interpolation": "bicubic",
                "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}

@@ -232,6 +232,10 @@ KEYS = {
     "mean": Key([123.675, 116.28, 103.53], number_list(lengths=(3,)), "0..255 scale, as mindcv", nargs=3),
     "std": Key([58.395, 57.12, 57.375], number_list(lengths=(3,)), nargs=3),
     "crop_pct": Key(0.9, as_float, "eval: resize to image_resize / crop_pct, centre crop"),
+    "preprocess_style": Key(None, optional(choice("timm", "mindcv")),
+                            "whose resize and centre crop: timm (PIL, antialiased; rounded crop offset) or mindcv "
+                            "(mindspore.dataset ops); default: as the weights were made (timm's and official "
+                            "weights: timm, mindcv's and from-scratch runs: mindcv)"),
     "mixup": Key(0.0, as_float),
     "cutmix": Key(0.0, as_float),
     "cutmix_prob": Key(1.0, as_float),

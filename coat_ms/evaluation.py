@@ -202,15 +202,16 @@ def evaluate_checkpoint(settings, dist=None, image_size=None, confusion=False, p
     pretrained weights) on ``data_dir/val_split``.
 
     Model, head size and class order come from the checkpoint's coat_ms record unless given; the
-    preprocessing is the given keys, else the checkpoint's record, else the model's default.  With
-    ``ema: True`` the checkpoint's EMA weights are evaluated when it holds them.  ``images``: the val
-    split already listed (else it is listed here).
+    preprocessing is the given keys, else the weights' record (a train.py or converter record, mindcv's
+    for a mindcv-layout checkpoint, timm's for the pretrained weights: coat_ms.origin), else the
+    model's default.  With ``ema: True`` the checkpoint's EMA weights are evaluated when it holds them.
+    ``images``: the val split already listed (else it is listed here).
     """
     from .checkpoint import model_from_checkpoint
     from .config import where
     from .data.files import list_split
     from .data.pipeline import worker_count
-    from .data.transforms import preprocessing
+    from .data.transforms import weights_preprocessing
     from .errors import CoatError
 
     if settings["ckpt_path"]:
@@ -229,7 +230,7 @@ def evaluate_checkpoint(settings, dist=None, image_size=None, confusion=False, p
         model = create_model(settings["model"], pretrained=True, num_classes=settings["num_classes"] or 1000,
                              **options)
         model.set_train(False)
-        meta = {}
+        meta = model.weights_meta
     else:
         raise CoatError("no weights given: pass --ckpt_path X.ckpt (or --pretrained True)")
     if amp_level != "O0":
@@ -242,10 +243,10 @@ def evaluate_checkpoint(settings, dist=None, image_size=None, confusion=False, p
     elif len(images.classes) != model.num_classes:
         logger.warning("%s: %d class folders for a %d-class model, and the checkpoint has no class list: labels are "
                        "the positions of the sorted folder names", images.root, len(images.classes), model.num_classes)
-    record = meta.get("preprocessing") or dict(getattr(model, "pretrained_cfg", None) or {})
-    pre = preprocessing(record, image_size=image_size or given(settings, "image_resize"),
+    pre = weights_preprocessing(meta, model, image_size=image_size or given(settings, "image_resize"),
                         crop_pct=given(settings, "crop_pct"), interpolation=given(settings, "interpolation"),
-                        mean=given(settings, "mean"), std=given(settings, "std"))
+                        mean=given(settings, "mean"), std=given(settings, "std"),
+                        style=settings.get("preprocess_style"))
     result = evaluate_images(model, images, pre, settings["batch_size"], worker_count(settings["num_parallel_workers"]),
                              dist, confusion=confusion, progress=progress)
     return result, model, pre

@@ -211,11 +211,10 @@ def _write(net, tensor, path, fmt):
 def _metadata(model, fmt, input_shape, checkpoint_meta=None):
     """``<file>.json`` next to the export: input shape, the eval preprocessing (the checkpoint's record
     when it has one, else the model's default) and the class names, for predict."""
-    from .data.transforms import preprocessing
+    from .data.transforms import weights_preprocessing
 
-    record = dict(checkpoint_meta or {})
-    pre = preprocessing(record.get("preprocessing") or getattr(model, "pretrained_cfg", {}),
-                        image_size=tuple(input_shape[-2:]))
+    record = dict(checkpoint_meta or getattr(model, "weights_meta", None) or {})
+    pre = weights_preprocessing(record, model, image_size=tuple(input_shape[-2:]))
     out = {"format": fmt, "architecture": getattr(model, "pretrained_cfg", {}).get("architecture"),
            "input_shape": list(input_shape), "num_classes": getattr(model, "num_classes", None),
            "preprocessing": pre.as_dict()}

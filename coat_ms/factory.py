@@ -1,7 +1,8 @@
 """create_model: build a CoaT variant by name, mindcv style, optionally loading weights."""
+import logging
 import numbers
 
-from .checkpoint import load_checkpoint
+from .checkpoint import load_state, read_weights
 from .errors import CoatError
 from .model_options import check_model_args
 from .registry import model_entrypoint
@@ -19,6 +20,9 @@ def _check_own_arguments(**values):
             raise CoatError(f"{name} must be a rate in [0, 1), got {v!r}")
 
 
+logger = logging.getLogger("coat_ms")
+
+
 def create_model(model_name, pretrained=False, num_classes=1000, in_channels=3, drop_rate=0.0,
                  drop_path_rate=0.0, checkpoint_path=None, strict=True, **overrides):
     """Build ``model_name`` (see ``list_models()``).
@@ -29,7 +33,9 @@ def create_model(model_name, pretrained=False, num_classes=1000, in_channels=3, 
     ``overrides`` go to the CoaT constructor (e.g. ``align_corners=True`` for mindcv-compatible
     parallel blocks, ``proj_drop_rate``, ``embed_dims``).  ``checkpoint_path`` loads a MindSpore
     .ckpt strictly: any missing, unused or mis-shaped parameter is an error (``strict=False`` loads
-    what matches and reports the rest).
+    what matches and reports the rest).  A checkpoint whose record names constructor switches (e.g.
+    mindcv's weights, also in mindcv's own layout: see coat_ms.origin) is built with them unless
+    ``overrides`` set them.  ``model.weights_meta`` is the record of the loaded weights ({} for none).
     """
     entrypoint = model_entrypoint(model_name)
     overrides = check_model_args(model_name, overrides, where=f"{model_name} options")
@@ -42,11 +48,20 @@ def create_model(model_name, pretrained=False, num_classes=1000, in_channels=3, 
     if pretrained:
         from .pretrained import check_supported
         check_supported(model_name, in_channels)  # before the (slow) build
+    params, meta = read_weights(checkpoint_path) if checkpoint_path and not pretrained else (None, {})
+    recorded = meta.get("model_args") or {}
+    differ = {k: v for k, v in overrides.items() if k in recorded and recorded[k] != v}
+    if differ:
+        logger.warning("%s: its weights were made with %s; building with %s as asked", checkpoint_path,
+                       ", ".join(f"{k}={recorded[k]}" for k in differ),
+                       ", ".join(f"{k}={v}" for k, v in differ.items()))
+    overrides = dict(recorded, **overrides)
     model = entrypoint(num_classes=num_classes, in_chans=in_channels, drop_rate=drop_rate,
                        drop_path_rate=drop_path_rate, **overrides)
     if pretrained:
         from .pretrained import load_pretrained
-        load_pretrained(model, model_name)
+        meta = load_pretrained(model, model_name)[1]
     elif checkpoint_path:
-        load_checkpoint(model, checkpoint_path, strict=strict)
+        load_state(model, params, strict=strict, source=str(checkpoint_path))
+    model.weights_meta = meta
     return model

@@ -72,7 +72,7 @@ def _checkpoint_predictor(args):
 
     from .checkpoint import model_from_checkpoint
     from .cli import use_device
-    from .data.transforms import preprocessing
+    from .data.transforms import weights_preprocessing
     from .evaluation import cell_predictor
     from .runtime import configure_runtime
 
@@ -80,7 +80,7 @@ def _checkpoint_predictor(args):
     ms.set_context(mode=ms.GRAPH_MODE)
     model, meta = model_from_checkpoint(args.ckpt_path, args.model_name, model_args=args.model_options,
                                         args_source="--model_args")
-    pre = preprocessing(meta.get("preprocessing") or model.pretrained_cfg, image_size=args.image_size)
+    pre = weights_preprocessing(meta, model, image_size=args.image_size)
     return pre, cell_predictor(model), args.batch_size or 8, meta.get("class_names") or []
 
 

@@ -9,14 +9,16 @@ The first use converts it with the project's converter (strict names and shapes,
 equal), checks coat_ms's logits against timm's on the same file (when torch and timm are installed)
 and caches ``<variant>.in1k.ckpt`` with a sidecar ``.ckpt.json`` in ``$COAT_MS_HOME/pretrained``
 (default ``~/.cache/coat_ms/pretrained``).  Later calls load the cache when the sidecar, the checkpoint's sha256 and the
-source's sha256 all agree; otherwise the source is converted again.  Files the tool did not write (a
+source's sha256 all agree; otherwise the source is converted again.  The sidecar also holds the
+weights' record (coat_ms.origin): timm's preprocessing for the variant, in timm's style, which
+validate.py, predict, export and fine-tuning runs read.  Files the tool did not write (a
 .ckpt without its sidecar) are never replaced.
 """
 import json
 import logging
 import os
 
-from . import hub
+from . import hub, origin
 from .errors import CheckpointError
 
 logger = logging.getLogger("coat_ms")
@@ -168,7 +170,7 @@ def _write_cache(params, ckpt, sidecar, meta):
 
 
 def _convert(variant, source, ckpt, sidecar):
-    """Convert the timm file, verify it against timm, cache it; returns {name: array}."""
+    """Convert the timm file, verify it against timm, cache it; returns ({name: array}, record)."""
     import importlib.util
 
     import convert
@@ -199,7 +201,8 @@ def _convert(variant, source, ckpt, sidecar):
     meta = {"written_by": WRITTEN_BY, "converter_version": convert.__version__, "variant": variant,
             "hub_repo": hub_id(variant), "source_file": os.path.abspath(source), "source_sha256": src.sha256,
             "source_format": src.format, "num_classes": result.report.num_classes,
-            "verify_rel_error": check.rel if check else None}
+            "verify_rel_error": check.rel if check else None,
+            "record": origin.record(variant, origin.TIMM, result.report.num_classes)}
     try:
         os.makedirs(os.path.dirname(ckpt), exist_ok=True)
         _write_cache(result.params, ckpt, sidecar, meta)
@@ -207,11 +210,17 @@ def _convert(variant, source, ckpt, sidecar):
     except (OSError, WriteError) as exc:  # a read-only home still gets the weights, converted again next time
         logger.warning("pretrained %s: not cached (%s); using the converted weights from memory", variant,
                        getattr(exc, "strerror", None) or exc)
-    return result.params
+    return result.params, meta["record"]
+
+
+def _cached_record(meta, variant):
+    """The record a cache sidecar holds (caches written before records existed: timm's, rebuilt)."""
+    found = meta.get("record")
+    return found if isinstance(found, dict) and found.get("model") == variant else origin.record(variant, origin.TIMM)
 
 
 def pretrained_weights(variant):
-    """{name: array or Parameter} of the variant's ImageNet weights, from the cache or converted now."""
+    """({name: array or Parameter}, record) of the variant's ImageNet weights, from the cache or converted now."""
     from convert.readers import sha256_of
     ckpt, sidecar = cache_paths(variant)
     if os.path.exists(cache_home()) and not os.path.isdir(cache_home()):
@@ -223,7 +232,7 @@ def pretrained_weights(variant):
         if params is not None:
             logger.info("pretrained %s: %s (its timm source is not in the Hugging Face cache, so not re-checked "
                         "against it)", variant, ckpt)
-            return params
+            return params, _cached_record(meta, variant)
         source, reason = hub.download(hub_id(variant), SOURCE_FILES)
         if source is None:
             raise PretrainedError(not_found_message(variant, reason))
@@ -233,7 +242,7 @@ def pretrained_weights(variant):
         params = _load_if_intact(ckpt, meta)
         if params is not None:
             logger.info("pretrained %s: %s (cached conversion of %s)", variant, ckpt, source)
-            return params
+            return params, _cached_record(meta, variant)
         reason = f"{os.path.basename(ckpt)} does not match the sha256 in its sidecar"
     if meta is not None:
         logger.info("pretrained %s: converting again: %s", variant, reason)
@@ -255,18 +264,20 @@ def check_supported(variant, in_channels):
 def load_pretrained(model, variant):
     """Load the variant's ImageNet weights into ``model`` strictly; a head of another size stays fresh.
 
-    Returns the LoadReport.  Every other missing, unused or mis-shaped parameter is an error.
+    Returns (LoadReport, the weights' record).  Every other missing, unused or mis-shaped parameter is
+    an error.
     """
     import mindspore as ms
 
     from .checkpoint import compare_state, load_state
     check_supported(variant, getattr(model, "in_chans", PRETRAINED_CHANNELS))
+    weights, found = pretrained_weights(variant)
     params = {name: value if isinstance(value, ms.Parameter) else ms.Parameter(ms.Tensor(value), name=name)
-              for name, value in pretrained_weights(variant).items()}
+              for name, value in weights.items()}
     source = f"pretrained {variant}"
     num_classes = getattr(model, "num_classes", PRETRAINED_CLASSES)
     if num_classes == PRETRAINED_CLASSES:
-        return load_state(model, params, strict=True, source=source)
+        return load_state(model, params, strict=True, source=source), found
     head = [name for name in params if name.startswith("head.")]
     params = {name: p for name, p in params.items() if name not in head}
     report = compare_state(model, params)
@@ -278,4 +289,4 @@ def load_pretrained(model, variant):
                        "num_classes=%d is freshly initialised", source, PRETRAINED_CLASSES, num_classes)
     else:
         logger.info("%s: backbone loaded; no classifier (num_classes=0), the ImageNet head is left out", source)
-    return load_state(model, params, strict=False, source=source)
+    return load_state(model, params, strict=False, source=source), dict(found, num_classes=num_classes)

@@ -113,9 +113,15 @@ def to_mindspore(args, src, fmt):
     if args.verify:
         check = (verify.verify_mindcv(result, src.state_dict, args.tolerance) if mindcv else
                  verify.verify_torch(result, src.state_dict, args.tolerance, args.image_size))
+    from coat_ms import origin
+    made_by = origin.MINDCV if mindcv else origin.TIMM
     meta = _metadata(src, result.variant, "mindcv->ms" if mindcv else "torch->ms", result.report,
                      {"model_kwargs": result.model_kwargs, "format": fmt,
-                      "verify_rel_error": check.rel if check else None})
+                      "verify_rel_error": check.rel if check else None,
+                      "record": origin.record(result.variant, made_by, result.report.num_classes, result.model_kwargs)})
+    pre = meta["record"]["preprocessing"]
+    print(f"record: {made_by} weights, evaluated in {made_by}'s style ({pre['interpolation']}, "
+          f"crop_pct {pre['crop_pct']})")
     if check is None or check.ok:
         writers.write_mindspore(result.params, args.out, fmt, meta)
     return result, check

@@ -2,9 +2,10 @@
 
 Every file goes through ``coat_ms.fileio.atomic_write`` (temp file in the destination folder,
 fsync, rename), so an interrupted or failed run never leaves a half-written output.  Conversion
-metadata (source hash, variant, converter version) goes to a JSON sidecar ``<out>.json``, which
-keeps the .ckpt itself a plain weights file that coat_ms.checkpoint.read_checkpoint loads cleanly;
-safetensors outputs also carry it in their header metadata.
+metadata (source hash, variant, converter version) goes to a JSON sidecar ``<out>.json``;
+safetensors outputs also carry it in their header metadata.  A MindSpore .ckpt also holds the
+weights' coat_ms record (model, constructor switches, evaluation preprocessing: coat_ms.origin) as
+the one string entry coat_ms.checkpoint reads, so the file describes itself without its sidecar.
 """
 import json
 import os
@@ -57,10 +58,14 @@ def write_json(out, data):
     _write(out, write, ".json")
 
 
-def save_ckpt(params, path):
-    """MindSpore's save_checkpoint of {name: array} to exactly ``path`` (which must end in .ckpt)."""
+def save_ckpt(params, path, record=None):
+    """MindSpore's save_checkpoint of {name: array} (and a coat_ms ``record``) to exactly ``path`` (which
+    must end in .ckpt)."""
     import mindspore as ms
-    ms.save_checkpoint([{"name": name, "data": ms.Tensor(value)} for name, value in params.items()], path)
+
+    from coat_ms.checkpoint import meta_entry
+    ms.save_checkpoint([{"name": name, "data": ms.Tensor(value)} for name, value in params.items()], path,
+                       append_dict=meta_entry(record) if record else None)
 
 
 def _save_safetensors(arrays, metadata):
@@ -76,7 +81,7 @@ def write_mindspore(params, out, fmt="ckpt", metadata=None):
     if fmt == "safetensors":
         _write(out, _save_safetensors(params, metadata), ".safetensors")
     else:  # save_checkpoint appends .ckpt to other names, hence the temp suffix
-        _write(out, lambda tmp: save_ckpt(params, tmp), ".ckpt")
+        _write(out, lambda tmp: save_ckpt(params, tmp, (metadata or {}).get("record")), ".ckpt")
     if metadata is not None:
         write_json(out + ".json", metadata)
 

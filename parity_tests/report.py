@@ -1,6 +1,7 @@
 """Parity report: ``python -m parity_tests.report --variants all --out reports/``.
 
-Runs the forward (every tap), gradient, AdamW-step, recipe training-step, mindcv and mixed-precision studies, writes
+Runs the forward (every tap), gradient, AdamW-step, recipe training-step, mindcv, image -> logits and
+mixed-precision studies, writes
   <out>/parity.md              a Markdown table per variant and tap (+ gradients, step, mindcv)
   <out>/<variant>_depth.png    relative error by depth, one line per forward run
   <out>/results.json           every number, machine readable
@@ -42,7 +43,8 @@ def parse_args(argv):
                         "batch 1/2 x graph/pynative, gradients at batch 2, AdamW step for all (hours)")
     p.add_argument("--seed", type=int, default=0, help="seed for weights, inputs and labels (default 0)")
     p.add_argument("--skip", default="", help="comma-separated studies to skip: grad, step, recipe-step, mindcv, amp, "
-                                              "extra-res, pynative, graph")
+                                              "extra-res, pynative, graph, image (real photos -> logits), deploy (the "
+                                              "image study's MINDIR and predict rows)")
     return p.parse_args(argv)
 
 
@@ -82,6 +84,8 @@ def plan(variants, skip, profile="standard"):
             jobs.append(("mindcv", v, dict(img_size=224, batch=2)))
         if "amp" not in skip:
             jobs.append(("amp", v, dict(batch=4)))
+        if "image" not in skip:
+            jobs.append(("image", v, dict(deploy="deploy" not in skip)))
     return jobs
 
 
@@ -108,6 +112,9 @@ def run_jobs(jobs, seed):
         elif kind == "amp":
             from . import amp  # noqa: PLC0415
             results.append(amp.amp_study(variant, seed=seed, **kw))
+        elif kind == "image":
+            from .image_path import image_study  # noqa: PLC0415
+            results.append(image_study(variant, seed=seed, **kw))
     return results
 
 
@@ -180,13 +187,38 @@ def recipe_step_section(study, n=6):
     return lines
 
 
+IMAGE_COLUMNS = (("input", "input max abs (<= 1e-6)"), ("logits", "logits rel (<= 2e-5)"),
+                 ("MINDIR logits", "MINDIR logits rel"), ("predict --mindir", "predict --mindir excess"),
+                 ("predict --ckpt_path", "predict --ckpt_path excess"))
+
+
+def image_table(study):
+    """One row per photo: input tensor, logits, and (when run) the MINDIR's logits and predict's
+    probabilities (excess over the derived bound: 0 means within it)."""
+    rows = {}
+    for c in study.comparisons:
+        kind, photo = next((k, c.name[len(k) + 1:]) for k, _ in sorted(IMAGE_COLUMNS, key=lambda x: -len(x[0]))
+                           if c.name.startswith(k + " "))
+        rows.setdefault(photo, {})[kind] = c
+    kinds = [(k, title) for k, title in IMAGE_COLUMNS if any(k in r for r in rows.values())]
+    files = study.extra.get("photos", {})
+    lines = ["| photo | file | " + " | ".join(t for _, t in kinds) + " | pass |",
+             "|---|---|" + "---|" * (len(kinds) + 1)]
+    for photo, r in rows.items():
+        ok = all(c.passed for c in r.values())
+        cells = " | ".join(_fmt(r[k].rel) if k in r else "-" for k, _ in kinds)
+        lines.append(f"| {photo} | {files.get(photo, '')} | {cells}" +
+                     f" | {'yes' if ok else '**NO**'} |")
+    return lines
+
+
 def markdown(results, variants, elapsed, header):
     lines = ["# coat_ms parity report", "", *header, "",
              f"Tolerances: forward rel <= 2e-5 at every tap; gradients rel <= 1e-4 per tensor; AdamW step rel <= 1e-5 "
              f"per tensor; a recipe's training step: weights and EMA weights rel <= 1e-5 per tensor, loss rel <= 1e-5, "
-             f"mixed inputs, soft targets and lr <= 1e-6, loss scale exact (rel = max|ms - ref| / max|ref|); mixed "
-             f"precision: O2 logits cosine >= 0.999 to float32, O2 gradients (loss-scaled) cosine >= 0.99 per tensor. "
-             f"Total time {elapsed:.0f} s.", ""]
+             f"mixed inputs, soft targets and lr <= 1e-6, loss scale exact (rel = max|ms - ref| / max|ref|); image -> "
+             f"logits: input tensors max abs <= 1e-6, logits rel <= 2e-5 per photo; mixed precision: O2 logits cosine "
+             f">= 0.999 to float32, O2 gradients (loss-scaled) cosine >= 0.99 per tensor. Total time {elapsed:.0f} s.", ""]
     for v in variants:
         mine = [s for s in results if s.variant == v]
         lines += [f"## {v}", ""]
@@ -211,6 +243,8 @@ def markdown(results, variants, elapsed, header):
                 lines += amp.markdown_lines(s) + [""]
             elif s.kind == "recipe_step":
                 lines += [f"### One training step of the recipe ({s.label})", ""] + recipe_step_section(s) + [""]
+            elif s.kind == "image":
+                lines += [f"### image -> logits ({s.label})", "", *s.notes, ""] + image_table(s) + [""]
             elif s.kind == "mindcv":
                 lines += [f"### {s.label}", "", *(n + "" for n in s.notes), ""]
                 w = max(s.comparisons, key=lambda c: c.rel)
@@ -223,7 +257,7 @@ def markdown(results, variants, elapsed, header):
 
 def summary(results, variants, elapsed):
     lines = [f"{'variant':18s} {'forward worst rel (tap)':42s} {'grad worst':>10s} {'step':>14s} {'recipe':>8s} "
-             f"{'mindcv':>8s} {'O2 cosine':>9s}  status"]
+             f"{'mindcv':>8s} {'image->logits':>13s} {'O2 cosine':>9s}  status"]
     for v in variants:
         mine = [s for s in results if s.variant == v]
         fw = [c for s in mine if s.kind == "forward" for c in s.comparisons]
@@ -243,7 +277,12 @@ def summary(results, variants, elapsed):
             stxt = ("ok" if st[0].passed else "FAIL") + (f" ({n_exp} expl)" if n_exp else "")
         mtxt = ("ok" if mc[0].passed else "FAIL") if mc else "-"
         ftxt = f"{_fmt(w.rel)} ({w.name})" if w else "-"
-        lines.append(f"{v:18s} {ftxt:42s} {gtxt:>10s} {stxt:>14s} {rtxt:>8s} {mtxt:>8s} {atxt:>9s}  "
+        im = [s for s in mine if s.kind == "image"]
+        itxt = "-"
+        if im:   # the worst logits rel of the photos (MINDIR included), or FAIL
+            logit_rows = [c.rel for c in im[0].comparisons if "logits" in c.name]
+            itxt = _fmt(max(logit_rows)) if im[0].passed else "FAIL"
+        lines.append(f"{v:18s} {ftxt:42s} {gtxt:>10s} {stxt:>14s} {rtxt:>8s} {mtxt:>8s} {itxt:>13s} {atxt:>9s}  "
                      f"{'PASS' if ok else 'FAIL'}")
     failed = [f"{s.variant} {s.kind} {s.label}: {', '.join(s.failed_names[:4])}"
               for s in results if s.counted and not s.passed]
@@ -314,7 +353,7 @@ def main(argv=None):
             raise CoatError(f"unknown variant(s) {', '.join(unknown) or '(none given)'}; choose from "
                             f"{', '.join(ORDER)} or 'all'")
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
-    bad = skip - {"grad", "step", "recipe-step", "mindcv", "amp", "extra-res", "pynative", "graph"}
+    bad = skip - {"grad", "step", "recipe-step", "mindcv", "amp", "extra-res", "pynative", "graph", "image", "deploy"}
     if bad:
         raise CoatError(f"unknown --skip value(s) {', '.join(sorted(bad))}")
     if os.path.exists(args.out) and not os.path.isdir(args.out):

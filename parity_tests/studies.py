@@ -4,6 +4,7 @@ forward_study   taps of one forward pass (variant, image size, batch, MindSpore 
 grad_study      d(cross-entropy)/d(every parameter) and d/d(input)
 step_study      one AdamW step: loss and every updated weight
 mindcv_study    mindcv 0.3.0's CoaT vs coat_ms(align_corners=True, cpe_residual=False)
+(image_path.image_study: real photos -> logits through each framework's evaluation path)
 """
 import dataclasses
 import time
@@ -15,7 +16,7 @@ from . import harness, metrics
 
 @dataclasses.dataclass
 class Study:
-    kind: str                 # forward | grad | step | mindcv
+    kind: str                 # forward | grad | step | mindcv | image
     variant: str
     label: str                # e.g. "224 b2 graph"
     comparisons: list         # metrics.Comparison, depth / parameter order

@@ -33,7 +33,11 @@ RUNNERS = {
     r"mpirun --allow-run-as-root -n 2 .*train\.py -c configs/demo_digits_cpu\.yaml": "--epoch_size 1",
     r"msrun --worker_num 2 .*train\.py -c configs/demo_digits_cpu\.yaml": "--epoch_size 1",
     r"train\.py -c configs/demo_digits_cpu\.yaml --data_dir demo_data --epoch_size 3": "",
+    r"train\.py --config configs/coat_mini_ascend\.yaml .*--ckpt_path \./coat_mini-57c5bce7\.ckpt":
+        "--epoch_size 1 --batch_size 4 --image_resize 64 --device_target CPU",
     r"validate\.py": "--device_target CPU",
+    r"export\.py --model_name coat_mini --ckpt_file \./coat_mini-57c5bce7\.ckpt":
+        "--device_target CPU --image_size 64 64",
     r"export\.py": "--device_target CPU",
     r"-m coat_ms\.predict": "",
     r"-m convert": "",
@@ -97,6 +101,7 @@ def inputs(tmp_path_factory):
     tiny = timm.create_model("coat_tiny").eval()
     torch.save({"model": tiny.state_dict(), "model_ema": tiny.state_dict()}, made / "checkpoint.pth")
     ms.save_checkpoint(mindcv_create_model("coat_tiny"), str(made / "coat_tiny-071cb792.ckpt"))
+    ms.save_checkpoint(mindcv_create_model("coat_mini"), str(made / "coat_mini-57c5bce7.ckpt"))  # mindcv's layout
     # X.ckpt of the model each command names: coat_mini with ImageNet's 1000 classes, coat_lite_tiny with
     # the 2 classes of the ImageFolder (so --class_dir and labels.txt name its outputs)
     ms.save_checkpoint(coat_ms.create_model("coat_mini"), str(made / "X_coat_mini.ckpt"))

@@ -376,3 +376,7 @@ def test_train_py_fine_tunes_from_the_hub_weights(caches, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "backbone loaded" in proc.stderr and "num_classes=2 is freshly initialised" in proc.stderr
     assert sorted(os.listdir(home)) == ["coat_lite_tiny.in1k.ckpt", "coat_lite_tiny.in1k.ckpt.json"]
+    # timm's weights are fine-tuned with PIL's kernel and validated as timm evaluates; the run records it
+    assert "preprocessing: timm style (the starting weights are timm's" in proc.stderr
+    from coat_ms.checkpoint import read_checkpoint_and_meta
+    assert read_checkpoint_and_meta(str(tmp_path / "run" / "latest.ckpt"))[1]["preprocessing"]["style"] == "timm"

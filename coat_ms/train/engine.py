@@ -69,22 +69,60 @@ def resolve_amp(cfg, device):
     return plan
 
 
-def model_kwargs(cfg, num_classes, amp_level):
-    """create_model's arguments for the run's network (MindSpore's operators at a float16 amp level)."""
+def starting_weights(cfg):
+    """(parameters or None, record) of the weights a run starts from: --ckpt_path (read once, in any layout
+    coat_ms.checkpoint.read_weights knows), else --pretrained (timm's record; the weights load with the
+    model), else random (None, {})."""
+    if cfg["ckpt_path"]:
+        return ckpt_io.read_weights(cfg["ckpt_path"])
+    if cfg["pretrained"]:
+        from ..origin import TIMM, record
+        return None, record(cfg["model"], TIMM)
+    return None, {}
+
+
+def run_model_args(cfg, record):
+    """The run's constructor options: the starting weights' switches (e.g. mindcv's), updated by model_args."""
+    return dict((record or {}).get("model_args") or {}, **(cfg["model_args"] or {}))
+
+
+def resolve_preprocess_style(cfg, record):
+    """preprocess_style of the run: as given, else the starting weights' (timm's weights train and evaluate
+    with PIL's kernel), else mindcv's.  Sets it in ``cfg`` and says why."""
+    from ..data.transforms import MINDCV, PIL_FILTERS, TIMM
+    from ..origin import origin_of
+    if cfg["preprocess_style"] is None:
+        made_by = origin_of(record)
+        cfg["preprocess_style"] = TIMM if made_by == TIMM else MINDCV
+        why = f"the starting weights are {made_by}'s" if made_by else "no recorded starting weights"
+        logger.info("preprocessing: %s style (%s; set preprocess_style to choose)", cfg["preprocess_style"], why)
+    if cfg["preprocess_style"] == TIMM and PIL_FILTERS.get(cfg["interpolation"]) != "BICUBIC":
+        logger.warning("preprocessing: timm style with interpolation %s: evaluation resizes with PIL's filter, "
+                       "training crops with MindSpore's (only bicubic has PIL's kernel in MindSpore)",
+                       cfg["interpolation"])
+    return cfg["preprocess_style"]
+
+
+def model_kwargs(cfg, num_classes, amp_level, record=None):
+    """create_model's arguments for the run's network: the starting weights' switches updated by model_args,
+    on MindSpore's operators at a float16 amp level."""
     kwargs = dict(num_classes=num_classes, in_channels=cfg["in_channels"], drop_rate=cfg["drop_rate"] or 0.0,
-                  drop_path_rate=cfg["drop_path_rate"] or 0.0, **(cfg["model_args"] or {}))
+                  drop_path_rate=cfg["drop_path_rate"] or 0.0, **run_model_args(cfg, record))
     kwargs.setdefault("backend", backend_for(amp_level))
     return kwargs
 
 
-def build_model(cfg, num_classes, amp_level="O0"):
-    """create_model from the settings: --ckpt_path (fine-tuning, wins), else --pretrained, else random."""
-    kwargs = model_kwargs(cfg, num_classes, amp_level)
+def build_model(cfg, num_classes, amp_level="O0", start=None):
+    """create_model from the settings: --ckpt_path (fine-tuning, wins), else --pretrained, else random.
+
+    ``start``: starting_weights(cfg) when the caller has read them already."""
+    params, record = start if start is not None else starting_weights(cfg)
+    kwargs = model_kwargs(cfg, num_classes, amp_level, record)
     if cfg["ckpt_path"]:
         if cfg["pretrained"]:
             logger.info("pretrained: starting from --ckpt_path %s (it wins over the hub weights)", cfg["ckpt_path"])
         model = create_model(cfg["model"], **kwargs)
-        load_finetune_weights(model, cfg["ckpt_path"])
+        load_finetune_weights(model, cfg["ckpt_path"], params)
         return model
     return create_model(cfg["model"], pretrained=cfg["pretrained"], **kwargs)
 
@@ -97,8 +135,8 @@ class EvalNetwork:
     (and compiled once), and only the weights are copied in (a host copy per validation, not per step).
     """
 
-    def __init__(self, cfg, num_classes, level):
-        kwargs = dict(model_kwargs(cfg, num_classes, level), drop_rate=0.0, drop_path_rate=0.0)
+    def __init__(self, cfg, num_classes, level, record=None):
+        kwargs = dict(model_kwargs(cfg, num_classes, level, record), drop_rate=0.0, drop_path_rate=0.0)
         self.net = apply_amp(create_model(cfg["model"], **kwargs), level)
         self.net.set_train(False)
 
@@ -109,9 +147,12 @@ class EvalNetwork:
         return self.net
 
 
-def load_finetune_weights(model, path):
-    """Strict load, except a classifier of another size, which is left freshly initialised (and said so)."""
-    params = ckpt_io.read_checkpoint(path)
+def load_finetune_weights(model, path, params=None):
+    """Strict load, except a classifier of another size, which is left freshly initialised (and said so).
+
+    ``params``: the checkpoint's parameters when already read (read_weights), else ``path`` is read."""
+    if params is None:
+        params = ckpt_io.read_weights(path)[0]
     report = ckpt_io.compare_state(model, params)
     head = [n for n, _, _ in report.mismatched if n.startswith("head.")]
     if head and len(head) == len(report.mismatched) and not report.missing and not report.unexpected:
@@ -298,6 +339,9 @@ def train(cfg, dist=None, started_at=None):
 
     data = TrainData.list(cfg, watch)
     num_classes = data.num_classes
+    # a resumed run rebuilds the model its checkpoint records (switches of the weights it started from)
+    start = (None, resume[1]) if resume else starting_weights(cfg)
+    resolve_preprocess_style(cfg, start[1])
     loader = train_dataset(cfg, data.train, num_classes, dist.rank, dist.size)
     steps_per_epoch = loader.get_dataset_size()
     pre = preprocessing_from_config(cfg)
@@ -309,10 +353,10 @@ def train(cfg, dist=None, started_at=None):
     if dist.is_main:
         logger.info("start-up: data pipelines ready %.1f s after launch", time.time() - started_at)
     amp = resolve_amp(cfg, device)
-    model = build_model(cfg, num_classes, amp.level)
+    model = build_model(cfg, num_classes, amp.level, start)
     optimizer, schedule = build_optimizer_and_schedule(cfg, model, steps_per_epoch, dist.size)
     train_step = build_train_step(cfg, model, optimizer, amp)
-    eval_network = EvalNetwork(cfg, num_classes, amp.val_level) if val_loader is not None else None
+    eval_network = EvalNetwork(cfg, num_classes, amp.val_level, start[1]) if val_loader is not None else None
     cell = TrainingCell(train_step)
     cell.set_train(True)
 
@@ -334,7 +378,7 @@ def train(cfg, dist=None, started_at=None):
             raise CoatError(f"{cfg['resume']} already finished epoch {start_epoch} of {epochs}: nothing to resume")
         if dist.is_main:
             logger.info("resumed from %s: epoch %d done, step %d", cfg["resume"], start_epoch, start_step)
-    meta = ckpt_io.make_meta(cfg["model"], num_classes, data.train.classes, pre, cfg["model_args"],
+    meta = ckpt_io.make_meta(cfg["model"], num_classes, data.train.classes, pre, run_model_args(cfg, start[1]),
                              training=training_record)
 
     manager = CheckpointManager(out_dir, cfg["model"], cfg["keep_checkpoint_max"], cfg["ckpt_save_policy"],

@@ -2,11 +2,12 @@
 
     python export.py --model_name coat_mini --ckpt_file X.ckpt --file_format MINDIR
     python export.py --model_name coat_lite_tiny --ckpt_file X.ckpt --file_format ONNX --image_size 256 256
+    python export.py --ckpt_file X.ckpt --file_format ONNX --dynamic shape     # any batch, any H, W (x32)
 
-The model is built on the operator set the format needs (MindSpore's stock operators; for ONNX the
-ONNX-writable set), never with the CPU C++ kernels. MINDIR is loaded back in a fresh process
-(mindspore.load + nn.GraphCell) and must match the Cell within 1e-6 relative; ONNX is run with
-onnxruntime (1e-4 relative).  AIR needs an Ascend backend.
+The model is built on MindSpore's stock operators, never with the CPU C++ kernels. Every file is run
+in a fresh process (MINDIR: mindspore.load + nn.GraphCell; ONNX: onnxruntime) and must match the model
+within 1e-6 (MINDIR) / 1e-5 (ONNX) relative, at the export's shape and, for --dynamic, at two more.
+AIR needs an Ascend backend.
 """
 import argparse
 import json
@@ -33,6 +34,9 @@ def build_parser():
                    help="classes of the head (default: read from the checkpoint, else 1000)")
     p.add_argument("--model_args", default=None,
                    help="JSON dict of constructor overrides for custom configs, e.g. '{\"embed_dims\": [32,32,32,32]}'")
+    p.add_argument("--dynamic", choices=["batch", "shape"], default=None,
+                   help="batch: any batch size at the --image_size; shape: any batch and any H, W multiple of 32 "
+                        "(MINDIR and ONNX; default: the --batch_size and --image_size only)")
     p.add_argument("--no_verify", action="store_true", help="skip the check of the written file (not advised)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random check input")
     return p
@@ -45,7 +49,7 @@ def main(argv=None):
     from coat_ms.errors import CoatError
     from coat_ms.checkpoint import model_from_checkpoint
     from coat_ms.cli import use_device
-    from coat_ms.export import check_format, check_writable, export_backend, export_model, output_path
+    from coat_ms.export import check_dynamic, check_format, check_writable, export_backend, export_model, output_path
     from coat_ms.fileio import refuse_overwriting_inputs
     from coat_ms.runtime import configure_runtime
 
@@ -54,6 +58,7 @@ def main(argv=None):
     configure_runtime(use_device(args.device_target))
     ms.set_context(mode=ms.GRAPH_MODE)
     fmt = check_format(args.file_format, args.device_target)      # before any slow work
+    check_dynamic(args.dynamic, fmt)
     final = output_path(args.file_name or args.model_name or os.path.splitext(os.path.basename(args.ckpt_file))[0],
                         fmt)
     refuse_overwriting_inputs(final, [args.ckpt_file], "--file_name")
@@ -79,7 +84,7 @@ def main(argv=None):
         model.set_train(False)
     result = export_model(model, final, fmt, batch_size=args.batch_size, image_size=args.image_size,
                           seed=args.seed, verify=not args.no_verify, device_target=args.device_target,
-                          checkpoint_meta=meta)
+                          checkpoint_meta=meta, dynamic=args.dynamic)
     print(result.summary())
     return 0
 

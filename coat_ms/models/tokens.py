@@ -5,7 +5,7 @@ The resize is PyTorch's bilinear interpolation without antialias (half-pixel, or
 mindcv compatibility), applied to the image tokens; the CLS token rides along unchanged. Which
 formulation runs is the model's backend's choice (``Backend.token_resize``):
 
-    interpolate  ops.interpolate on an NCHW view (stock operators)
+    interpolate  MindSpore's bilinear resize (ResizeBilinearV2) on an NCHW view (stock operators)
     separable    two small matmuls on the channels-last tokens (CPU: a fraction of the dense matrix's
                  work, 6 GFLOP less per batch of 8 on coat_tiny, and no transposes)
     dense        one constant (H'W', HW) matrix product (MindSpore's ONNX exporter has no ResizeBilinearV2)
@@ -74,9 +74,15 @@ def resize_separable(x, size, target, factors):
 
 
 def resize_interpolate(x, size, target, align_corners):
-    """The same resize with ops.interpolate on an NCHW view."""
+    """The same resize with MindSpore's bilinear resize on an NCHW view.
+
+    The ResizeBilinearV2 primitive that ``ops.interpolate(mode="bilinear")`` calls, called directly:
+    ops.interpolate requires a constant ``size``, so a MindIR exported with dynamic H and W could not
+    hold it (half_pixel_centers is PyTorch's align_corners=False rule).
+    """
     cls_token, img = split_cls(x)
-    img = ops.interpolate(tokens_to_nchw(img, size), size=target, mode="bilinear", align_corners=align_corners)
+    resize = ops.ResizeBilinearV2(align_corners=align_corners, half_pixel_centers=not align_corners)
+    img = resize(tokens_to_nchw(img, size), target)
     return ops.concat((cls_token, nchw_to_tokens(img)), axis=1)
 
 

@@ -76,6 +76,7 @@ class _CoatWriter:
         self.m, self.g = model, _Graph()
         self.batch, self.chans, self.height, self.width = input_shape
         self.dynamic = dynamic
+        self.stride = int(model.stride)  # the coarsest grid's: H and W must be multiples of it
         self.image = "image"
 
     # -- shapes: Python ints when fixed, int64 tensors read from the input when dynamic ------------------------
@@ -84,10 +85,16 @@ class _CoatWriter:
         return self.g.op("Slice", [self.g.op("Shape", [self.image]), self.g.const([start]), self.g.const([end])])
 
     def grid(self, stride):
-        """The (h, w) token grid at ``stride``: a tuple of ints, or an int64 tensor of shape (2,)."""
+        """The (h, w) token grid at ``stride``: a tuple of ints, or an int64 tensor of shape (2,).
+
+        Dynamic grids are (H // 32, W // 32) times 32 / stride: for an H or W that is not a multiple of
+        32 they disagree with the convolutions' output, and the graph fails in a Reshape instead of
+        returning numbers for a cropped image.
+        """
         if self.dynamic != "shape":
             return (self.height // stride, self.width // stride)
-        return self.g.op("Div", [self._input_dims(2, 4), self.g.const([stride, stride])], hint="grid")
+        coarse = self.g.op("Div", [self._input_dims(2, 4), self.g.const([self.stride] * 2)])
+        return self.g.op("Mul", [coarse, self.g.const([self.stride // stride] * 2)], hint="grid")
 
     def shape(self, head, grid=None):
         """A shape tensor: ``head`` (ints; 0 copies the input's dimension) followed by ``grid``."""

@@ -94,7 +94,6 @@ def test_calibration_split_holds_out_at_least_a_fifth():
 
 def test_weight_nodes_are_the_products_with_a_weight(tmp_path):
     """Weight products are quantized; the attention's activation-by-activation products are not."""
-    import mindspore as ms
     import onnx
 
     import coat_ms
@@ -112,7 +111,6 @@ def test_weight_nodes_are_the_products_with_a_weight(tmp_path):
     assert len(chosen) == 4 * 10 + 4 + 1
     assert all(any(i in weights for i in n.input) == (n.name in chosen) for n in products)
     assert sum(1 for n in products if n.name not in chosen) == 4 * 2  # softmax(k)^T v and q (k^T v) per block
-    del ms
     # a file compared with itself agrees everywhere
     x = (np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32), 1)
     assert compare_top1(tmp_path / "m.onnx", tmp_path / "m.onnx", [x])[:1] == (1.0,)

@@ -1,6 +1,7 @@
 """Where ONNX Runtime spends its time on an ONNX file: per operator type, from ORT's own profiler.
 
-    python benchmarks/profile_onnx.py coat_lite_tiny.onnx timm_coat_lite_tiny.onnx --batch 8
+    python benchmarks/profile_onnx.py --model coat_lite_tiny --batch 8    # our file and timm's, made here
+    python benchmarks/profile_onnx.py coat_lite_tiny.onnx other.onnx       # any files
 
 For each file: ``--runs`` profiled runs after one warm-up, on a seeded random input of the file's
 shape (dynamic dimensions take --batch and --image_size), with the benchmark's session settings
@@ -49,24 +50,47 @@ def profile(path, batch, image_size, runs, threads):
             "ops": [(op, ms, counts[op] // runs) for op, ms in totals.most_common()]}
 
 
+def model_files(model_name, folder):
+    """Our ONNX file (export.py's, dynamic batch) and timm's own export of ``model_name``, written into ``folder``
+    the way the benchmark writes them (coat_ms/bench_onnx.py); INT8 too."""
+    from coat_ms.bench import worker_env
+    from coat_ms.bench_onnx import ONNX_FRAMEWORKS, onnx_file, prepare_files
+
+    failed = prepare_files(model_name, folder, worker_env("coat_ms"), lambda msg: print(msg, file=sys.stderr))
+    if failed:
+        sys.exit(f"error: {next(iter(failed.values()))}")
+    return [onnx_file(folder, f, model_name) for f in ("onnx-timm",) + tuple(f for f in ONNX_FRAMEWORKS if f != "onnx-timm")]
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("files", nargs="+", help="ONNX files")
+    p.add_argument("files", nargs="*", help="ONNX files")
+    p.add_argument("--model", default=None,
+                   help="a CoaT variant: profile timm's ONNX export, ours and our INT8 file of it, made here")
     p.add_argument("--batch", type=int, default=8, help="batch for a dynamic batch dimension (default 8)")
     p.add_argument("--image_size", type=int, nargs=2, default=(224, 224), metavar=("H", "W"),
                    help="H W for dynamic spatial dimensions (default 224 224)")
     p.add_argument("--runs", type=int, default=5, help="profiled runs after one warm-up (default 5)")
-    p.add_argument("--threads", type=int, default=2, help="ORT intra-op threads (default 2)")
+    p.add_argument("--threads", type=int, default=os.cpu_count(),
+                   help="ORT intra-op threads (default: the CPU count, as the benchmark)")
     p.add_argument("--top", type=int, default=15, help="operator types to print per file (default 15)")
     args = p.parse_args(argv)
-    for path in args.files:
+    if not args.files and not args.model:
+        p.error("give ONNX files or --model NAME")
+    with tempfile.TemporaryDirectory(prefix="coat_profile_onnx_") as tmp:
+        files = list(args.files) + (model_files(args.model, tmp) if args.model else [])
+        report(files, args)
+    return 0
+
+
+def report(files, args):
+    for path in files:
         r = profile(path, args.batch, tuple(args.image_size), args.runs, args.threads)
         total = sum(ms for _, ms, _ in r["ops"])
-        print(f"\n{path}: median run {r['run_ms']:.0f} ms, {r['nodes']} nodes run, {total:.0f} ms in kernels")
+        print(f"\n{os.path.basename(path)}: median run {r['run_ms']:.0f} ms, {r['nodes']} nodes run, {total:.0f} ms in kernels")
         print(f"  {'operator':<28} {'ms/run':>8} {'share':>6} {'nodes':>6}")
         for op, ms, n in r["ops"][:args.top]:
             print(f"  {op:<28} {ms:8.1f} {100 * ms / total:5.1f}% {n:6d}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -259,7 +259,8 @@ def _export_signature(shape, dynamic):
 
 
 def _write(model, shape, path, fmt, dynamic):
-    """Write ``model`` to ``path`` (which ends with the format's extension) for input ``shape``."""
+    """Write ``model`` (on MindSpore's stock operators) to ``path`` (which ends with the format's extension)
+    for input ``shape``."""
     import mindspore as ms
 
     from .onnx_writer import is_writable, write_onnx
@@ -275,7 +276,7 @@ def _write(model, shape, path, fmt, dynamic):
         ms.onnx.export(_Fresh(model), _export_signature(shape, None), file_name=path, input_names=["image"],
                        output_names=["logits"])
     else:
-        ms.export(on_backend(model, "stock"), _export_signature(shape, dynamic), file_name=path, file_format=fmt)
+        ms.export(model, _export_signature(shape, dynamic), file_name=path, file_format=fmt)
     if not os.path.isfile(path) or os.path.getsize(path) == 0:
         raise ExportError(f"MindSpore did not write {fmt} file {path}")
 
@@ -336,15 +337,15 @@ def export_model(model, file_name, file_format="MINDIR", batch_size=1, image_siz
     shapes = check_shapes(batch_size, image_size, dynamic, stride)
     inputs = [example_input(b, (h, w), in_chans, seed + i) for i, (b, h, w) in enumerate(shapes)]
     checking = verify and fmt != "AIR"
+    stock = on_backend(model, "stock")  # what MINDIR / AIR hold, and the reference of every check
     references = []
-    if checking:  # exact (erf) GELU, MindSpore's own operators
-        stock = on_backend(model, "stock")
+    if checking:
         references = [reference if (i == 0 and reference is not None) else reference_output(stock, ms.Tensor(x))
                       for i, x in enumerate(inputs)]
     result = ExportResult(final, fmt, file_shape(shape, dynamic), dynamic)
 
     def write_and_check(tmp):
-        _write(model, shape, tmp, fmt, dynamic)
+        _write(stock, shape, tmp, fmt, dynamic)
         _check(tmp, fmt, inputs, references, result)
         meta = _metadata(model, fmt, shape, checkpoint_meta, dynamic, [x.shape for x in inputs] if checking else ())
         atomic_write_text(final + ".json", json.dumps(meta, indent=2))

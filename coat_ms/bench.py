@@ -1,7 +1,9 @@
-"""CPU benchmark: coat_ms (GRAPH_MODE) vs timm (torch.inference_mode) vs mindcv 0.3.0 (GRAPH_MODE).
+"""CPU benchmark: coat_ms (GRAPH_MODE) vs timm (torch.inference_mode, fp32 and bf16 autocast) vs mindcv 0.3.0,
+and in ONNX Runtime: our ONNX file vs timm's own ONNX export, and our INT8 file vs our float32 file.
 
     python -m coat_ms.bench                       # coat_lite_tiny and coat_tiny, batch 1 and 8
     python -m coat_ms.bench --models all --reps 7 --out benchmarks/results
+    python -m coat_ms.bench --skip mindcv,onnx    # without mindcv and the ONNX Runtime rows
 
 Every (framework, model, task) lives in its own worker process, so peak resident memory is that
 framework's alone. The parent drives the workers round-robin, one timed call at a time, so load
@@ -9,23 +11,32 @@ changes on the machine hit coat_ms and timm alike; medians are reported. mindcv 
 own after them (its multi-second calls slowed timm's next calls down). A large fp32 matmul (torch
 and MindSpore), timed at the start of the same run in rounds of its own (between the model calls it
 slowed them down), gives the practical GFLOP/s limit. FLOPs come from ``coat_ms.flops.count_macs``
-(2 FLOPs per MAC).
+(2 FLOPs per MAC). timm-bf16 (``torch.autocast("cpu", dtype=torch.bfloat16)``) runs where the CPU has
+bfloat16 instructions. The ONNX files are made before a model's rounds (coat_ms/bench_onnx.py) and
+timed in the same interleaved rounds as the frameworks.
 """
 import argparse
 import json
 import os
 import platform
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 
+from .bench_onnx import ONNX_FRAMEWORKS, OrtWorker, cpu_has_bf16, prepare_files
+
 DEFAULT_MODELS = ("coat_lite_tiny", "coat_tiny")
 IMAGE = 224
 BLOCKING_RUN = "MS_DEV_HOST_BLOCKING_RUN"  # = coat_ms.runtime.BLOCKING_RUN; not imported: timm workers stay MindSpore-free
 MATMUL_N = 2048
+FRAMEWORKS = ("coat_ms", "timm", "timm-bf16", "onnx-coat_ms", "onnx-timm", "onnx-int8", "mindcv")
+# what each row is compared with in the same run ("x anchor" column)
+ANCHORS = {"coat_ms": "timm", "timm-bf16": "timm", "onnx-coat_ms": "onnx-timm", "onnx-timm": "timm",
+           "onnx-int8": "onnx-coat_ms", "mindcv": "timm"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -33,6 +44,15 @@ MATMUL_N = 2048
 # ---------------------------------------------------------------------------------------------
 
 def _peak_rss_mb():
+    """This process's peak resident memory. /proc's VmHWM starts afresh at exec; ru_maxrss does not (a
+    worker's started from the benchmark's own peak, a floor of ~600 MB under every small worker)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
@@ -82,6 +102,7 @@ class _TorchWorker:
         import torch
         torch.manual_seed(0)
         self.torch, self.task = torch, task
+        self.bf16 = framework == "timm-bf16"  # timm's one-line bf16 inference: torch.autocast
         self.model = timm.create_model(model_name)
         self.model.train(task == "train")
         self.inputs = {}
@@ -101,6 +122,9 @@ class _TorchWorker:
             self.opt.zero_grad(set_to_none=True)
             self.loss_fn(self.model(x), y).backward()
             self.opt.step()
+        elif self.bf16:
+            with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+                self.model(x)
         else:
             with torch.inference_mode():
                 self.model(x)
@@ -134,11 +158,14 @@ class _MatmulWorker:
 
 
 def worker_main(spec):
-    framework, model_name, task = spec.split(":")
+    framework, model_name, task, folder = (spec.split(":", 3) + [""])[:4]
     os.environ.setdefault("GLOG_v", "3")
-    cls = {"coat_ms": _MindSporeWorker, "mindcv": _MindSporeWorker, "timm": _TorchWorker,
-           "torch-matmul": _MatmulWorker, "ms-matmul": _MatmulWorker}[framework]
-    worker = cls(framework, model_name, task)
+    if framework in ONNX_FRAMEWORKS:
+        worker = OrtWorker(framework, model_name, task, folder)
+    else:
+        cls = {"coat_ms": _MindSporeWorker, "mindcv": _MindSporeWorker, "timm": _TorchWorker, "timm-bf16": _TorchWorker,
+               "torch-matmul": _MatmulWorker, "ms-matmul": _MatmulWorker}[framework]
+        worker = cls(framework, model_name, task)
     out = sys.stdout
     for line in sys.stdin:
         cmd = json.loads(line)
@@ -174,14 +201,14 @@ def worker_env(framework, mindcv_blocking_run=False):
 
 
 class Worker:
-    """Parent-side handle of one worker process."""
+    """Parent-side handle of one worker process (``onnx_dir``: where the ONNX workers find their files)."""
 
-    def __init__(self, framework, model_name, task, mindcv_blocking_run=False):
+    def __init__(self, framework, model_name, task, mindcv_blocking_run=False, onnx_dir=""):
         self.key = (framework, model_name, task)
         env = worker_env(framework, mindcv_blocking_run)
         self.stderr = tempfile.TemporaryFile(mode="w+")
         self.proc = subprocess.Popen([sys.executable, "-m", "coat_ms.bench", "--worker",
-                                      f"{framework}:{model_name}:{task}"],
+                                      f"{framework}:{model_name}:{task}:{onnx_dir}"],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr,
                                      text=True, env=env)
         self.failed = None
@@ -235,13 +262,13 @@ def _median(xs):
     return statistics.median(xs) if xs else None
 
 
-def _measure_group(entry, name, task_kind, batch, frameworks, reps, mindcv_blocking_run):
+def _measure_group(entry, name, task_kind, batch, frameworks, reps, mindcv_blocking_run, onnx_dir=""):
     """Start one worker per framework (compile + first call), then ``reps`` interleaved rounds; fills ``entry``."""
     workers = {}
     for f in frameworks:  # one process per framework, task and batch: its memory is its own
         _log(f"[{name}] {f} {task_kind} batch {batch}: starting worker, compile + first call ...")
         start = time.perf_counter()
-        w = Worker(f, name, task_kind, mindcv_blocking_run)
+        w = Worker(f, name, task_kind, mindcv_blocking_run, onnx_dir)
         r = w.ask(cmd="call", batch=batch)
         if "error" in r:
             _log(f"[{name}] {f} {task_kind} batch {batch}: FAILED: {r['error']}")
@@ -272,12 +299,11 @@ def _measure_group(entry, name, task_kind, batch, frameworks, reps, mindcv_block
 
 
 def run_benchmark(args):
-    from coat_ms.flops import count_macs
     models = list(DEFAULT_MODELS) if args.models == "default" else (
         ["coat_tiny", "coat_mini", "coat_small", "coat_lite_tiny", "coat_lite_mini", "coat_lite_small",
          "coat_lite_medium"] if args.models == "all" else args.models.split(","))
-    frameworks = [f for f in ("coat_ms", "timm", "mindcv") if f not in args.skip]
-    result = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+    frameworks = [f for f in FRAMEWORKS if f not in args.skip and not (f == "timm-bf16" and not cpu_has_bf16())]
+    result = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "bf16": cpu_has_bf16(),
                           "load_avg_start": os.getloadavg()},
               "settings": vars(args).copy(), "models": {}, "matmul": {}}
     # The matmul limit, measured first in rounds of its own. Interleaved with the model calls it slowed
@@ -297,20 +323,12 @@ def run_benchmark(args):
     phases = [("infer", b) for b in args.batches]
     if not args.no_train:
         phases.append(("train", args.train_batch))
-    for name in models:
-        macs = count_macs(name, (IMAGE, IMAGE))
-        entry = {"gmacs": macs / 1e9, "infer": {}, "train": {}, "compile_first_call_s": {}, "startup_s": {},
-                 "peak_rss_mb": {}}
-        result["models"][name] = entry
-        for task_kind, batch in phases:
-            names = frameworks if task_kind == "infer" else [f for f in ("coat_ms", "timm") if f in frameworks]
-            # coat_ms and timm interleaved; mindcv in rounds of its own afterwards: its multi-second calls
-            # between timm's slowed timm's next calls (coat_lite_tiny batch 8: 1074, 674 ms in the rounds
-            # after a mindcv call, 523, 341 ms once mindcv's repetitions were over)
-            groups = [[f for f in names if f != "mindcv"], [f for f in names if f == "mindcv"]]
-            for group in filter(None, groups):
-                reps = args.mindcv_reps if group == ["mindcv"] else args.reps
-                _measure_group(entry, name, task_kind, batch, group, reps, args.mindcv_blocking_run)
+    onnx_dir = tempfile.mkdtemp(prefix="coat_bench_onnx_")
+    try:
+        for name in models:
+            _measure_model(result, name, frameworks, phases, args, onnx_dir)
+    finally:
+        shutil.rmtree(onnx_dir, ignore_errors=True)
     for f, ts in mm_times.items():
         med = _median(ts)
         if med:
@@ -318,6 +336,30 @@ def run_benchmark(args):
                                    "reps": len(ts)}
     result["machine"]["load_avg_end"] = os.getloadavg()
     return result
+
+
+def _measure_model(result, name, frameworks, phases, args, onnx_dir):
+    """All phases of one model: its ONNX files first (when ONNX rows are on), then the interleaved rounds."""
+    from coat_ms.flops import count_macs
+
+    macs = count_macs(name, (IMAGE, IMAGE))
+    entry = {"gmacs": macs / 1e9, "infer": {}, "train": {}, "compile_first_call_s": {}, "startup_s": {},
+             "peak_rss_mb": {}}
+    result["models"][name] = entry
+    if any(f in ONNX_FRAMEWORKS for f in frameworks):
+        failed = prepare_files(name, onnx_dir, worker_env("coat_ms"), _log)
+        for f, error in failed.items():
+            entry.setdefault("errors", {})[f"{f}/prepare"] = error
+        frameworks = [f for f in frameworks if f not in failed]
+    for task_kind, batch in phases:
+        names = frameworks if task_kind == "infer" else [f for f in ("coat_ms", "timm") if f in frameworks]
+        # coat_ms and timm interleaved; mindcv in rounds of its own afterwards: its multi-second calls
+        # between timm's slowed timm's next calls (coat_lite_tiny batch 8: 1074, 674 ms in the rounds
+        # after a mindcv call, 523, 341 ms once mindcv's repetitions were over)
+        groups = [[f for f in names if f != "mindcv"], [f for f in names if f == "mindcv"]]
+        for group in filter(None, groups):
+            reps = args.mindcv_reps if group == ["mindcv"] else args.reps
+            _measure_group(entry, name, task_kind, batch, group, reps, args.mindcv_blocking_run, onnx_dir)
 
 
 def _ratio(a, b):
@@ -343,14 +385,16 @@ def summarize(result):
                          "img_per_s": v["img_per_s"], "latency_ms": v["median_s"] * 1000, "gflops": None,
                          "eff": None, "first_call_s": e["compile_first_call_s"].get(f"{fw}/train/{b}"),
                          "peak_rss_mb": e["peak_rss_mb"].get(f"{fw}/train/{b}")})
-    order = {"coat_ms": 0, "timm": 1, "mindcv": 2}
+    order = {f: i for i, f in enumerate(FRAMEWORKS)}
     rows.sort(key=lambda r: (list(result["models"]).index(r["model"]), r["task"] != "infer", r["batch"],
-                             order.get(r["framework"], 9)))
+                             order.get(r["framework"], 99)))
     for r in rows:
         base = {x["framework"]: x for x in rows
                 if x["model"] == r["model"] and x["task"] == r["task"] and x["batch"] == r["batch"]}
         r["vs_timm"] = _ratio(r["img_per_s"], base.get("timm", {}).get("img_per_s"))
         r["vs_mindcv"] = _ratio(r["img_per_s"], base.get("mindcv", {}).get("img_per_s"))
+        r["anchor"] = ANCHORS.get(r["framework"]) if ANCHORS.get(r["framework"]) in base else None
+        r["vs_anchor"] = _ratio(r["img_per_s"], base[r["anchor"]]["img_per_s"]) if r["anchor"] else None
     return rows, limit
 
 
@@ -363,10 +407,20 @@ def targets(result, rows):
                 if (r["model"], r["task"], r["framework"], r["batch"]) == (name, task, fw, batch):
                     return r[field]
             return None
+        def ratio(fw, anchor, batch):
+            return _ratio(pick("infer", fw, batch, "img_per_s"), pick("infer", anchor, batch, "img_per_s"))
         e = result["models"][name]
-        b_big = max(result["settings"]["batches"])
-        checks = [(f"infer b{b} coat_ms/timm", pick("infer", "coat_ms", b, "vs_timm"), ">= 1.0" if b == b_big else "report",
-                   lambda v, b=b: v >= 1.0 if b == b_big else None) for b in sorted(result["settings"]["batches"])]
+        batches = sorted(result["settings"]["batches"])
+        b_big = max(batches)
+        checks = []
+        for b in batches:  # issue 23: the CPU lead, the ONNX file, INT8, and timm's bf16 autocast as an anchor
+            checks += [(f"infer b{b} coat_ms/timm", ratio("coat_ms", "timm", b), ">= 1.3", lambda v: v >= 1.3),
+                       (f"infer b{b} coat_ms/timm-bf16", ratio("coat_ms", "timm-bf16", b), "report", lambda v: None),
+                       (f"infer b{b} ONNX in ORT: ours/timm's", ratio("onnx-coat_ms", "onnx-timm", b), ">= 1.0",
+                        lambda v: v >= 1.0),
+                       (f"infer b{b} ORT INT8/ours fp32", ratio("onnx-int8", "onnx-coat_ms", b), "report", lambda v: None),
+                       (f"infer b{b} ORT INT8/timm's ONNX", ratio("onnx-int8", "onnx-timm", b), "report",
+                        lambda v: None)]
         checks.append((f"infer b{b_big} coat_ms/mindcv", pick("infer", "coat_ms", b_big, "vs_mindcv"), ">= 10",
                        lambda v: v >= 10))
         cm = e["compile_first_call_s"].get(f"coat_ms/infer/b{b_big}")
@@ -381,8 +435,20 @@ def targets(result, rows):
         checks.append((f"peak RSS b{b_big} coat_ms/timm", rm / rt if rm and rt else None, "<= 1.2",
                        lambda v: v <= 1.2))
         for label, value, goal, test in checks:
-            out.append((name, label, value, goal, None if value is None else test(value)))
+            if value is not None or goal != "report":
+                out.append((name, label, value, goal, None if value is None else test(value)))
     return out
+
+
+def platform_cpu():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
 
 
 def _fmt(v, spec):
@@ -392,19 +458,24 @@ def _fmt(v, spec):
 def to_markdown(result):
     rows, limit = summarize(result)
     m = result["machine"]
-    lines = [f"CPU: {m['cpus']} cores, load average {m['load_avg_start'][0]:.1f} at start, "
-             f"{m['load_avg_end'][0]:.1f} at end; fp32, {IMAGE}x{IMAGE}, medians of interleaved repetitions.",
+    lines = [f"CPU: {m['cpus']} cores ({platform_cpu()}), load average {m['load_avg_start'][0]:.1f} at start, "
+             f"{m['load_avg_end'][0]:.1f} at end; fp32 unless named, {IMAGE}x{IMAGE}, medians of interleaved "
+             f"repetitions; bf16 instructions: {'yes' if m.get('bf16') else 'no (no timm-bf16 row)'}.",
+             "ONNX rows: ONNX Runtime, CPU, all graph optimisations, intra-op threads = CPU count; onnx-coat_ms = "
+             "export.py --file_format ONNX --dynamic batch, onnx-timm = timm.utils.onnx.onnx_export (opset 17, "
+             "dynamic batch), onnx-int8 = export.py --quantize int8 (32 calibration photos).",
              "Matmul limit ({0}x{0} fp32): ".format(MATMUL_N) + ", ".join(
                  f"{k} {v['gflops']:.0f} GFLOP/s" for k, v in result["matmul"].items()),
              f"coat_ms sets {BLOCKING_RUN}=1 (CPU); mindcv runs with "
              + (f"{BLOCKING_RUN}=1 too." if result["settings"].get("mindcv_blocking_run")
                 else "MindSpore's default runtime (as mindcv users get it)."), "",
-             "| model | task | framework | batch | img/s | latency ms | x timm | x mindcv | GFLOP/s | % of matmul | "
-             "compile+first s | peak RSS MB |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| model | task | framework | batch | img/s | latency ms | x timm | x anchor | x mindcv | GFLOP/s | "
+             "% of matmul | compile+first s | peak RSS MB |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
+        anchor = f"{r['vs_anchor']:.2f} ({r['anchor']})" if r.get("vs_anchor") and r["anchor"] != "timm" else "-"
         lines.append(f"| {r['model']} | {r['task']} | {r['framework']} | {r['batch']} | {r['img_per_s']:.2f} | "
-                     f"{r['latency_ms']:.0f} | {_fmt(r['vs_timm'], '.2f')} | {_fmt(r['vs_mindcv'], '.1f')} | "
+                     f"{r['latency_ms']:.0f} | {_fmt(r['vs_timm'], '.2f')} | {anchor} | {_fmt(r['vs_mindcv'], '.1f')} | "
                      f"{_fmt(r['gflops'], '.1f')} | {_fmt(r['eff'] * 100 if r['eff'] else None, '.1f')} | "
                      f"{_fmt(r['first_call_s'], '.1f')} | {_fmt(r['peak_rss_mb'], '.0f')} |")
     lines += ["", "| model | target | this run | goal | met |", "|---|---|---|---|---|"]
@@ -424,7 +495,9 @@ def build_parser():
     p.add_argument("--mindcv-reps", type=int, default=2, help="repetitions for mindcv, which is slow (default 2)")
     p.add_argument("--train-batch", type=int, default=8, help="batch of the training-step comparison (default 8)")
     p.add_argument("--no-train", action="store_true", help="skip the training-step comparison")
-    p.add_argument("--skip", default="", help="frameworks to leave out, comma-separated (coat_ms,timm,mindcv)")
+    p.add_argument("--skip", default="",
+                   help="rows to leave out, comma-separated: coat_ms, timm, timm-bf16, mindcv, onnx-coat_ms, onnx-timm, "
+                        "onnx-int8, or onnx (all three ONNX rows)")
     p.add_argument("--mindcv-blocking-run", action="store_true",
                    help=f"run mindcv with {BLOCKING_RUN}=1, the MindSpore runtime setting coat_ms applies on CPU "
                         "(default: MindSpore's default, as mindcv runs); separates the runtime's share of the "
@@ -448,6 +521,10 @@ def main(argv=None):
     if not args.batches or min(args.batches) < 1 or args.reps < 1 or args.mindcv_reps < 1 or args.train_batch < 1:
         raise CoatError("--batches, --reps, --mindcv-reps and --train-batch must be positive")
     args.skip = [s for s in args.skip.split(",") if s]
+    args.skip += list(ONNX_FRAMEWORKS) if "onnx" in args.skip else []
+    unknown = sorted(set(args.skip) - set(FRAMEWORKS) - {"onnx"})
+    if unknown:
+        raise CoatError(f"--skip: unknown row(s) {', '.join(unknown)}; known: {', '.join(FRAMEWORKS)}, onnx")
     import coat_ms
     names = coat_ms.list_models()
     wanted = [] if args.models in ("default", "all") else args.models.split(",")

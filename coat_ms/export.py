@@ -1,18 +1,20 @@
 """Export a CoaT Cell to MINDIR / ONNX / AIR, and trust the file only after checking it.
 
-* MINDIR: written with ``mindspore.export``, then loaded back with ``mindspore.load`` +
-  ``nn.GraphCell`` in a fresh Python process and run on the same random input as the live Cell;
-  relative difference (max |a - b| / max |b|) must be <= 1e-6.
-* ONNX: MindSpore's exporter has neither Erf nor ResizeBilinearV2, so the file is written from the
-  model on the ``onnx`` operator set (exact GELU without Erf, bilinear resizes as constant matrix
-  products; coat_ms/models/backend.py), then run with onnxruntime and compared with the model on
-  MindSpore's stock operators (relative <= 1e-4).
+* MINDIR: written with ``mindspore.export`` from the model on MindSpore's stock operators (a custom C++
+  kernel points at a local .so, which neither Ascend nor another machine can run).
+* ONNX: written by coat_ms's own writer (coat_ms/onnx_writer.py: opset 17, the GELU and LayerNorm forms
+  ONNX Runtime fuses, real dynamic dimensions); MindSpore's ONNX exporter writes neither Erf nor
+  LayerNormalization and bakes every shape into the graph. Cells other than CoaT go through
+  ``mindspore.onnx.export`` (fixed shape only).
 * AIR: only with an Ascend backend; elsewhere a clear error before anything is compiled.
+* ``dynamic``: None (the example shape only), "batch" (any batch at H x W) or "shape" (any batch and any
+  H, W multiple of 32). MindSpore 2.10 expresses both in MindIR (``Tensor(shape=[None, 3, None, None])``).
 
-Exported files hold MindSpore's operators only: the model is rebuilt for the export's operator set
-through ``CoaT.with_backend`` (a custom C++ kernel points at a local .so, which neither Ascend nor
-ONNX can run). Files are written with ``coat_ms.fileio.atomic_write`` and the check runs on the
-temporary file, so a failed or interrupted export never leaves a file behind.
+Every written file is run in a fresh Python process (MINDIR: ``mindspore.load`` + ``nn.GraphCell``;
+ONNX: onnxruntime only, no MindSpore) at one shape, or three for a dynamic file, and compared with the
+model on MindSpore's stock operators run op by op (relative difference max |a - b| / max |b|: MINDIR
+<= 1e-6, ONNX <= 1e-5). Files are written with ``coat_ms.fileio.atomic_write`` and the check runs on
+the temporary file, so a failed or interrupted export never leaves a file behind.
 """
 import dataclasses
 import json
@@ -28,7 +30,8 @@ from .errors import CoatError
 from .fileio import atomic_write, atomic_write_text
 
 FORMATS = {"MINDIR": ".mindir", "ONNX": ".onnx", "AIR": ".air"}
-TOLERANCES = {"MINDIR": 1e-6, "ONNX": 1e-4, "AIR": None}
+TOLERANCES = {"MINDIR": 1e-6, "ONNX": 1e-5, "AIR": None}
+DYNAMIC_MODES = ("batch", "shape")
 
 
 class ExportError(CoatError):
@@ -39,18 +42,23 @@ class ExportError(CoatError):
 class ExportResult:
     path: str
     file_format: str
-    input_shape: tuple
+    input_shape: tuple  # -1 where the file's dimension is dynamic
+    dynamic: str = None
+    checked_shapes: list = dataclasses.field(default_factory=list)
     max_abs_diff: float = None
-    rel_diff: float = None
+    rel_diff: float = None  # the worst over checked_shapes
     tolerance: float = None
     verified_by: str = ""
     seconds: float = 0.0
 
     def summary(self):
-        lines = [f"wrote {self.path} ({self.file_format}, input {'x'.join(map(str, self.input_shape))}, "
+        shape = "x".join("?" if d < 0 else str(d) for d in self.input_shape)
+        kind = f", dynamic {self.dynamic}" if self.dynamic else ""
+        lines = [f"wrote {self.path} ({self.file_format}, input {shape}{kind}, "
                  f"{os.path.getsize(self.path) / 2**20:.1f} MiB, {self.seconds:.1f} s)"]
         if self.rel_diff is not None:
-            lines.append(f"verified with {self.verified_by}: max |diff| {self.max_abs_diff:.3g}, "
+            at = ", ".join("x".join(map(str, s)) for s in self.checked_shapes)
+            lines.append(f"verified with {self.verified_by} at {at}: max |diff| {self.max_abs_diff:.3g}, "
                          f"relative {self.rel_diff:.3g} <= {self.tolerance:g}")
         else:
             lines.append(f"not verified: {self.verified_by}")
@@ -86,6 +94,19 @@ def check_format(file_format, device_target=None):
     return fmt
 
 
+def check_dynamic(dynamic, fmt):
+    """None, "batch" or "shape"; AIR is refused (it could not be checked here)."""
+    if dynamic in (None, "", "none"):
+        return None
+    if dynamic not in DYNAMIC_MODES:
+        raise ExportError(f"unknown dynamic mode '{dynamic}'; choose batch (any batch size) or shape "
+                          f"(any batch and any H, W multiple of 32)")
+    if fmt == "AIR":
+        raise ExportError("dynamic AIR export is not supported: AIR files cannot be checked outside Ascend; "
+                          "export a dynamic MINDIR instead")
+    return dynamic
+
+
 def output_path(file_name, file_format):
     """``file_name`` with the format's extension (added unless already there)."""
     ext = FORMATS[file_format]
@@ -109,8 +130,10 @@ def check_writable(path):
 
 
 def export_backend(file_format):
-    """The operator set a file of ``file_format`` is written from: "onnx" for ONNX, else "stock"."""
-    return "onnx" if file_format == "ONNX" else "stock"
+    """The operator set a model is built on for export: MindSpore's stock operators, for every format
+    (MINDIR and AIR hold the stock operators; the ONNX writer reads only the weights and the structure)."""
+    del file_format
+    return "stock"
 
 
 def example_input(batch_size, image_size, in_chans=3, seed=0):
@@ -119,58 +142,88 @@ def example_input(batch_size, image_size, in_chans=3, seed=0):
     return rng.standard_normal((batch_size, in_chans, image_size[0], image_size[1])).astype(np.float32)
 
 
+def file_shape(shape, dynamic):
+    """(B, C, H, W) as the file takes it: -1 for the batch when ``dynamic``, and for H, W too for "shape"."""
+    B, C, H, W = shape
+    return (-1 if dynamic else B, C) + ((-1, -1) if dynamic == "shape" else (H, W))
+
+
+def check_shapes(batch_size, image_size, dynamic, stride=32):
+    """The (B, H, W) a file is checked at: the export's own, plus two more for a dynamic file.
+
+    batch: batches B, B + 1 and 1 (3 when B is 1); shape: the batch changes too, and H grows by one
+    stride in the second, shrinks by one (at least one stride is left) while W grows by two in the third.
+    """
+    B, (H, W) = int(batch_size), image_size
+    other = 1 if B > 1 else B + 2
+    if dynamic is None:
+        return [(B, H, W)]
+    if dynamic == "batch":
+        return [(B, H, W), (B + 1, H, W), (other, H, W)]
+    return [(B, H, W), (B + 1, H + stride, W), (other, max(stride, H - stride), W + 2 * stride)]
+
+
 # ----------------------------------------------------------------------------------------------
-# Checks
+# Checks in a fresh process
 # ----------------------------------------------------------------------------------------------
 
-_WORKER = "from coat_ms.export import _mindir_worker; _mindir_worker()"
+_WORKER = "from coat_ms.export import _fresh_worker; _fresh_worker()"
 
 
-def verify_mindir_fresh(jobs, timeout=900):
-    """Run MindIR files in a fresh process: jobs = [(mindir_path, input_array)] -> list of outputs.
+def verify_fresh(jobs, timeout=900):
+    """Run exported files in one fresh Python process: jobs = [(path, format, input_array)] -> outputs.
 
-    The child imports only mindspore and numpy, loads each file with ``mindspore.load`` and runs it
-    through ``nn.GraphCell``; nothing of this process (graphs, parameters) is reused.
+    MINDIR files are loaded with ``mindspore.load`` and run through ``nn.GraphCell``; ONNX files with
+    onnxruntime alone (the child does not import MindSpore for them). Nothing of this process (graphs,
+    parameters) is reused. Each file is loaded once, however many inputs it runs.
     """
     with tempfile.TemporaryDirectory(prefix="coat_verify_") as tmp:
         spec = []
-        for i, (path, array) in enumerate(jobs):
+        for i, (path, fmt, array) in enumerate(jobs):
             inp, out = os.path.join(tmp, f"in{i}.npy"), os.path.join(tmp, f"out{i}.npy")
             np.save(inp, array)
-            spec.append({"mindir": os.fspath(path), "input": inp, "output": out})
+            spec.append({"path": os.fspath(path), "format": fmt, "input": inp, "output": out})
         env = dict(os.environ, GLOG_v=os.environ.get("GLOG_v", "3"))
         proc = subprocess.run([sys.executable, "-c", _WORKER, json.dumps(spec)], capture_output=True,
                               text=True, timeout=timeout, env=env)
         if proc.returncode != 0:
-            tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-            raise ExportError(f"the MindIR file could not be loaded and run in a fresh process: {tail}")
+            lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()] or ["no output"]
+            kinds = " / ".join(sorted({job[1] for job in jobs}))
+            raise ExportError(f"the {kinds} file could not be loaded and run in a fresh process: {lines[-1][:300]}")
         return [np.load(item["output"]) for item in spec]
 
 
-def _mindir_worker():
-    """Child side of verify_mindir_fresh (argv[1]: JSON job list)."""
-    import mindspore as ms
-    from mindspore import nn
+def verify_mindir_fresh(jobs, timeout=900):
+    """``verify_fresh`` for MindIR files: jobs = [(mindir_path, input_array)] -> outputs."""
+    return verify_fresh([(path, "MINDIR", array) for path, array in jobs], timeout)
 
-    ms.set_context(mode=ms.GRAPH_MODE)
+
+def _fresh_worker():
+    """Child side of verify_fresh (argv[1]: JSON job list)."""
+    loaded = {}
     for job in json.loads(sys.argv[1]):
-        net = nn.GraphCell(ms.load(job["mindir"]))
-        out = net(ms.Tensor(np.load(job["input"])))
-        np.save(job["output"], out.asnumpy())
+        x = np.load(job["input"])
+        if job["format"] == "ONNX":
+            from .onnx_session import open_session, run
+            if job["path"] not in loaded:
+                loaded[job["path"]] = open_session(job["path"])
+            out = run(loaded[job["path"]], x)
+        else:
+            import mindspore as ms
+            from mindspore import nn
+            ms.set_context(mode=ms.GRAPH_MODE)
+            if job["path"] not in loaded:
+                loaded[job["path"]] = nn.GraphCell(ms.load(job["path"]))
+            out = loaded[job["path"]](ms.Tensor(x)).asnumpy()
+        np.save(job["output"], out)
     sys.stdout.flush()
-    os._exit(0)
+    os._exit(0)  # skip MindSpore's noisy interpreter teardown
 
 
 def run_onnx(path, array):
-    """Run an ONNX file with onnxruntime on one input; returns the first output."""
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        raise ExportError("onnxruntime is not installed: pip install 'coat_ms[export]'") from None
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    session = ort.InferenceSession(os.fspath(path), options, providers=["CPUExecutionProvider"])
-    return session.run(None, {session.get_inputs()[0].name: array})[0]
+    """Run an ONNX file with onnxruntime (in this process) on one input; returns the first output."""
+    from .onnx_session import open_session, run
+    return run(open_session(path), array)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -194,30 +247,50 @@ def _Fresh(net):
     return _fresh_cell_class()(net)
 
 
-def _write(net, tensor, path, fmt):
-    """Write ``net`` (already on the export's operator set) to ``path``, which ends with the format's extension."""
+def _export_signature(shape, dynamic):
+    """What ``mindspore.export`` compiles for: the example shape, None where the file is to be dynamic."""
     import mindspore as ms
 
-    if fmt == "ONNX":
+    B, C, H, W = shape
+    if dynamic is None:
+        return ms.Tensor(example_input(B, (H, W), C))
+    dims = [None, C, H, W] if dynamic == "batch" else [None, C, None, None]
+    return ms.Tensor(shape=dims, dtype=ms.float32)
+
+
+def _write(model, shape, path, fmt, dynamic):
+    """Write ``model`` (on MindSpore's stock operators) to ``path`` (which ends with the format's extension)
+    for input ``shape``."""
+    import mindspore as ms
+
+    from .onnx_writer import is_writable, write_onnx
+
+    if fmt == "ONNX" and is_writable(model):
+        write_onnx(model, path, shape, dynamic)
+    elif fmt == "ONNX":
+        if dynamic:
+            raise ExportError(f"dynamic ONNX export is available for CoaT models only ({type(model).__name__} "
+                              f"goes through mindspore.onnx.export, which writes every shape into the graph)")
         # A new wrapper cell each time: MindSpore caches the 'export.onnx' graph per cell and input
         # shape, and exporting a cached graph a second time fails inside the exporter.
-        ms.onnx.export(_Fresh(net), tensor, file_name=path, input_names=["image"], output_names=["logits"])
+        ms.onnx.export(_Fresh(model), _export_signature(shape, None), file_name=path, input_names=["image"],
+                       output_names=["logits"])
     else:
-        ms.export(net, tensor, file_name=path, file_format=fmt)
+        ms.export(model, _export_signature(shape, dynamic), file_name=path, file_format=fmt)
     if not os.path.isfile(path) or os.path.getsize(path) == 0:
         raise ExportError(f"MindSpore did not write {fmt} file {path}")
 
 
-def _metadata(model, fmt, input_shape, checkpoint_meta=None):
-    """``<file>.json`` next to the export: input shape, the eval preprocessing (the checkpoint's record
-    when it has one, else the model's default) and the class names, for predict."""
+def _metadata(model, fmt, input_shape, checkpoint_meta=None, dynamic=None, checked_shapes=()):
+    """``<file>.json`` next to the export: input shape (-1 where dynamic), the eval preprocessing (the
+    weights' record when it has one, else the model's default) and the class names, for predict."""
     from .data.transforms import weights_preprocessing
 
     record = dict(checkpoint_meta or getattr(model, "weights_meta", None) or {})
     pre = weights_preprocessing(record, model, image_size=tuple(input_shape[-2:]))
     out = {"format": fmt, "architecture": getattr(model, "pretrained_cfg", {}).get("architecture"),
-           "input_shape": list(input_shape), "num_classes": getattr(model, "num_classes", None),
-           "preprocessing": pre.as_dict()}
+           "input_shape": list(file_shape(input_shape, dynamic)), "dynamic": dynamic, "checked_shapes": [list(s) for s in checked_shapes],
+           "num_classes": getattr(model, "num_classes", None), "preprocessing": pre.as_dict()}
     if record.get("class_names"):
         out["class_names"] = list(record["class_names"])
     return out
@@ -230,19 +303,20 @@ def on_backend(model, backend):
 
 
 def export_model(model, file_name, file_format="MINDIR", batch_size=1, image_size=None, seed=0,
-                 verify=True, device_target=None, reference=None, checkpoint_meta=None):
+                 verify=True, device_target=None, reference=None, checkpoint_meta=None, dynamic=None):
     """Export ``model`` to ``file_name`` (extension added) and check the file; returns ExportResult.
 
-    The file is written from ``model`` rebuilt on the format's operator set (``export_backend``), and
-    checked against the model on MindSpore's stock operators, run op by op. ``image_size`` (H, W)
-    defaults to the model's pretrained input size; H and W must be multiples of the model's stride
-    (32). ``reference``, if given, is the expected output on the example input (saves recomputing it
-    when several files are written from one model).
+    The file is checked in a fresh process against the model on MindSpore's stock operators, run op by
+    op, at ``check_shapes`` (one shape, or three for a ``dynamic`` "batch" / "shape" file).
+    ``image_size`` (H, W) defaults to the checkpoint's recorded size, else the model's pretrained input
+    size; H and W must be multiples of the model's stride (32). ``reference``, if given, is the expected
+    output on the first check input (saves recomputing it when several files are written from one model).
     """
     import mindspore as ms
 
     start = time.perf_counter()
     fmt = check_format(file_format, device_target)
+    dynamic = check_dynamic(dynamic, fmt)
     if image_size is None:  # the size the checkpoint was trained at, else the model's default
         recorded = (checkpoint_meta or {}).get("preprocessing", {}).get("image_size")
         image_size = tuple(recorded or getattr(model, "pretrained_cfg", {}).get("input_size", (3, 224, 224))[-2:])
@@ -257,18 +331,23 @@ def export_model(model, file_name, file_format="MINDIR", batch_size=1, image_siz
     check_writable(final)
 
     model.set_train(False)
-    net = on_backend(model, export_backend(fmt))
-    array = example_input(int(batch_size), image_size, getattr(model, "in_chans", 3), seed)
-    tensor = ms.Tensor(array)
-    if verify and fmt != "AIR" and reference is None:  # ONNX too is checked against exact (erf) GELU
-        reference = reference_output(on_backend(net, "stock"), tensor)
-    result = ExportResult(final, fmt, array.shape)
+    in_chans = getattr(model, "in_chans", 3)
+    shape = (int(batch_size), in_chans) + image_size
+    shapes = check_shapes(batch_size, image_size, dynamic, stride)
+    inputs = [example_input(b, (h, w), in_chans, seed + i) for i, (b, h, w) in enumerate(shapes)]
+    checking = verify and fmt != "AIR"
+    stock = on_backend(model, "stock")  # what MINDIR / AIR hold, and the reference of every check
+    references = []
+    if checking:
+        references = [reference if (i == 0 and reference is not None) else reference_output(stock, ms.Tensor(x))
+                      for i, x in enumerate(inputs)]
+    result = ExportResult(final, fmt, file_shape(shape, dynamic), dynamic)
 
     def write_and_check(tmp):
-        _write(net, tensor, tmp, fmt)
-        _check(tmp, fmt, array, reference if verify else None, result)
-        atomic_write_text(final + ".json", json.dumps(_metadata(model, fmt, array.shape, checkpoint_meta),
-                                                            indent=2))
+        _write(stock, shape, tmp, fmt, dynamic)
+        _check(tmp, fmt, inputs, references, result)
+        meta = _metadata(model, fmt, shape, checkpoint_meta, dynamic, [x.shape for x in inputs] if checking else ())
+        atomic_write_text(final + ".json", json.dumps(meta, indent=2))
 
     atomic_write(final, write_and_check, suffix=FORMATS[fmt])
     result.seconds = time.perf_counter() - start
@@ -287,23 +366,26 @@ def reference_output(model, tensor):
         ms.set_context(mode=mode)
 
 
-def _check(path, fmt, array, reference, result):
-    """Run the written file on ``array`` and compare with ``reference`` (None: not checked); fills ``result``."""
-    if reference is None or fmt == "AIR":
+def _check(path, fmt, inputs, references, result):
+    """Run the written file on each input in a fresh process and compare with ``references`` (empty:
+    not checked); fills ``result``."""
+    if not references:
         result.verified_by = ("AIR files run only on Ascend (compile it with ATC to check)"
                               if fmt == "AIR" else "verification switched off")
         return
-    if fmt == "MINDIR":
-        out = verify_mindir_fresh([(path, array)])[0]
-        result.verified_by = "mindspore.load + nn.GraphCell in a fresh process"
-    else:
-        out = run_onnx(path, array)
-        result.verified_by = "onnxruntime (CPU)"
-    result.max_abs_diff, result.rel_diff = relative_diff(out, reference)
+    outs = verify_fresh([(path, fmt, x) for x in inputs])
+    result.verified_by = ("mindspore.load + nn.GraphCell in a fresh process" if fmt == "MINDIR"
+                          else "onnxruntime (CPU) in a fresh process")
     result.tolerance = TOLERANCES[fmt]
-    if not result.rel_diff <= result.tolerance:
-        raise ExportError(f"{fmt} file disagrees with the Cell: relative difference {result.rel_diff:.3g} "
-                          f"> {result.tolerance:g} (max |diff| {result.max_abs_diff:.3g}); file not written")
+    result.checked_shapes = [x.shape for x in inputs]
+    diffs = [relative_diff(out, ref) for out, ref in zip(outs, references)]
+    result.max_abs_diff = max(d[0] for d in diffs)
+    result.rel_diff = max(d[1] for d in diffs)
+    for x, (abs_diff, rel) in zip(inputs, diffs):
+        if not rel <= result.tolerance:
+            raise ExportError(f"{fmt} file disagrees with the Cell at input {'x'.join(map(str, x.shape))}: relative "
+                              f"difference {rel:.3g} > {result.tolerance:g} (max |diff| {abs_diff:.3g}); "
+                              f"file not written")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -328,6 +410,8 @@ def mindir_input_shape(path):
             proto.ParseFromString(f.read())
     except (DecodeError, ValueError) as exc:
         raise ExportError(f"{path} is not a MindIR file ({str(exc).splitlines()[0][:80]})") from None
+    if proto.producer_name != "MindSpore":  # protobuf parses other formats' bytes (an ONNX file) leniently
+        raise ExportError(f"{path} is not a MindIR file (written by {proto.producer_name or 'an unknown producer'})")
     inputs = list(proto.graph.input)
     if len(inputs) != 1 or len(inputs[0].tensor) != 1:
         raise ExportError(f"{path}: expected a MindIR file with one image input, found {len(inputs)} inputs")

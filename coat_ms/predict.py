@@ -1,12 +1,15 @@
-"""Classify images with a CoaT checkpoint or an exported MindIR file; prints the top-k classes.
+"""Classify images with a CoaT checkpoint or an exported MindIR / ONNX file; prints the top-k classes.
 
     python -m coat_ms.predict img1.png img2.jpg --ckpt_path X.ckpt
     python -m coat_ms.predict photos/ --mindir coat_lite_tiny.mindir --labels labels.txt --topk 3
+    python -m coat_ms.predict photos/ --onnx coat_lite_tiny.onnx
 
 A checkpoint written by train.py knows its model, class names and preprocessing (image size, crop_pct,
 interpolation, mean/std), so it needs nothing else; other checkpoints take --model_name (and
---class_dir or --labels for names).  The MindIR path needs no model code: its input shape is read
-from the file and its preprocessing from the ``<file>.json`` that export.py writes next to it.
+--class_dir or --labels for names).  Exported files need no model code: the input shape is read
+from the file (MindSpore's loader / onnxruntime) and the preprocessing from the ``<file>.json`` that
+export.py writes next to it. A file exported with --dynamic takes any --batch_size, and with
+--dynamic shape also any --image_size (multiples of 32; default: the recorded one).
 Files that are not readable images are reported and skipped.
 """
 import argparse
@@ -24,6 +27,7 @@ def build_parser():
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--ckpt_path", help="MindSpore .ckpt")
     src.add_argument("--mindir", help="exported .mindir file (no model code needed)")
+    src.add_argument("--onnx", help="exported .onnx file, run with onnxruntime (no MindSpore model code needed)")
     p.add_argument("--model_name", "--model", help="CoaT variant of --ckpt_path (default: read from the checkpoint)")
     p.add_argument("--model_args", default=None,
                    help="JSON dict of constructor overrides for custom configs, e.g. '{\"embed_dims\": [32,32,32,32]}'")
@@ -32,39 +36,70 @@ def build_parser():
     lab.add_argument("--class_dir", help="training split folder: its sorted class folders name the labels")
     p.add_argument("--topk", type=int, default=5, help="classes to print per image (default 5)")
     p.add_argument("--image_size", type=int, nargs=2, metavar=("H", "W"), default=None,
-                   help="input size (default: the checkpoint's / the MindIR's)")
+                   help="input size (default: the checkpoint's / the exported file's)")
     p.add_argument("--batch_size", type=int, default=None,
-                   help="images per network call (default 8; a MindIR uses the batch it was exported with)")
+                   help="images per network call (default 8; an exported file without a dynamic batch uses "
+                        "the batch it was exported with)")
     p.add_argument("--num_parallel_workers", type=int, default=2, help="decoding workers (default 2)")
     p.add_argument("--json", dest="json_out", default=None, help="also write the results to this JSON file")
     return p
 
 
-def _mindir_predictor(args):
-    from .cli import use_device
-    from .data.transforms import preprocessing
-    from .evaluation import cell_predictor
-    from .export import mindir_input_shape
-    from .inference import load_mindir, read_sidecar
+def _exported_predictor(args):
+    """(preprocessing, predict function, batch, recorded class names) of an exported MindIR or ONNX file.
 
-    use_device(None)
-    meta = read_sidecar(args.mindir)
-    shape = mindir_input_shape(args.mindir)
-    recorded = meta.get("input_shape")
-    if recorded and list(recorded) != list(shape):
-        raise CoatError(f"{args.mindir}.json says input_shape {'x'.join(map(str, recorded))} but {args.mindir} takes "
+    The input shape comes from the file itself; a dynamic dimension (-1) takes the flag, else the
+    recorded preprocessing's size / batch 8. A fixed one must agree with the flag.
+    """
+    import numpy as np
+
+    from .data.transforms import preprocessing
+    from .inference import read_sidecar
+
+    path = args.mindir or args.onnx
+    if args.mindir:
+        from .cli import use_device
+        from .evaluation import cell_predictor
+        from .export import mindir_input_shape
+        from .inference import load_mindir
+
+        use_device(None)
+        shape = mindir_input_shape(path)
+        predict_fn = cell_predictor(load_mindir(path))
+    else:
+        from .onnx_session import onnx_input_shape, open_session, run
+
+        session = open_session(path)
+        shape = onnx_input_shape(session)
+        if len(shape) != 4:
+            raise CoatError(f"{path}: expected one (N, C, H, W) image input, found shape {shape}")
+
+        def predict_fn(batch):
+            return run(session, np.ascontiguousarray(batch, dtype=np.float32))
+    meta = read_sidecar(path)
+    recorded_shape = meta.get("input_shape")
+    if recorded_shape and list(recorded_shape) != list(shape):
+        raise CoatError(f"{path}.json says input_shape {'x'.join(map(str, recorded_shape))} but {path} takes "
                         f"{'x'.join(map(str, shape))}: the metadata belongs to another export; export again, or move "
                         f"it away to use the defaults")
-    if args.image_size and tuple(args.image_size) != tuple(shape[-2:]):
-        raise CoatError(f"{args.mindir} was exported for {shape[-2]}x{shape[-1]} images, not "
-                        f"{args.image_size[0]}x{args.image_size[1]}: drop --image_size or export again")
-    if args.batch_size and args.batch_size != shape[0]:
-        raise CoatError(f"{args.mindir} was exported for batch {shape[0]}, not {args.batch_size}")
     if not meta:
-        sys.stderr.write(f"note: {args.mindir}.json (export metadata) not found: using default preprocessing "
-                         f"at the file's {shape[-2]}x{shape[-1]}\n")
-    pre = preprocessing(meta.get("preprocessing"), image_size=tuple(shape[-2:]))
-    return pre, cell_predictor(load_mindir(args.mindir)), int(shape[0]), meta.get("class_names") or []
+        sys.stderr.write(f"note: {path}.json (export metadata) not found: using default preprocessing"
+                         + (f" at the file's {shape[-2]}x{shape[-1]}\n" if shape[-1] > 0 else "\n"))
+    recorded = meta.get("preprocessing") or {}
+    if shape[-1] > 0:  # fixed H, W
+        if args.image_size and tuple(args.image_size) != tuple(shape[-2:]):
+            raise CoatError(f"{path} was exported for {shape[-2]}x{shape[-1]} images, not "
+                            f"{args.image_size[0]}x{args.image_size[1]}: drop --image_size, or export again "
+                            f"(--dynamic shape takes any size)")
+        size = tuple(shape[-2:])
+    else:
+        size = tuple(args.image_size) if args.image_size else None  # None: the recorded size
+    if shape[0] > 0 and args.batch_size and args.batch_size != shape[0]:
+        raise CoatError(f"{path} was exported for batch {shape[0]}, not {args.batch_size} "
+                        f"(export with --dynamic batch to choose it here)")
+    batch = int(shape[0]) if shape[0] > 0 else (args.batch_size or 8)
+    pre = preprocessing(recorded, image_size=size)
+    return pre, predict_fn, batch, meta.get("class_names") or []
 
 
 def _checkpoint_predictor(args):
@@ -114,16 +149,17 @@ def main(argv=None):
     args.model_options = check_flags(args)
     named = [p for p in args.inputs if not os.path.isdir(p)]
     watch = check_outputs([("--json", args.json_out)],
-                          files=[("checkpoint", args.ckpt_path), ("MindIR file", args.mindir),
-                                 ("export metadata", args.mindir and args.mindir + ".json"),
+                          files=[("checkpoint", args.ckpt_path), ("MindIR file", args.mindir), ("ONNX file", args.onnx),
+                                 ("export metadata", (args.mindir or args.onnx) and (args.mindir or args.onnx) + ".json"),
                                  ("labels file", args.labels)] + [("image", p) for p in named],
                           folders=[("image folder", p) for p in args.inputs if os.path.isdir(p)])
     paths = list_image_files(args.inputs, watch)
     if not paths:
         raise CoatError(f"no image files found in {' '.join(args.inputs)}")
+    exported = args.mindir or args.onnx
     from .data.files import list_split
     names = read_labels(args.labels) if args.labels else list_split(args.class_dir, "").classes if args.class_dir else []
-    pre, predict_fn, batch, recorded_names = (_mindir_predictor if args.mindir else _checkpoint_predictor)(args)
+    pre, predict_fn, batch, recorded_names = (_exported_predictor if exported else _checkpoint_predictor)(args)
     names = names or recorded_names
 
     results, skipped = classify(predict_fn, paths, pre, batch, args.topk, names, args.num_parallel_workers,

@@ -46,6 +46,8 @@ RUNNERS = {
     r"-m coat_ms\.bench|benchmarks/bench\.py": "--models coat_lite_tiny --batches 1 --reps 1 --mindcv-reps 1 "
                                                "--out bench_out",
     r"benchmarks/profile_ops\.py": "--steps 1",
+    r"benchmarks/profile_onnx\.py": "--runs 1",
+    r"benchmarks/int8_study\.py": "--digits_epochs 2 --photo_epochs 1",
     r"benchmarks/bench_convert\.py": "",
     r"benchmarks/bench_startup\.py": "--files 3000 --small 1000 --repeats 1",
     r"benchmarks/bench_pipeline\.py": "--images 48 --batches 2 --steps 1",

@@ -331,7 +331,7 @@ def test_benchmark_report_ratios_and_targets():
     assert met["compile+first call b8 coat_ms/mindcv"] and met["train b8 coat_ms/timm"]
     assert met["peak RSS b8 coat_ms/timm"] is False  # 1.3 > 1.2
     md = bench.to_markdown(result)
-    assert "| m | infer | coat_ms | 8 | 32.00 | 250 | 2.00 | 16.0 | 64.0 | 32.0 |" in md
+    assert "| m | infer | coat_ms | 8 | 32.00 | 250 | 2.00 | - | 16.0 | 64.0 | 32.0 |" in md
 
 
 def test_benchmark_gives_mindcv_mindspores_default_runtime_unless_asked(monkeypatch):

@@ -137,3 +137,53 @@ def test_a_trained_checkpoint_predicts_at_its_own_resolution_and_classes(trained
     assert via_mindir.returncode == 0, via_mindir.stderr[-2000:]
     mindir = json.loads((tmp_path / "m.json").read_text())["results"]
     assert [r["topk"][0]["label"] for r in mindir] == [r["topk"][0]["label"] for r in results]
+
+
+def predict_json(tmp_path, tag, *args):
+    """predict's main() in this process; returns the --json results."""
+    from coat_ms.predict import main
+
+    out = tmp_path / f"{tag}.json"
+    assert main([*map(str, args), "--json", str(out)]) == 0
+    return json.loads(out.read_text())
+
+
+def test_dynamic_exports_predict_mixed_size_images(setup, tmp_path):
+    """Images of several sizes through a --dynamic shape ONNX file and a --dynamic batch MindIR: each image is
+    brought to the recorded preprocessing (32x32 here) or to the --image_size the shape-dynamic file is
+    asked for, at any batch size, and the top-5 equals the checkpoint's at the same preprocessing."""
+    from PIL import Image
+
+    root = setup
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    for i, name in enumerate(sorted(os.listdir(root / "imgs"))):
+        if name.endswith(".png") and name != "broken.png":
+            size = [(32, 32), (50, 37), (120, 90), (41, 77)][i % 4]
+            Image.open(root / "imgs" / name).convert("RGB").resize(size, Image.BICUBIC).save(mixed / name)
+    model = coat_ms.create_model("coat_lite_tiny", num_classes=10, **ARCH)
+    ms.load_param_into_net(model, ms.load_checkpoint(str(root / "tiny.ckpt")), strict_load=True)
+    onnx = export_model(model, tmp_path / "any_shape", "ONNX", batch_size=2, image_size=(32, 32), dynamic="shape")
+    mindir = export_model(model, tmp_path / "any_batch", "MINDIR", batch_size=2, image_size=(32, 32), dynamic="batch")
+    ckpt = ["--ckpt_path", root / "tiny.ckpt", "--model_name", "coat_lite_tiny", "--model_args", json.dumps(ARCH)]
+    runs = {
+        "ckpt32": predict_json(tmp_path, "a", mixed, *ckpt, "--image_size", 32, 32, "--batch_size", 4),
+        "onnx32": predict_json(tmp_path, "b", mixed, "--onnx", onnx.path, "--batch_size", 3),
+        "mindir32": predict_json(tmp_path, "c", mixed, "--mindir", mindir.path, "--batch_size", 5),
+        "ckpt64": predict_json(tmp_path, "d", mixed, *ckpt, "--image_size", 64, 64),
+        "onnx64": predict_json(tmp_path, "e", mixed, "--onnx", onnx.path, "--image_size", 64, 64),
+    }
+    assert runs["onnx32"]["preprocessing"]["image_size"] == [32, 32]
+    assert runs["onnx64"]["preprocessing"]["image_size"] == [64, 64]
+    for want, got in (("ckpt32", "onnx32"), ("ckpt32", "mindir32"), ("ckpt64", "onnx64")):
+        a, b = runs[want]["results"], runs[got]["results"]
+        assert len(a) == len(b) == 6
+        for x, y in zip(a, b):
+            assert x["path"] == y["path"]
+            assert [t["label"] for t in x["topk"]] == [t["label"] for t in y["topk"]], (want, got)
+            np.testing.assert_allclose([t["prob"] for t in x["topk"]], [t["prob"] for t in y["topk"]], atol=1e-5)
+    # a fixed batch or size is still enforced
+    from coat_ms.errors import CoatError
+    from coat_ms.predict import main
+    with pytest.raises(CoatError, match="exported for 32x32"):
+        main([str(mixed), "--mindir", mindir.path, "--image_size", "64", "64"])

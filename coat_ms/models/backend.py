@@ -6,8 +6,8 @@ All three compute the same function (the parity suite and tests/test_kernels.py 
                  and the parallel blocks' resizes as two small token matmuls. CPU target only.
     stock        MindSpore's own operators only: Ascend, GPU, CPU with the kernels switched off, and
                  MINDIR / AIR export (a custom AOT operator points at a local .so).
-    onnx         stock, with exact GELU and the bilinear resizes written in operators MindSpore's ONNX
-                 exporter has (it lacks Erf and ResizeBilinearV2): ONNX export.
+
+(ONNX files are written from the model's weights by coat_ms/onnx_writer.py, on no MindSpore operator set.)
 
 ``resolve_backend`` makes the choice, from the ``backend`` argument of ``CoaT`` / ``create_model``:
 "auto" (the default) is cpu_kernels on the CPU target and stock elsewhere. The environment switch,
@@ -19,8 +19,7 @@ read here and nowhere else:
 
 Layers take the Backend in their constructors and ask it once for their operator (``backend.op``);
 nothing else looks at the device or the environment. A model moves to another operator set with
-``CoaT.with_backend`` (a twin model holding a copy of the weights), which is how export gets stock or
-ONNX-writable operators.
+``CoaT.with_backend`` (a twin model holding a copy of the weights), which is how export gets stock operators.
 """
 import dataclasses
 import os
@@ -30,7 +29,7 @@ from ..kernels import KERNEL_NAMES, attention, dwconv, gelu, load_kernel, rowops
 
 SWITCH = "COAT_MS_CPU_KERNELS"
 SWITCH_OFF = "COAT_MS_CPU_KERNELS_OFF"
-BACKEND_NAMES = ("cpu_kernels", "stock", "onnx")
+BACKEND_NAMES = ("cpu_kernels", "stock")
 
 # operator -> the kernels it needs (the attention kernel takes crpe's convolution in the token layout
 # that only the dwconv kernel produces; the bias-fused GELU's bias gradient is the rowops column sum)
@@ -41,7 +40,7 @@ _OP_GETTERS = {"layer_norm": rowops.layer_norm_op, "bias_add": rowops.bias_add_o
                "bias_gelu": gelu.bias_gelu_op, "dwconv": dwconv.dwconv_op, "attention": attention.factor_attention_op}
 
 # how the parallel blocks resize token grids on each operator set
-_TOKEN_RESIZE = {"cpu_kernels": "separable", "stock": "interpolate", "onnx": "dense"}
+_TOKEN_RESIZE = {"cpu_kernels": "separable", "stock": "interpolate"}
 
 
 class BackendError(CoatError):
@@ -50,7 +49,7 @@ class BackendError(CoatError):
 
 @dataclasses.dataclass(frozen=True)
 class Backend:
-    """One operator set: ``name`` (cpu_kernels, stock, onnx) and, for cpu_kernels, the kernels in use."""
+    """One operator set: ``name`` (cpu_kernels, stock) and, for cpu_kernels, the kernels in use."""
 
     name: str
     kernels: frozenset = frozenset()
@@ -72,7 +71,7 @@ class Backend:
 
     @property
     def token_resize(self):
-        """How parallel blocks resize token grids: "separable" matmuls, "interpolate", or one "dense" matrix."""
+        """How parallel blocks resize token grids: "separable" matmuls or "interpolate"."""
         return _TOKEN_RESIZE[self.name]
 
     def __str__(self):
@@ -80,7 +79,6 @@ class Backend:
 
 
 STOCK = Backend("stock")
-ONNX = Backend("onnx")
 
 
 def cpu_kernels_switched_on():

@@ -28,8 +28,8 @@ from ..runtime import after_graph_compile
 from .backend import BackendError, resolve_backend
 from .layers import (Aggregate, DepthwiseConv2d, DropPath, LayerNorm, Linear, Mlp, PatchEmbed,
                      trunc_normal)
-from .tokens import (nchw_to_tokens, resize_dense, resize_interpolate, resize_separable, split_cls,
-                     token_resize_factors, tokens_to_nchw)
+from .tokens import (nchw_to_tokens, resize_interpolate, resize_separable, split_cls, token_resize_factors,
+                     tokens_to_nchw)
 
 BLOCK_NORM_EPS = 1e-6
 # the attribute under which mindcv's (_op) and MindSpore's (_backbone) amp wrappers hold the wrapped cell
@@ -206,8 +206,8 @@ class ParallelBlock(nn.Cell):
     """Conv-attention on scales 2-4, cross-scale exchange by interpolation, shared MLP.
 
     ``align_corners=False`` is the official half-pixel bilinear; True reproduces mindcv's CoaT.
-    The resize formulation is the backend's (tokens.py): separable matmuls on CPU kernels, ops.interpolate
-    on stock operators, one constant matrix for ONNX.
+    The resize formulation is the backend's (tokens.py): separable matmuls on CPU kernels, MindSpore's
+    bilinear resize on stock operators.
     """
 
     def __init__(self, dims, num_heads, mlp_ratios, qkv_bias, proj_drop, drop_path, shared_crpes,
@@ -241,8 +241,6 @@ class ParallelBlock(nn.Cell):
             if factors is None:
                 factors = token_resize_factors(size, target, self.align_corners)
             return resize_separable(x, size, target, factors)
-        if self.token_resize == "dense":
-            return resize_dense(x, size, target, self.align_corners)
         return resize_interpolate(x, size, target, self.align_corners)
 
     def construct(self, x1, x2, x3, x4, sizes, resize_factors=None):
@@ -283,7 +281,7 @@ class CoaT(nn.Cell):
         cpe_residual: serial-block residual base; True (official: cpe output), False (mindcv: block input).
             ``align_corners=True, cpe_residual=False`` computes what mindcv 0.3.0's CoaT computes.
         backend: the operator set, "auto" (C++ kernels on the CPU target, MindSpore's operators elsewhere),
-            "cpu_kernels", "stock" or "onnx" (see backend.py); resolved once here and kept as ``self.backend``.
+            "cpu_kernels" or "stock" (see backend.py); resolved once here and kept as ``self.backend``.
 
     Building a model changes no process state (runtime tuning is ``coat_ms.runtime.configure_runtime``).
     """
@@ -366,12 +364,12 @@ class CoaT(nn.Cell):
             after_graph_compile()
 
     def with_backend(self, backend):
-        """This model on another operator set ("stock", "onnx", "cpu_kernels", "auto" or a Backend).
+        """This model on another operator set ("stock", "cpu_kernels", "auto" or a Backend).
 
         Returns a new CoaT built with the same arguments on that backend, holding a copy of this model's
         weights and its train/eval mode (or ``self`` when it already runs on it). A head replaced by a
         cell of the user's own is carried over as it is. Export uses this to get MindSpore's stock
-        (or ONNX-writable) operators.
+        operators.
         """
         target = resolve_backend(backend)
         if target == self.backend:
@@ -428,7 +426,8 @@ class CoaT(nn.Cell):
         if C != self.in_chans:
             raise ValueError(f"CoaT was built for {self.in_chans} input channels but the input has {C} "
                              f"(shape {x.shape}); build it with in_channels={C}")
-        if H % self.stride != 0 or W % self.stride != 0:
+        # H, W are not constants while a MindIR with dynamic H, W compiles: then whoever feeds the file checks
+        if ops.isconstant(H) and ops.isconstant(W) and (H % self.stride != 0 or W % self.stride != 0):
             raise ValueError(f"input size {H}x{W} is not supported: CoaT needs height and width divisible "
                              f"by {self.stride} (e.g. 224x224 or 192x256)")
 

@@ -12,8 +12,6 @@ import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common.initializer import TruncatedNormal, Uniform, initializer
 
-from .onnx_gelu import OnnxGELU
-
 
 def trunc_normal(shape, std=0.02):
     """Truncated normal init used by CoaT for Linear weights and CLS tokens."""
@@ -167,18 +165,13 @@ class GELU(nn.Cell):
         return ops.gelu(x, approximate="none")
 
 
-def exact_gelu(backend):
-    """The exact-GELU cell for ``backend``: the onnx backend's is written without Erf (onnx_gelu.py)."""
-    return OnnxGELU() if backend.name == "onnx" else GELU(backend=backend)
-
-
 class Mlp(nn.Cell):
     """fc1 -> exact (erf) GELU -> dropout -> fc2 -> dropout."""
 
     def __init__(self, in_features, hidden_features, drop=0.0, *, backend):
         super().__init__()
         self.fc1 = Linear(in_features, hidden_features, backend=backend)
-        self.act = exact_gelu(backend)
+        self.act = GELU(backend=backend)
         self.fc2 = Linear(hidden_features, in_features, backend=backend)
         self.drop = nn.Dropout(p=drop)
         # CPU: fc1's bias add and the GELU in one pass over the largest activation

@@ -1,18 +1,17 @@
-"""Token maps: layout changes, and the parallel blocks' bilinear resize in its three formulations.
+"""Token maps: layout changes, and the parallel blocks' bilinear resize in its two formulations.
 
 A stage's tokens are (B, 1 + H*W, C): the CLS token, then the image tokens of an H x W grid, row-major.
 The resize is PyTorch's bilinear interpolation without antialias (half-pixel, or align_corners for
 mindcv compatibility), applied to the image tokens; the CLS token rides along unchanged. Which
-formulation runs is the model's backend's choice (``Backend.token_resize``):
+formulation runs is the model's backend's choice (``Backend.token_resize``); ONNX files use ONNX's
+Resize (coat_ms/onnx_writer.py):
 
-    interpolate  ops.interpolate on an NCHW view (stock operators)
-    separable    two small matmuls on the channels-last tokens (CPU: a fraction of the dense matrix's
-                 work, 6 GFLOP less per batch of 8 on coat_tiny, and no transposes)
-    dense        one constant (H'W', HW) matrix product (MindSpore's ONNX exporter has no ResizeBilinearV2)
+    interpolate  MindSpore's bilinear resize (ResizeBilinearV2) on an NCHW view (stock operators)
+    separable    two small matmuls on the channels-last tokens (CPU: a fraction of one dense (H'W', HW)
+                 matrix's work, 6 GFLOP less per batch of 8 on coat_tiny, and no transposes)
 """
 import numpy as np
 from mindspore import Tensor, ops
-from mindspore.ops import constexpr
 
 
 def split_cls(x):
@@ -51,12 +50,6 @@ def bilinear_weights(src, dst, align_corners=False):
     return weights
 
 
-def bilinear_matrix(size, target, align_corners=False):
-    """(Ht*Wt, Hs*Ws) matrix M with  tokens_target = M @ tokens_source  (row-major grids)."""
-    return np.kron(bilinear_weights(size[0], target[0], align_corners),
-                   bilinear_weights(size[1], target[1], align_corners)).astype(np.float32)
-
-
 def token_resize_factors(size, target, align_corners=False):
     """The (H', H) and (W', W) bilinear matrices that resize an h x w token grid to ``target``."""
     return (Tensor(bilinear_weights(size[0], target[0], align_corners).astype(np.float32)),
@@ -74,20 +67,13 @@ def resize_separable(x, size, target, factors):
 
 
 def resize_interpolate(x, size, target, align_corners):
-    """The same resize with ops.interpolate on an NCHW view."""
+    """The same resize with MindSpore's bilinear resize on an NCHW view.
+
+    The ResizeBilinearV2 primitive that ``ops.interpolate(mode="bilinear")`` calls, called directly:
+    ops.interpolate requires a constant ``size``, so a MindIR exported with dynamic H and W could not
+    hold it (half_pixel_centers is PyTorch's align_corners=False rule).
+    """
     cls_token, img = split_cls(x)
-    img = ops.interpolate(tokens_to_nchw(img, size), size=target, mode="bilinear", align_corners=align_corners)
+    resize = ops.ResizeBilinearV2(align_corners=align_corners, half_pixel_centers=not align_corners)
+    img = resize(tokens_to_nchw(img, size), target)
     return ops.concat((cls_token, nchw_to_tokens(img)), axis=1)
-
-
-@constexpr
-def _dense_matrix(size, target, align_corners):
-    # Grid sizes are compile-time constants, so the matrix is folded into the graph.
-    return Tensor(bilinear_matrix(size, target, align_corners))
-
-
-def resize_dense(x, size, target, align_corners):
-    """The same resize as one constant matrix product (exports to ONNX as MatMul)."""
-    cls_token, img = split_cls(x)
-    img = ops.matmul(_dense_matrix(size, target, align_corners).astype(img.dtype), img)
-    return ops.concat((cls_token, img), axis=1)

@@ -29,6 +29,7 @@ RUNNERS = {
     r"^make demo$": "",
     r"-m coat_ms\.demo": "--epochs 2",
     r"train\.py -c configs/coat_lite_tiny_cpu\.yaml": SMALL_TRAIN,
+    r"train\.py -c configs/coat_lite_tiny_ascend\.yaml .*--amp_on_cpu": SMALL_TRAIN,
     r"^mpirun -n 8 python train\.py -c configs/coat_lite_tiny_ascend\.yaml": SMALL_TRAIN + " --device_target CPU",
     r"mpirun --allow-run-as-root -n 2 .*train\.py -c configs/demo_digits_cpu\.yaml": "--epoch_size 1",
     r"msrun --worker_num 2 .*train\.py -c configs/demo_digits_cpu\.yaml": "--epoch_size 1",

@@ -89,9 +89,10 @@ def test_a_device_sink_call_covering_a_whole_epoch_is_accounted_as_its_steps(tmp
     from coat_ms.train.distributed import DistInfo
     from coat_ms.train.engine import RunInfo
     from coat_ms.train.monitor import TrainingDiverged, TrainMonitor
-    from coat_ms.train.train_cell import TrainingCell
+    from coat_ms.train.train_cell import TrainingCell, TrainStep
 
-    cell = TrainingCell(nn.Dense(2, 2))
+    net = nn.WithLossCell(nn.Dense(2, 2), nn.MSELoss())
+    cell = TrainingCell(TrainStep(net, nn.SGD(net.trainable_params(), 0.1), scale_sense=ms.Tensor(1.0)))
     saved = []
     cfg = {"val_while_train": True, "val_interval": 1, "ckpt_save_interval": 1, "ema": False, "model": "m"}
     run = RunInfo(cfg, DistInfo(), epochs=2, steps_per_epoch=5, global_batch=8, start_step=0, log_interval=2,

@@ -18,7 +18,7 @@ import os
 import mindspore as ms
 import numpy as np
 
-from .errors import CheckpointError
+from .errors import CheckpointError, first_line
 
 logger = logging.getLogger("coat_ms")
 
@@ -87,9 +87,8 @@ def _read_entries(path):
     try:
         entries = ms.load_checkpoint(path, format=fmt)
     except Exception as exc:  # MindSpore raises ValueError/RuntimeError with long texts
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"cannot read checkpoint {path}: it is truncated or not a MindSpore {fmt} "
-                              f"({first})") from None
+                              f"({first_line(exc)})") from None
     params = {n: v for n, v in entries.items() if not isinstance(v, str)}
     if not params:
         raise CheckpointError(f"checkpoint {path} holds no parameters")

@@ -26,7 +26,7 @@ import time
 
 import numpy as np
 
-from .errors import CoatError
+from .errors import CoatError, first_line
 from .fileio import atomic_write, atomic_write_text
 
 FORMATS = {"MINDIR": ".mindir", "ONNX": ".onnx", "AIR": ".air"}
@@ -409,7 +409,7 @@ def mindir_input_shape(path):
         with open(path, "rb") as f:
             proto.ParseFromString(f.read())
     except (DecodeError, ValueError) as exc:
-        raise ExportError(f"{path} is not a MindIR file ({str(exc).splitlines()[0][:80]})") from None
+        raise ExportError(f"{path} is not a MindIR file ({first_line(exc)[:80]})") from None
     if proto.producer_name != "MindSpore":  # protobuf parses other formats' bytes (an ONNX file) leniently
         raise ExportError(f"{path} is not a MindIR file (written by {proto.producer_name or 'an unknown producer'})")
     inputs = list(proto.graph.input)

@@ -12,7 +12,7 @@ import os
 
 import numpy as np
 
-from coat_ms.errors import CoatError
+from coat_ms.errors import CoatError, first_line
 from coat_ms.fileio import atomic_write
 
 from .errors import ConversionError
@@ -39,7 +39,7 @@ def _write(out, write_fn, suffix):
     except CoatError:
         raise
     except Exception as exc:  # e.g. an I/O error atomic_write passes on, or a library's own error type
-        text = getattr(exc, "strerror", None) or (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        text = getattr(exc, "strerror", None) or first_line(exc)
         raise ConversionError(f"cannot write {out}: {text}") from None
 
 

@@ -15,7 +15,7 @@ from mindspore import nn
 
 from .. import checkpoint as ckpt_io
 from ..amp import apply_amp, backend_for, level_that_runs
-from ..config import KEYS
+from ..config import KEYS, RESUME_KEYS, Source
 from ..data.files import DataError, list_split
 from ..data.pipeline import eval_dataset, train_dataset, worker_count
 from ..data.transforms import preprocessing_from_config
@@ -32,15 +32,6 @@ from .train_cell import TrainingCell, TrainStep
 
 logger = logging.getLogger("coat_ms")
 
-# Settings a resumed run must share with its checkpoint: they shape the optimizer state, the lr
-# schedule or the model.  Settings left at their defaults on resume are taken from the checkpoint.
-RESUME_KEYS = ("model", "model_args", "num_classes", "opt", "lr", "min_lr", "scheduler", "warmup_epochs",
-               "warmup_factor", "decay_epochs", "decay_rate", "multi_step_decay_milestones", "num_cycles",
-               "cycle_decay", "lr_epoch_stair", "epoch_size", "weight_decay", "momentum", "use_nesterov",
-               "weight_decay_filter", "eps", "betas", "ema", "ema_decay", "loss_scale_type",
-               "gradient_accumulation_steps", "batch_size", "lr_scale_by_batch")
-
-
 def device_target():
     return ms.get_context("device_target")
 
@@ -56,10 +47,9 @@ class AmpPlan:
 
 def resolve_amp(cfg, device):
     """The AmpPlan this run uses on ``device`` (see coat_ms.amp for the rules); says what it chose."""
-    level = level_that_runs(cfg["amp_level"], device, explicit=cfg.source("amp_level") == "--amp_level",
-                            on_cpu=cfg["amp_on_cpu"])
+    level = level_that_runs(cfg["amp_level"], device, explicit=cfg.from_flag("amp_level"), on_cpu=cfg["amp_on_cpu"])
     val_level = level_that_runs(cfg["val_amp_level"], device, on_cpu=cfg["amp_on_cpu"], what="val_amp_level",
-                                explicit=cfg.source("val_amp_level") == "--val_amp_level")
+                                explicit=cfg.from_flag("val_amp_level"))
     scale_type = cfg["loss_scale_type"]
     if scale_type == "auto":
         scale_type = "dynamic" if level in ("O2", "O3") else "fixed"
@@ -185,7 +175,7 @@ def optimizer_keywords(cfg):
                             f"{', '.join(_TAKES_BETAS)}")
         extra.update(beta1=cfg["betas"][0], beta2=cfg["betas"][1])
     source = cfg.source("eps")  # a resumed run's record repeats every setting, the default eps included
-    if source != "default" and not (source.endswith(" record") and cfg["eps"] == KEYS["eps"].default):
+    if source.kind != Source.DEFAULT and not (source.kind == Source.RECORD and cfg["eps"] == KEYS["eps"].default):
         if opt not in _TAKES_EPS:
             raise CoatError(f"{cfg.named('eps')}: {opt} has no epsilon; remove eps or use one of "
                             f"{', '.join(_TAKES_EPS)}")
@@ -321,7 +311,7 @@ def train(cfg, dist=None, started_at=None):
     resume = None
     if cfg["resume"]:
         resume_params, resume_meta = ckpt_io.read_checkpoint_and_meta(cfg["resume"])
-        cfg, saved = preflight.resumed_settings(cfg, resume_meta, cfg["resume"], RESUME_KEYS)
+        cfg, saved = preflight.resumed_settings(cfg, resume_meta, cfg["resume"])
         check_resume_settings(cfg["resume"], saved, {k: cfg[k] for k in RESUME_KEYS})
         resume = (resume_params, resume_meta)
     preflight.check_device_support(cfg, device)

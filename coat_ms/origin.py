@@ -22,13 +22,10 @@ import json
 import logging
 import os
 
-from .data.transforms import MINDCV, TIMM  # the two styles; the same words name the weights' origins
+from .data.transforms import MINDCV, TIMM, Preprocessing  # the two styles name the weights' origins too
 
 logger = logging.getLogger("coat_ms")
 
-# mindcv 0.3.0's CoaT default_cfg and its CoaT recipes (configs/coat/*.yaml): 224, crop 0.9, bicubic.
-MINDCV_EVAL = {"image_size": [224, 224], "crop_pct": 0.9, "interpolation": "bicubic",
-               "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
 CONVERTER = "coat_ms convert"   # the sidecar's "converter" value (convert/cli.py)
 
 
@@ -42,8 +39,9 @@ def timm_preprocessing(variant):
 
 
 def mindcv_preprocessing():
-    """mindcv's evaluation of its released CoaT weights (a record dict)."""
-    return dict(MINDCV_EVAL, style=MINDCV)
+    """mindcv's evaluation of its released CoaT weights (a record dict): coat_ms's defaults, which are mindcv's
+    (its CoaT default_cfg and recipes: 224, crop 0.9, bicubic, ImageNet mean/std)."""
+    return Preprocessing(style=MINDCV).as_dict()
 
 
 def mindcv_model_args():

@@ -19,6 +19,8 @@ import sys
 from .cli import run_cli
 from .errors import CoatError
 
+DEFAULT_BATCH = 8  # images per network call, unless --batch_size or an exported file's fixed batch says otherwise
+
 
 def build_parser():
     p = argparse.ArgumentParser(prog="python -m coat_ms.predict", description=__doc__,
@@ -38,8 +40,8 @@ def build_parser():
     p.add_argument("--image_size", type=int, nargs=2, metavar=("H", "W"), default=None,
                    help="input size (default: the checkpoint's / the exported file's)")
     p.add_argument("--batch_size", type=int, default=None,
-                   help="images per network call (default 8; an exported file without a dynamic batch uses "
-                        "the batch it was exported with)")
+                   help=f"images per network call (default {DEFAULT_BATCH}; an exported file without a dynamic "
+                        "batch uses the batch it was exported with)")
     p.add_argument("--num_parallel_workers", type=int, default=2, help="decoding workers (default 2)")
     p.add_argument("--json", dest="json_out", default=None, help="also write the results to this JSON file")
     return p
@@ -49,11 +51,11 @@ def _exported_predictor(args):
     """(preprocessing, predict function, batch, recorded class names) of an exported MindIR or ONNX file.
 
     The input shape comes from the file itself; a dynamic dimension (-1) takes the flag, else the
-    recorded preprocessing's size / batch 8. A fixed one must agree with the flag.
+    recorded preprocessing's size / DEFAULT_BATCH. A fixed one must agree with the flag.
     """
     import numpy as np
 
-    from .data.transforms import preprocessing
+    from .data.transforms import weights_preprocessing
     from .inference import read_sidecar
 
     path = args.mindir or args.onnx
@@ -85,7 +87,6 @@ def _exported_predictor(args):
     if not meta:
         sys.stderr.write(f"note: {path}.json (export metadata) not found: using default preprocessing"
                          + (f" at the file's {shape[-2]}x{shape[-1]}\n" if shape[-1] > 0 else "\n"))
-    recorded = meta.get("preprocessing") or {}
     if shape[-1] > 0:  # fixed H, W
         if args.image_size and tuple(args.image_size) != tuple(shape[-2:]):
             raise CoatError(f"{path} was exported for {shape[-2]}x{shape[-1]} images, not "
@@ -97,8 +98,8 @@ def _exported_predictor(args):
     if shape[0] > 0 and args.batch_size and args.batch_size != shape[0]:
         raise CoatError(f"{path} was exported for batch {shape[0]}, not {args.batch_size} "
                         f"(export with --dynamic batch to choose it here)")
-    batch = int(shape[0]) if shape[0] > 0 else (args.batch_size or 8)
-    pre = preprocessing(recorded, image_size=size)
+    batch = int(shape[0]) if shape[0] > 0 else (args.batch_size or DEFAULT_BATCH)
+    pre = weights_preprocessing(meta, image_size=size)
     return pre, predict_fn, batch, meta.get("class_names") or []
 
 
@@ -116,7 +117,7 @@ def _checkpoint_predictor(args):
     model, meta = model_from_checkpoint(args.ckpt_path, args.model_name, model_args=args.model_options,
                                         args_source="--model_args")
     pre = weights_preprocessing(meta, model, image_size=args.image_size)
-    return pre, cell_predictor(model), args.batch_size or 8, meta.get("class_names") or []
+    return pre, cell_predictor(model), args.batch_size or DEFAULT_BATCH, meta.get("class_names") or []
 
 
 def check_flags(args):

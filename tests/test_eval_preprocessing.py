@@ -130,7 +130,7 @@ def test_each_origin_records_its_preprocessing(caches, tmp_path, caplog):  # noq
 
     # A train.py record written before styles existed: evaluated as it was (mindcv's ops).
     assert preprocessing({"image_size": [64, 64], "crop_pct": 1.0, "interpolation": "bilinear"}).style == "mindcv"
-    with pytest.raises(Exception, match="unknown preprocessing style 'pil'"):
+    with pytest.raises(Exception, match="style 'pil' is not valid"):
         preprocessing({"style": "pil"})
 
 

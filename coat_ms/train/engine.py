@@ -78,12 +78,13 @@ def run_model_args(cfg, record):
 
 def resolve_preprocess_style(cfg, record):
     """preprocess_style of the run: as given, else the starting weights' (timm's weights train and evaluate
-    with PIL's kernel), else mindcv's.  Sets it in ``cfg`` and says why."""
-    from ..data.transforms import MINDCV, PIL_FILTERS, TIMM
+    with PIL's kernel), else mindcv's (data.transforms.preprocessing_from_config).  Sets it in ``cfg`` and
+    says why."""
+    from ..data.transforms import PIL_FILTERS, TIMM
     from ..origin import origin_of
     if cfg["preprocess_style"] is None:
+        cfg["preprocess_style"] = preprocessing_from_config(cfg, record).style
         made_by = origin_of(record)
-        cfg["preprocess_style"] = TIMM if made_by == TIMM else MINDCV
         why = f"the starting weights are {made_by}'s" if made_by else "no recorded starting weights"
         logger.info("preprocessing: %s style (%s; set preprocess_style to choose)", cfg["preprocess_style"], why)
     if cfg["preprocess_style"] == TIMM and PIL_FILTERS.get(cfg["interpolation"]) != "BICUBIC":

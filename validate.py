@@ -63,7 +63,7 @@ def main(argv=None):
         cfg["distribute"] = False  # a training recipe's setting; validating needs no launcher
     from coat_ms.cli import start
     from coat_ms.evaluation import evaluate_checkpoint, save_confusion_png
-    dist = start(cfg)
+    dist = start(cfg["device_target"], cfg["mode"], cfg["distribute"])
     device = ms.get_context("device_target")
     ckpt = cfg["ckpt_path"]
     given = cfg.given

@@ -60,12 +60,12 @@ def _exported_predictor(args):
 
     path = args.mindir or args.onnx
     if args.mindir:
-        from .cli import use_device
+        from .cli import start
         from .evaluation import cell_predictor
         from .export import mindir_input_shape
         from .inference import load_mindir
 
-        use_device(None)
+        start()
         shape = mindir_input_shape(path)
         predict_fn = cell_predictor(load_mindir(path))
     else:
@@ -104,16 +104,12 @@ def _exported_predictor(args):
 
 
 def _checkpoint_predictor(args):
-    import mindspore as ms
-
     from .checkpoint import model_from_checkpoint
-    from .cli import use_device
+    from .cli import start
     from .data.transforms import weights_preprocessing
     from .evaluation import cell_predictor
-    from .runtime import configure_runtime
 
-    configure_runtime(use_device(None))
-    ms.set_context(mode=ms.GRAPH_MODE)
+    start()
     model, meta = model_from_checkpoint(args.ckpt_path, args.model_name, model_args=args.model_options,
                                         args_source="--model_args")
     pre = weights_preprocessing(meta, model, image_size=args.image_size)
@@ -122,7 +118,7 @@ def _checkpoint_predictor(args):
 
 def check_flags(args):
     """The flags' values, before any work; returns the model options (parsed and checked)."""
-    from .model_options import check_model_args
+    from .model_options import parse_model_args
 
     for flag, value, minimum in (("--topk", args.topk, 1), ("--batch_size", args.batch_size, 1),
                                  ("--num_parallel_workers", args.num_parallel_workers, 1)):
@@ -131,13 +127,7 @@ def check_flags(args):
     if args.image_size and (min(args.image_size) < 32 or any(s % 32 for s in args.image_size)):
         raise CoatError(f"--image_size {args.image_size[0]} {args.image_size[1]}: height and width must be multiples "
                         f"of 32 (CoaT's patch grid)")
-    if args.model_args is None:
-        return None
-    try:
-        model_args = json.loads(args.model_args)
-    except ValueError as exc:
-        raise CoatError(f"--model_args is not valid JSON: {exc}") from None
-    return check_model_args(args.model_name, model_args, where="--model_args")
+    return parse_model_args(args.model_args, args.model_name)
 
 
 def main(argv=None):

@@ -24,6 +24,7 @@ logger = logging.getLogger("coat_ms")
 
 META_KEY = "coat_ms_meta"
 META_VERSION = 1
+HEAD_PREFIX = "head."   # the classifier's parameters (head.weight, head.bias)
 
 # Entries a training checkpoint may hold besides the network's weights.
 TRAINING_STATE_PREFIXES = ("moments.", "adam_m.", "adam_v.", "accum.", "global_step", "learning_rate",
@@ -221,6 +222,31 @@ def load_state(model, params, strict=True, source="checkpoint"):
     return report
 
 
+def load_with_fresh_head(model, params, source="checkpoint"):
+    """Load ``params`` strictly, except a classifier that does not fit the model (num_classes changed: a
+    fine-tuning run, pretrained weights for another number of classes): then the checkpoint's head is left
+    out, the model's stays as initialised, and a log line says so.  Every other missing, unused or
+    mis-shaped parameter is an error.  Returns the LoadReport."""
+    report = compare_state(model, params)
+    head = [n for n in params if n.startswith(HEAD_PREFIX)]
+    if not any(n in head for n in report.unexpected + [n for n, _, _ in report.mismatched]):
+        return load_state(model, params, strict=True, source=source)
+    backbone = {n: p for n, p in params.items() if n not in head}
+    report = compare_state(model, backbone)
+    model_head = [n for n in model.parameters_dict() if n.startswith(HEAD_PREFIX)]
+    if report.unexpected or report.mismatched or sorted(report.missing) != sorted(model_head):
+        raise CheckpointError(f"{source} does not match the model: {report.problems()}; check the model name and "
+                              f"its options")
+    classes = num_classes_in(params)
+    if model_head:
+        logger.warning("%s: backbone loaded; its head (%s classes) is not: the classifier for num_classes=%d is "
+                       "freshly initialised", source, classes, model.num_classes)
+    else:
+        logger.info("%s: backbone loaded; no classifier (num_classes=0), its head (%s classes) is left out", source,
+                    classes)
+    return load_state(model, backbone, strict=False, source=source)
+
+
 def load_checkpoint(model, path, strict=True):
     """Read ``path`` (any layout read_weights knows) and load it into ``model``; returns the LoadReport.
 
@@ -238,7 +264,7 @@ def ema_weights(params):
 
 def num_classes_in(params):
     """Head size stored in a checkpoint ({name: Parameter}), or None if it has no head."""
-    bias = params.get("head.bias")
+    bias = params.get(HEAD_PREFIX + "bias")
     return int(bias.shape[0]) if bias is not None else None
 
 

@@ -262,31 +262,18 @@ def check_supported(variant, in_channels):
 
 
 def load_pretrained(model, variant):
-    """Load the variant's ImageNet weights into ``model`` strictly; a head of another size stays fresh.
+    """Load the variant's ImageNet weights into ``model`` strictly; a head of another size stays fresh
+    (coat_ms.checkpoint.load_with_fresh_head).
 
     Returns (LoadReport, the weights' record).  Every other missing, unused or mis-shaped parameter is
     an error.
     """
     import mindspore as ms
 
-    from .checkpoint import compare_state, load_state
+    from .checkpoint import load_with_fresh_head
     check_supported(variant, getattr(model, "in_chans", PRETRAINED_CHANNELS))
     weights, found = pretrained_weights(variant)
     params = {name: value if isinstance(value, ms.Parameter) else ms.Parameter(ms.Tensor(value), name=name)
               for name, value in weights.items()}
-    source = f"pretrained {variant}"
-    num_classes = getattr(model, "num_classes", PRETRAINED_CLASSES)
-    if num_classes == PRETRAINED_CLASSES:
-        return load_state(model, params, strict=True, source=source), found
-    head = [name for name in params if name.startswith("head.")]
-    params = {name: p for name, p in params.items() if name not in head}
-    report = compare_state(model, params)
-    model_head = [name for name in model.parameters_dict() if name.startswith("head.")]
-    if report.unexpected or report.mismatched or sorted(report.missing) != sorted(model_head):
-        raise PretrainedError(f"{source} does not match the model: {report.problems()}")
-    if num_classes:
-        logger.warning("%s: backbone loaded; the ImageNet head (%d classes) is not: the classifier for "
-                       "num_classes=%d is freshly initialised", source, PRETRAINED_CLASSES, num_classes)
-    else:
-        logger.info("%s: backbone loaded; no classifier (num_classes=0), the ImageNet head is left out", source)
-    return load_state(model, params, strict=False, source=source), dict(found, num_classes=num_classes)
+    report = load_with_fresh_head(model, params, source=f"pretrained {variant}")
+    return report, dict(found, num_classes=getattr(model, "num_classes", PRETRAINED_CLASSES))

@@ -113,7 +113,7 @@ def build_model(cfg, num_classes, amp_level="O0", start=None):
         if cfg["pretrained"]:
             logger.info("pretrained: starting from --ckpt_path %s (it wins over the hub weights)", cfg["ckpt_path"])
         model = create_model(cfg["model"], **kwargs)
-        load_finetune_weights(model, cfg["ckpt_path"], params)
+        ckpt_io.load_with_fresh_head(model, params, cfg["ckpt_path"])
         return model
     return create_model(cfg["model"], pretrained=cfg["pretrained"], **kwargs)
 
@@ -136,28 +136,6 @@ class EvalNetwork:
         for name, param in self.net.parameters_dict().items():
             param.set_data(ms.Tensor(params[prefix + name].asnumpy(), dtype=param.dtype))
         return self.net
-
-
-def load_finetune_weights(model, path, params=None):
-    """Strict load, except a classifier of another size, which is left freshly initialised (and said so).
-
-    ``params``: the checkpoint's parameters when already read (read_weights), else ``path`` is read."""
-    if params is None:
-        params = ckpt_io.read_weights(path)[0]
-    report = ckpt_io.compare_state(model, params)
-    head = [n for n, _, _ in report.mismatched if n.startswith("head.")]
-    if head and len(head) == len(report.mismatched) and not report.missing and not report.unexpected:
-        shapes = {n: (a, b) for n, a, b in report.mismatched}
-        logger.info("fine-tuning: checkpoint head %s != model head %s: re-initialising the classifier (%s)",
-                    shapes["head.weight"][0] if "head.weight" in shapes else "?",
-                    shapes["head.weight"][1] if "head.weight" in shapes else "?", ", ".join(head))
-        params = {n: p for n, p in params.items() if n not in head}
-        report = ckpt_io.compare_state(model, params)
-        if report.missing != head:
-            raise ckpt_io.CheckpointError(f"{path} does not match the model: {report.problems()}")
-        ckpt_io.load_state(model, params, strict=False, source=path)
-    else:
-        ckpt_io.load_state(model, params, strict=True, source=path)
 
 
 # The optimizers that have an epsilon / two betas.  mindcv's factory hands `eps` to RMSProp only (the Adam

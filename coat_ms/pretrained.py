@@ -23,16 +23,6 @@ from .errors import CheckpointError
 
 logger = logging.getLogger("coat_ms")
 
-# timm's hub repositories of the ImageNet-1k weights (timm/models/coat.py default_cfgs, hf_hub_id='timm/').
-HUB_IDS = {
-    "coat_tiny": "timm/coat_tiny.in1k",
-    "coat_mini": "timm/coat_mini.in1k",
-    "coat_small": "timm/coat_small.in1k",
-    "coat_lite_tiny": "timm/coat_lite_tiny.in1k",
-    "coat_lite_mini": "timm/coat_lite_mini.in1k",
-    "coat_lite_small": "timm/coat_lite_small.in1k",
-    "coat_lite_medium": "timm/coat_lite_medium.in1k",
-}
 SOURCE_FILES = ("model.safetensors", "pytorch_model.bin")   # timm's hub files, preferred first
 PRETRAINED_CLASSES = 1000
 PRETRAINED_CHANNELS = 3
@@ -59,10 +49,14 @@ def cache_home():
 
 
 def hub_id(variant):
-    if variant not in HUB_IDS:
+    """The hub repository of the variant's weights, from its default config (``hf_hub_id``)."""
+    from .models.coat import default_cfgs
+    repo = default_cfgs.get(variant, {}).get("hf_hub_id")
+    if not repo:
+        with_weights = [name for name, cfg in default_cfgs.items() if cfg.get("hf_hub_id")]
         raise PretrainedError(f"no pretrained weights are known for '{variant}'; variants with weights: "
-                              f"{', '.join(HUB_IDS)}")
-    return HUB_IDS[variant]
+                              f"{', '.join(with_weights)}")
+    return repo
 
 
 def cache_paths(variant):

@@ -78,9 +78,9 @@ def check_flags(args):
 def main(argv=None):
     args = build_parser().parse_args(argv)
     model_args = check_flags(args)
-    from coat_ms.checkpoint import model_from_checkpoint
     from coat_ms.cli import start
     from coat_ms.export import check_dynamic, check_format, check_writable, export_backend, export_model, output_path
+    from coat_ms.factory import model_from_checkpoint
     from coat_ms.fileio import check_outputs
 
     final = output_path(args.file_name or args.model_name or os.path.splitext(os.path.basename(args.ckpt_file))[0],

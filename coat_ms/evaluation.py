@@ -200,7 +200,7 @@ def evaluate_checkpoint(images, ckpt_path=None, model_name=None, *, pretrained=F
     (coat_ms.data.transforms.weights_preprocessing).  With ``ema`` the checkpoint's EMA weights are evaluated
     when it holds them.  ``workers``: data workers, at most the CPU count.
     """
-    from .checkpoint import model_from_checkpoint
+    from .factory import model_from_checkpoint
     from .data.pipeline import worker_count
     from .data.transforms import weights_preprocessing
     from .errors import CoatError

@@ -104,7 +104,7 @@ def _exported_predictor(args):
 
 
 def _checkpoint_predictor(args):
-    from .checkpoint import model_from_checkpoint
+    from .factory import model_from_checkpoint
     from .cli import start
     from .data.transforms import weights_preprocessing
     from .evaluation import cell_predictor

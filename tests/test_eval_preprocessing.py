@@ -90,7 +90,9 @@ def test_each_origin_records_its_preprocessing(caches, tmp_path, caplog):  # noq
     (checkpoints of earlier versions) keep mindcv's; every tool reads the record through one function."""
     import coat_ms
     from convert.cli import main as convert_main
-    from coat_ms.checkpoint import model_from_checkpoint, read_checkpoint_and_meta, read_weights
+    from coat_ms.checkpoint import read_checkpoint_and_meta
+    from coat_ms.factory import model_from_checkpoint
+    from coat_ms.origin import read_weights
     from coat_ms.data.transforms import weights_preprocessing
     from coat_ms.export import _metadata
 

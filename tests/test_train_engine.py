@@ -126,7 +126,8 @@ def test_a_device_sink_call_covering_a_whole_epoch_is_accounted_as_its_steps(tmp
 
 def test_finetune_reinitialises_only_the_head(tmp_path, caplog):
     import coat_ms
-    from coat_ms.checkpoint import load_with_fresh_head, read_weights
+    from coat_ms.checkpoint import load_with_fresh_head
+    from coat_ms.origin import read_weights
     kw = dict(embed_dims=(16, 16, 16, 16), serial_depths=(1, 1, 1, 1))
     src = coat_ms.create_model("coat_lite_tiny", num_classes=10, **kw)
     path = str(tmp_path / "src.ckpt")

@@ -13,8 +13,8 @@ import mindspore as ms
 import numpy as np
 from mindspore import nn
 
-from .. import checkpoint as ckpt_io
 from ..amp import apply_amp, backend_for, level_that_runs
+from ..checkpoint import load_with_fresh_head, make_meta, read_checkpoint_and_meta
 from ..config import KEYS, RESUME_KEYS, Source
 from ..data.files import DataError, list_split
 from ..data.pipeline import eval_dataset, train_dataset, worker_count
@@ -22,6 +22,7 @@ from ..data.transforms import preprocessing_from_config
 from ..errors import CoatError
 from ..evaluation import cell_predictor, evaluate
 from ..factory import create_model
+from ..origin import read_weights
 from . import preflight
 from .run_folder import (CheckpointManager, atomic_save, check_resume_settings, load_train_state,
                          read_resume_checkpoint, remove_if_unused, train_state_entries, weights_entries)
@@ -64,7 +65,7 @@ def starting_weights(cfg):
     coat_ms.checkpoint.read_weights knows), else --pretrained (timm's record; the weights load with the
     model), else random (None, {})."""
     if cfg["ckpt_path"]:
-        return ckpt_io.read_weights(cfg["ckpt_path"])
+        return read_weights(cfg["ckpt_path"])
     if cfg["pretrained"]:
         from ..origin import TIMM, record
         return None, record(cfg["model"], TIMM)
@@ -113,7 +114,7 @@ def build_model(cfg, num_classes, amp_level="O0", start=None):
         if cfg["pretrained"]:
             logger.info("pretrained: starting from --ckpt_path %s (it wins over the hub weights)", cfg["ckpt_path"])
         model = create_model(cfg["model"], **kwargs)
-        ckpt_io.load_with_fresh_head(model, params, cfg["ckpt_path"])
+        load_with_fresh_head(model, params, cfg["ckpt_path"])
         return model
     return create_model(cfg["model"], pretrained=cfg["pretrained"], **kwargs)
 
@@ -289,7 +290,7 @@ def train(cfg, dist=None, started_at=None):
     device = device_target()
     resume = None
     if cfg["resume"]:
-        resume_params, resume_meta = ckpt_io.read_checkpoint_and_meta(cfg["resume"])
+        resume_params, resume_meta = read_checkpoint_and_meta(cfg["resume"])
         cfg, saved = preflight.resumed_settings(cfg, resume_meta, cfg["resume"])
         check_resume_settings(cfg["resume"], saved, {k: cfg[k] for k in RESUME_KEYS})
         resume = (resume_params, resume_meta)
@@ -347,7 +348,7 @@ def train(cfg, dist=None, started_at=None):
             raise CoatError(f"{cfg['resume']} already finished epoch {start_epoch} of {epochs}: nothing to resume")
         if dist.is_main:
             logger.info("resumed from %s: epoch %d done, step %d", cfg["resume"], start_epoch, start_step)
-    meta = ckpt_io.make_meta(cfg["model"], num_classes, data.train.classes, pre, run_model_args(cfg, start[1]),
+    meta = make_meta(cfg["model"], num_classes, data.train.classes, pre, run_model_args(cfg, start[1]),
                              training=training_record)
 
     manager = CheckpointManager(out_dir, cfg["model"], cfg["keep_checkpoint_max"], cfg["ckpt_save_policy"],

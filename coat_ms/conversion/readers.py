@@ -9,9 +9,7 @@ import json
 import os
 import struct
 
-from coat_ms.errors import first_line
-
-from .errors import ConversionError
+from ..errors import ConversionError, first_line
 
 EMA_KEYS = ("model_ema", "state_dict_ema", "ema")
 MAIN_KEYS = ("state_dict", "model")
@@ -113,7 +111,7 @@ def read_pth(path, trust_pickle=False):
 
 def read_ckpt(path):
     """A MindSpore .ckpt as {name: numpy array}."""
-    from coat_ms.checkpoint import read_checkpoint
+    from ..checkpoint import read_checkpoint
     return {name: param.asnumpy() for name, param in read_checkpoint(path).items()}
 
 

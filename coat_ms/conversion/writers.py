@@ -12,10 +12,8 @@ import os
 
 import numpy as np
 
-from coat_ms.errors import CoatError, first_line
-from coat_ms.fileio import atomic_write
-
-from .errors import ConversionError
+from ..errors import CoatError, ConversionError, first_line
+from ..fileio import atomic_write
 
 
 def check_writable(out):
@@ -63,7 +61,7 @@ def save_ckpt(params, path, record=None):
     must end in .ckpt)."""
     import mindspore as ms
 
-    from coat_ms.checkpoint import meta_entry
+    from ..checkpoint import meta_entry
     ms.save_checkpoint([{"name": name, "data": ms.Tensor(value)} for name, value in params.items()], path,
                        append_dict=meta_entry(record) if record else None)
 

@@ -97,11 +97,6 @@ def same_file(a, b):
         return False
 
 
-def refuse_overwriting_inputs(out_path, inputs, flag="the output"):
-    """WriteError if ``out_path`` is one of ``inputs`` (compared by real path); None entries are ignored."""
-    check_outputs([(flag, out_path)], files=[("file", given) for given in inputs])
-
-
 def _inside(path, folder):
     return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 

@@ -62,7 +62,7 @@ def resolve_amp(cfg, device):
 
 def starting_weights(cfg):
     """(parameters or None, record) of the weights a run starts from: --ckpt_path (read once, in any layout
-    coat_ms.checkpoint.read_weights knows), else --pretrained (timm's record; the weights load with the
+    coat_ms.origin.read_weights knows), else --pretrained (timm's record; the weights load with the
     model), else random (None, {})."""
     if cfg["ckpt_path"]:
         return read_weights(cfg["ckpt_path"])

@@ -7,13 +7,13 @@ in order, both done by huggingface_hub:
   2. a download into that cache, unless ``HF_HUB_OFFLINE`` is set or the hub does not answer within
      ``HF_HUB_ETAG_TIMEOUT`` seconds (3 here).
 The first use converts it with the library's conversion rules (coat_ms.conversion: strict names and
-shapes, tied copies checked equal), checks coat_ms's logits against timm's on the same file (when torch and timm are installed)
-and caches ``<variant>.in1k.ckpt`` with a sidecar ``.ckpt.json`` in ``$COAT_MS_HOME/pretrained``
-(default ``~/.cache/coat_ms/pretrained``).  Later calls load the cache when the sidecar, the checkpoint's sha256 and the
-source's sha256 all agree; otherwise the source is converted again.  The sidecar also holds the
-weights' record (coat_ms.origin): timm's preprocessing for the variant, in timm's style, which
-validate.py, predict, export and fine-tuning runs read.  Files the tool did not write (a
-.ckpt without its sidecar) are never replaced.
+shapes, tied copies checked equal), checks coat_ms's logits against timm's on the same file (when torch
+and timm are installed) and caches ``<variant>.in1k.ckpt`` with a sidecar ``.ckpt.json`` in
+``$COAT_MS_HOME/pretrained`` (default ``~/.cache/coat_ms/pretrained``).  Later calls load the cache when
+the sidecar, the checkpoint's sha256 and the source's sha256 all agree; otherwise the source is
+converted again.  The sidecar also holds the weights' record (coat_ms.origin): timm's preprocessing for
+the variant, in timm's style, which validate.py, predict, export and fine-tuning runs read.  Files the
+tool did not write (a .ckpt without its sidecar) are never replaced.
 """
 import json
 import logging
@@ -31,10 +31,7 @@ logger = logging.getLogger("coat_ms")
 
 SOURCE_FILES = ("model.safetensors", "pytorch_model.bin")   # timm's hub files, preferred first
 HUB_TIMEOUT_S = 3.0   # the wait for the hub's first answer, unless HF_HUB_ETAG_TIMEOUT says otherwise
-PRETRAINED_CLASSES = 1000
-PRETRAINED_CHANNELS = 3
 WRITTEN_BY = "coat_ms.pretrained"
-VERIFY_IMAGE_SIZE = 224
 
 
 class PretrainedError(CheckpointError):
@@ -55,15 +52,20 @@ def cache_home():
     return os.path.join(coat_ms_home(), "pretrained")
 
 
-def hub_id(variant):
-    """The hub repository of the variant's weights, from its default config (``hf_hub_id``)."""
+def pretrained_cfg(variant):
+    """The variant's default config (coat_ms.models.coat.default_cfgs: hub id, classes, input size), for a
+    variant that has pretrained weights."""
     from .models.coat import default_cfgs
-    repo = default_cfgs.get(variant, {}).get("hf_hub_id")
-    if not repo:
+    if not default_cfgs.get(variant, {}).get("hf_hub_id"):
         with_weights = [name for name, cfg in default_cfgs.items() if cfg.get("hf_hub_id")]
         raise PretrainedError(f"no pretrained weights are known for '{variant}'; variants with weights: "
                               f"{', '.join(with_weights)}")
-    return repo
+    return default_cfgs[variant]
+
+
+def hub_id(variant):
+    """The hub repository of the variant's weights (its default config's ``hf_hub_id``)."""
+    return pretrained_cfg(variant)["hf_hub_id"]
 
 
 def cache_paths(variant):
@@ -277,7 +279,7 @@ def _convert(variant, source, ckpt, sidecar):
     result = torch_to_ms(src.state_dict, variant)
     check = None
     if importlib.util.find_spec("timm") and importlib.util.find_spec("torch"):
-        check = verify.verify_torch(result, src.state_dict, image_size=VERIFY_IMAGE_SIZE)
+        check = verify.verify_torch(result, src.state_dict, image_size=pretrained_cfg(variant)["input_size"][-1])
         if not check.ok:
             raise PretrainedError(f"pretrained {variant}: the converted weights do not reproduce timm's logits "
                                   f"({check.line()}); nothing cached")
@@ -341,10 +343,10 @@ def pretrained_weights(variant):
 
 def check_supported(variant, in_channels):
     """Fail before building anything when pretrained weights cannot serve this configuration."""
-    hub_id(variant)
-    if in_channels != PRETRAINED_CHANNELS:
-        raise PretrainedError(f"pretrained {variant} weights take {PRETRAINED_CHANNELS} input channels, not "
-                              f"in_channels={in_channels}: use pretrained=False, or feed 3-channel images")
+    channels = pretrained_cfg(variant)["input_size"][0]
+    if in_channels != channels:
+        raise PretrainedError(f"pretrained {variant} weights take {channels} input channels, not "
+                              f"in_channels={in_channels}: use pretrained=False, or feed {channels}-channel images")
 
 
 def load_pretrained(model, variant):
@@ -356,9 +358,9 @@ def load_pretrained(model, variant):
     """
     import mindspore as ms
 
-    check_supported(variant, getattr(model, "in_chans", PRETRAINED_CHANNELS))
+    check_supported(variant, model.in_chans)
     weights, found = pretrained_weights(variant)
     params = {name: value if isinstance(value, ms.Parameter) else ms.Parameter(ms.Tensor(value), name=name)
               for name, value in weights.items()}
     report = load_with_fresh_head(model, params, source=f"pretrained {variant}")
-    return report, dict(found, num_classes=getattr(model, "num_classes", PRETRAINED_CLASSES))
+    return report, dict(found, num_classes=model.num_classes)

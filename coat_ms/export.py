@@ -314,8 +314,9 @@ def export_model(model, file_name, file_format="MINDIR", batch_size=1, image_siz
     The file is checked in a fresh process against the model on MindSpore's stock operators, run op by
     op, at ``check_shapes`` (one shape, or three for a ``dynamic`` "batch" / "shape" file).
     ``image_size`` (H, W) defaults to the weights' evaluation size (data.transforms.weights_preprocessing:
-    the recorded one, else the model's pretrained input size); H and W must be multiples of the model's stride (32). ``reference``, if given, is the expected
-    output on the first check input (saves recomputing it when several files are written from one model).
+    the recorded one, else the model's pretrained input size); H and W must be multiples of the model's
+    stride (32). ``reference``, if given, is the expected output on the first check input (saves
+    recomputing it when several files are written from one model).
     """
     import mindspore as ms
 

@@ -13,7 +13,6 @@ within 1e-6 (MINDIR) / 1e-5 (ONNX) relative, at the export's shape and, for --dy
 float32 file on the held-out images at least --min_agreement of the time. AIR needs an Ascend backend.
 """
 import argparse
-import json
 import os
 
 from coat_ms.cli import run_cli
@@ -56,7 +55,7 @@ def build_parser():
 def check_flags(args):
     """The flags' values, before any work; returns the model options (parsed and checked)."""
     from coat_ms.errors import CoatError
-    from coat_ms.model_options import check_model_args
+    from coat_ms.model_options import parse_model_args
 
     if not args.model_name and not args.ckpt_file:
         raise CoatError("pass --ckpt_file (a checkpoint written by train.py knows its model) or --model_name")
@@ -69,26 +68,20 @@ def check_flags(args):
     if args.image_size and (min(args.image_size) < 32 or any(v % 32 for v in args.image_size)):
         raise CoatError(f"--image_size {args.image_size[0]} {args.image_size[1]}: height and width must be multiples "
                         f"of 32 (CoaT's patch grid)")
-    try:
-        model_args = json.loads(args.model_args) if args.model_args else {}
-    except ValueError as exc:
-        raise CoatError(f"--model_args is not valid JSON: {exc}") from None
-    if not isinstance(model_args, dict) or "backend" in model_args:
-        raise CoatError("--model_args must be a JSON object of model options, without 'backend' "
-                        "(the export picks the operator set its format needs)")
-    return check_model_args(args.model_name, model_args, where="--model_args")
+    model_args = parse_model_args(args.model_args, args.model_name) or {}
+    if "backend" in model_args:
+        raise CoatError("--model_args must be model options without 'backend' (the export picks the operator set "
+                        "its format needs)")
+    return model_args
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
     model_args = check_flags(args)
-    import mindspore as ms
-
-    from coat_ms.checkpoint import model_from_checkpoint
-    from coat_ms.cli import use_device
+    from coat_ms.cli import start
     from coat_ms.export import check_dynamic, check_format, check_writable, export_backend, export_model, output_path
+    from coat_ms.factory import model_from_checkpoint
     from coat_ms.fileio import check_outputs
-    from coat_ms.runtime import configure_runtime
 
     final = output_path(args.file_name or args.model_name or os.path.splitext(os.path.basename(args.ckpt_file))[0],
                         args.file_format)
@@ -99,8 +92,7 @@ def main(argv=None):
                                                                   int8_path_for(final) + ".json")]
     check_outputs(outputs, files=[("checkpoint", args.ckpt_file)],
                   folders=[("--calib_dir", args.calib_dir)] if args.quantize else [])
-    configure_runtime(use_device(args.device_target))
-    ms.set_context(mode=ms.GRAPH_MODE)
+    start(args.device_target)
     fmt = check_format(args.file_format, args.device_target)      # before any slow work
     check_dynamic(args.dynamic, fmt)
     check_quantize_args(args, fmt)

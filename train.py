@@ -30,7 +30,7 @@ def main(argv=None):
     cfg = settings_from(build_parser().parse_args(argv))
     from coat_ms.cli import start
     from coat_ms.train import distributed
-    dist = start(cfg)
+    dist = start(cfg["device_target"], cfg["mode"], cfg["distribute"])
     from coat_ms.train.engine import train
     try:
         summary = train(cfg, dist, started_at=STARTED_AT)

@@ -59,17 +59,28 @@ def main(argv=None):
     import mindspore as ms
 
     from coat_ms.train import distributed
-    if cfg["distribute"] and cfg.source("distribute") != "--distribute" and not distributed.launcher_present():
+    if cfg["distribute"] and not cfg.from_flag("distribute") and not distributed.launcher_present():
         cfg["distribute"] = False  # a training recipe's setting; validating needs no launcher
     from coat_ms.cli import start
     from coat_ms.evaluation import evaluate_checkpoint, save_confusion_png
-    dist = start(cfg)
+    dist = start(cfg["device_target"], cfg["mode"], cfg["distribute"])
     device = ms.get_context("device_target")
+    ckpt = cfg["ckpt_path"]
+    given = cfg.given
     try:
-        result, model, pre = evaluate_checkpoint(cfg, dist, images=images, image_size=args.image_size,
-                                                 confusion=bool(args.json_out or args.confusion or args.per_class),
-                                                 progress=dist.is_main and not args.no_progress,
-                                                 amp_level=cfg["val_amp_level"] if device != "CPU" else "O0")
+        result, model, pre = evaluate_checkpoint(
+            images, ckpt, given("model") if ckpt else cfg["model"], pretrained=cfg["pretrained"],
+            # a checkpoint's head size wins over a config file's num_classes (a recipe says 1000, the checkpoint
+            # may be fine-tuned); a --num_classes flag is taken as given
+            num_classes=cfg["num_classes"] if not ckpt or cfg.from_flag("num_classes") else None,
+            model_args=given("model_args"), model_args_source=cfg.named("model_args"), ema=cfg["ema"],
+            preprocess=dict(image_size=args.image_size or given("image_resize"), crop_pct=given("crop_pct"),
+                            interpolation=given("interpolation"), mean=given("mean"), std=given("std"),
+                            style=cfg["preprocess_style"]),
+            batch_size=cfg["batch_size"], workers=cfg["num_parallel_workers"], dist=dist,
+            confusion=bool(args.json_out or args.confusion or args.per_class),
+            progress=dist.is_main and not args.no_progress,
+            amp_level=cfg["val_amp_level"] if device != "CPU" else "O0")
     finally:
         distributed.shutdown_distributed(dist)
     if not dist.is_main:

@@ -20,7 +20,7 @@ import torch  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 
 import convert  # noqa: E402
-from convert import readers, rules, writers  # noqa: E402
+from coat_ms.conversion import readers, rules, writers  # noqa: E402
 
 
 def timed(label, fn, times):

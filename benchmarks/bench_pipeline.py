@@ -105,14 +105,11 @@ def main(argv=None):
     parser.add_argument("--root", default=os.path.join(os.environ.get("TMPDIR", "/tmp"), "coat_ms_bench_pipeline"))
     args = parser.parse_args(argv)
 
-    from coat_ms.cli import use_device
+    from coat_ms.cli import start
     from coat_ms.config import load_yaml, merged
     from coat_ms.data import list_split
-    from coat_ms.runtime import configure_runtime
 
-    import mindspore as ms
-    configure_runtime(use_device("CPU"))
-    ms.set_context(mode=ms.GRAPH_MODE)
+    start("CPU")
     data = make_jpegs(args.root, args.images)
     cfg = merged(load_yaml(args.config), source=args.config, data_dir=data, batch_size=args.batch_size,
                  device_target="CPU", distribute=False, num_classes=10)

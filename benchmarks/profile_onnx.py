@@ -52,9 +52,9 @@ def profile(path, batch, image_size, runs, threads):
 
 def model_files(model_name, folder):
     """Our ONNX file (export.py's, dynamic batch) and timm's own export of ``model_name``, written into ``folder``
-    the way the benchmark writes them (coat_ms/bench_onnx.py); INT8 too."""
-    from coat_ms.bench import worker_env
-    from coat_ms.bench_onnx import ONNX_FRAMEWORKS, onnx_file, prepare_files
+    the way the benchmark writes them (benchmarks/bench_onnx.py); INT8 too."""
+    from benchmarks.bench import worker_env
+    from benchmarks.bench_onnx import ONNX_FRAMEWORKS, onnx_file, prepare_files
 
     failed = prepare_files(model_name, folder, worker_env("coat_ms"), lambda msg: print(msg, file=sys.stderr))
     if failed:

@@ -21,7 +21,7 @@ def build_step(model_name, batch, task, size):
     from mindspore import nn
 
     import coat_ms
-    from coat_ms.train.step import compiled_train_step
+    from benchmarks.step import compiled_train_step
     model = coat_ms.create_model(model_name)
     x = ms.Tensor(np.random.default_rng(0).standard_normal((batch, 3, size, size)).astype(np.float32))
     if task == "infer":

@@ -18,12 +18,13 @@ import os
 import mindspore as ms
 import numpy as np
 
-from .errors import CheckpointError
+from .errors import CheckpointError, first_line
 
 logger = logging.getLogger("coat_ms")
 
 META_KEY = "coat_ms_meta"
 META_VERSION = 1
+HEAD_PREFIX = "head."   # the classifier's parameters (head.weight, head.bias)
 
 # Entries a training checkpoint may hold besides the network's weights.
 TRAINING_STATE_PREFIXES = ("moments.", "adam_m.", "adam_v.", "accum.", "global_step", "learning_rate",
@@ -87,9 +88,8 @@ def _read_entries(path):
     try:
         entries = ms.load_checkpoint(path, format=fmt)
     except Exception as exc:  # MindSpore raises ValueError/RuntimeError with long texts
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"cannot read checkpoint {path}: it is truncated or not a MindSpore {fmt} "
-                              f"({first})") from None
+                              f"({first_line(exc)})") from None
     params = {n: v for n, v in entries.items() if not isinstance(v, str)}
     if not params:
         raise CheckpointError(f"checkpoint {path} holds no parameters")
@@ -155,16 +155,6 @@ def read_checkpoint(path):
     return _read_entries(path)[0]
 
 
-def read_weights(path):
-    """(``{name: Parameter}`` in coat_ms's layout, record) of any checkpoint a user may hand over: one
-    written by train.py or the converter (its record; a converter sidecar for files without one), or
-    mindcv's CoaT layout (converted in memory, with mindcv's switches and preprocessing in the record;
-    said in one line).  See coat_ms.origin."""
-    from .origin import recognise
-    params, meta = read_checkpoint_and_meta(path)
-    return recognise(params, meta, os.fspath(path))
-
-
 def compare_state(model, params):
     """Compare checkpoint entries with the model's parameters by name and shape."""
     model_params = model.parameters_dict()
@@ -222,14 +212,29 @@ def load_state(model, params, strict=True, source="checkpoint"):
     return report
 
 
-def load_checkpoint(model, path, strict=True):
-    """Read ``path`` (any layout read_weights knows) and load it into ``model``; returns the LoadReport.
-
-    Weights whose record needs computation switches the model was built without (mindcv's) are an error."""
-    from .origin import check_switches
-    params, meta = read_weights(path)
-    check_switches(model, meta, os.fspath(path))
-    return load_state(model, params, strict=strict, source=os.fspath(path))
+def load_with_fresh_head(model, params, source="checkpoint"):
+    """Load ``params`` strictly, except a classifier that does not fit the model (num_classes changed: a
+    fine-tuning run, pretrained weights for another number of classes): then the checkpoint's head is left
+    out, the model's stays as initialised, and a log line says so.  Every other missing, unused or
+    mis-shaped parameter is an error.  Returns the LoadReport."""
+    report = compare_state(model, params)
+    head = [n for n in params if n.startswith(HEAD_PREFIX)]
+    if not any(n in head for n in report.unexpected + [n for n, _, _ in report.mismatched]):
+        return load_state(model, params, strict=True, source=source)
+    backbone = {n: p for n, p in params.items() if n not in head}
+    report = compare_state(model, backbone)
+    model_head = [n for n in model.parameters_dict() if n.startswith(HEAD_PREFIX)]
+    if report.unexpected or report.mismatched or sorted(report.missing) != sorted(model_head):
+        raise CheckpointError(f"{source} does not match the model: {report.problems()}; check the model name and "
+                              f"its options")
+    classes = num_classes_in(params)
+    if model_head:
+        logger.warning("%s: backbone loaded; its head (%s classes) is not: the classifier for num_classes=%d is "
+                       "freshly initialised", source, classes, model.num_classes)
+    else:
+        logger.info("%s: backbone loaded; no classifier (num_classes=0), its head (%s classes) is left out", source,
+                    classes)
+    return load_state(model, backbone, strict=False, source=source)
 
 
 def ema_weights(params):
@@ -239,45 +244,5 @@ def ema_weights(params):
 
 def num_classes_in(params):
     """Head size stored in a checkpoint ({name: Parameter}), or None if it has no head."""
-    bias = params.get("head.bias")
+    bias = params.get(HEAD_PREFIX + "bias")
     return int(bias.shape[0]) if bias is not None else None
-
-
-def model_from_checkpoint(path, model_name=None, num_classes=None, model_args=None, ema=False,
-                          args_source="model_args", **build_options):
-    """(model in inference mode, meta) of a checkpoint, strictly loaded.
-
-    Model name and head size come from the arguments, else from the checkpoint's record (coat_ms.origin:
-    train.py's, the converter's, or mindcv's for a checkpoint in mindcv's layout), else (head size) from
-    its ``head.bias``; constructor options are the record's, updated by ``model_args``.  The returned
-    record is the one the weights came with.  ``ema=True`` loads the EMA weights when
-    the checkpoint holds them (as mindcv's validate does) and says which weights were used.
-    ``build_options`` (e.g. ``backend``) go to create_model on top of the model options; ``args_source``
-    names where given ``model_args`` came from (a flag) in errors.
-    """
-    from .errors import CoatError
-    from .factory import create_model
-
-    from .model_options import check_model_args
-
-    params, meta = read_weights(path)
-    model_name = model_name or meta.get("model")
-    if not model_name:
-        raise CoatError(f"{path} does not say which model it holds: pass --model (e.g. coat_lite_tiny)")
-    recorded = check_model_args(model_name, meta.get("model_args") or {}, where=f"{path}: record model_args")
-    given = check_model_args(model_name, model_args, where=args_source) if model_args is not None else {}
-    model_args = dict(recorded, **given)
-    if num_classes is None:
-        num_classes = num_classes_in(params) or meta.get("num_classes") or 1000
-    if ema:
-        averaged = ema_weights(params)
-        if averaged:
-            logger.info("%s: evaluating its EMA weights (ema: True)", path)
-            params = averaged
-        else:
-            logger.info("%s: ema is set but the checkpoint holds no EMA weights; evaluating its weights", path)
-    model = create_model(model_name, num_classes=num_classes, **dict(model_args, **build_options))
-    load_state(model, params, strict=True, source=os.fspath(path))
-    model.set_train(False)
-    model.weights_meta = meta
-    return model, meta

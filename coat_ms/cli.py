@@ -104,20 +104,21 @@ def use_device(target):
     return ms.get_context("device_target")
 
 
-def start(cfg):
-    """Launcher, device, runtime tuning, execution mode and ranks for a run configured by ``cfg`` (train.py,
-    validate.py); returns the DistInfo.  Only rank 0 logs progress."""
+def start(device_target=None, mode=0, distribute=False):
+    """The start-up of every tool that runs MindSpore, in one order: the launcher (under mpirun on CPU,
+    the dynamic cluster, set up before MindSpore starts), the device (None: the one MindSpore was built
+    for), the runtime tuning (coat_ms.runtime.configure_runtime), the execution mode (0: GRAPH_MODE,
+    1: PYNATIVE_MODE, mindcv's ``mode`` key) and the ranks.  Returns the DistInfo; only rank 0 logs progress."""
     from .train import distributed
-    if cfg["distribute"]:
-        # Before MindSpore starts: under mpirun on CPU this sets up the dynamic cluster.
-        distributed.map_mpirun_to_dynamic_cluster(cfg["device_target"])
+    if distribute:
+        distributed.map_mpirun_to_dynamic_cluster(device_target)
     import mindspore as ms
 
     from .runtime import configure_runtime
-    device = use_device(cfg["device_target"])
+    device = use_device(device_target)
     configure_runtime(device)
-    ms.set_context(mode=ms.PYNATIVE_MODE if cfg["mode"] == 1 else ms.GRAPH_MODE)
-    dist = distributed.init_distributed(cfg["distribute"], device)
+    ms.set_context(mode=ms.PYNATIVE_MODE if mode == 1 else ms.GRAPH_MODE)
+    dist = distributed.init_distributed(distribute, device)
     if not dist.is_main:
         logging.getLogger("coat_ms").setLevel(logging.WARNING)
     return dist

@@ -23,7 +23,7 @@ import yaml
 
 from .amp import AMP_LEVELS
 from .amp import parse_cast_list as as_cast_list
-from .errors import CoatError
+from .errors import CoatError, first_line
 
 
 class ConfigError(CoatError):
@@ -178,6 +178,8 @@ class Key:
     help: str = ""
     off_only: tuple = ()    # accepted for mindcv configs, but only at these values (coat_ms does not act on it)
     nargs: str = None       # command-line arity for list values
+    resume: bool = False    # a resumed run must share it with its checkpoint (it shapes the optimizer state,
+                            # the lr schedule or the model)
 
 
 # Resize kernels the pipelines can run on decoded (array) images.  MindSpore's Inter.ANTIALIAS works on
@@ -211,7 +213,7 @@ KEYS = {
                                                   "they scale past Python's interpreter lock)"),
     "shuffle": Key(True, as_bool),
     "num_samples": Key(None, optional(as_int), "use only N training samples per epoch"),
-    "batch_size": Key(32, as_int, "images per rank per step"),
+    "batch_size": Key(32, as_int, "images per rank per step", resume=True),
     "drop_remainder": Key(True, as_bool),
     # augmentation
     "image_resize": Key(224, as_int, "training crop / eval image size (a multiple of 32)"),
@@ -245,9 +247,11 @@ KEYS = {
     "mixup_mode": Key("batch", as_str, off_only=("batch",)),
     "mixup_off_epoch": Key(0, as_float, off_only=(0.0,)),
     # model
-    "model": Key("coat_lite_tiny", as_str, "model name (coat_lite_tiny, coat_tiny, ...; see coat_ms.list_models())"),
-    "model_args": Key(None, optional(as_mapping), "CoaT constructor overrides, e.g. '{\"embed_dims\": [32,32,32,32]}'"),
-    "num_classes": Key(None, optional(as_int), "classifier size (default: the number of class folders)"),
+    "model": Key("coat_lite_tiny", as_str, "model name (coat_lite_tiny, coat_tiny, ...; see coat_ms.list_models())",
+                 resume=True),
+    "model_args": Key(None, optional(as_mapping), "CoaT constructor overrides, e.g. '{\"embed_dims\": [32,32,32,32]}'",
+                      resume=True),
+    "num_classes": Key(None, optional(as_int), "classifier size (default: the number of class folders)", resume=True),
     "in_channels": Key(3, as_int),
     "drop_rate": Key(0.0, optional(as_float)),
     "drop_path_rate": Key(0.0, optional(as_float)),
@@ -260,39 +264,40 @@ KEYS = {
     "output_dir": Key(None, optional(as_str), "alias of ckpt_save_dir"),
     "ckpt_save_interval": Key(1, as_int),
     "ckpt_save_policy": Key("top_k", choice("top_k", "latest_k"), "keep the best K by val Top-1, or the latest K"),
-    "epoch_size": Key(90, as_int, "number of epochs"),
+    "epoch_size": Key(90, as_int, "number of epochs", resume=True),
     "dataset_sink_mode": Key(False, as_bool, "feed data through MindSpore's sink path (mindcv's Ascend/GPU default)"),
-    "ema": Key(False, as_bool, "keep EMA weights (validated and saved); validate.py evaluates them when present"),
-    "ema_decay": Key(0.9999, as_float),
+    "ema": Key(False, as_bool, "keep EMA weights (validated and saved); validate.py evaluates them when present",
+               resume=True),
+    "ema_decay": Key(0.9999, as_float, resume=True),
     "clip_grad": Key(False, as_bool, "clip gradients to global norm clip_value"),
     "clip_value": Key(15.0, as_float),
     "layer_decay": Key(None, optional(as_float), off_only=(None,)),
-    "gradient_accumulation_steps": Key(1, as_int, "optimizer update every N steps"),
+    "gradient_accumulation_steps": Key(1, as_int, "optimizer update every N steps", resume=True),
     # optimizer
-    "opt": Key("adamw", choice(*OPTIMIZERS)),
-    "momentum": Key(0.9, as_float),
-    "weight_decay": Key(0.05, as_float),
+    "opt": Key("adamw", choice(*OPTIMIZERS), resume=True),
+    "momentum": Key(0.9, as_float, resume=True),
+    "weight_decay": Key(0.05, as_float, resume=True),
     "weight_decay_filter": Key("disable", choice("disable", "auto", "norm_and_bias"),
-                               "parameters without weight decay (mindcv's key and default)"),
+                               "parameters without weight decay (mindcv's key and default)", resume=True),
     "filter_bias_and_bn": Key(None, optional(as_bool), "older mindcv key: True means weight_decay_filter norm_and_bias"),
-    "use_nesterov": Key(False, as_bool),
+    "use_nesterov": Key(False, as_bool, resume=True),
     "eps": Key(1e-10, as_float, "optimizer epsilon: RMSProp (mindcv passes it there), and Adam/AdamW/NAdam/Adan/Lamb "
-                                "when given (otherwise they keep their own, 1e-8 / 1e-6)"),
-    "betas": Key(None, optional(number_list()), nargs=2),
+                                "when given (otherwise they keep their own, 1e-8 / 1e-6)", resume=True),
+    "betas": Key(None, optional(number_list()), nargs=2, resume=True),
     "loss_scale_in_opt": Key(None, optional(as_bool), off_only=(None, False)),
     # scheduler
-    "scheduler": Key("cosine_decay", choice(*SCHEDULERS)),
-    "lr": Key(0.001, as_float),
-    "min_lr": Key(1e-6, as_float),
-    "warmup_epochs": Key(0, as_int),
-    "warmup_factor": Key(0.0, as_float),
-    "decay_epochs": Key(None, optional(as_int), "default: epoch_size - warmup_epochs"),
-    "decay_rate": Key(0.9, as_float),
-    "multi_step_decay_milestones": Key(None, optional(number_list(as_int, ())), nargs="+"),
-    "lr_epoch_stair": Key(False, as_bool),
-    "num_cycles": Key(1, as_int),
-    "cycle_decay": Key(1.0, as_float),
-    "lr_scale_by_batch": Key(False, as_bool, "scale lr by global batch / 512"),
+    "scheduler": Key("cosine_decay", choice(*SCHEDULERS), resume=True),
+    "lr": Key(0.001, as_float, resume=True),
+    "min_lr": Key(1e-6, as_float, resume=True),
+    "warmup_epochs": Key(0, as_int, resume=True),
+    "warmup_factor": Key(0.0, as_float, resume=True),
+    "decay_epochs": Key(None, optional(as_int), "default: epoch_size - warmup_epochs", resume=True),
+    "decay_rate": Key(0.9, as_float, resume=True),
+    "multi_step_decay_milestones": Key(None, optional(number_list(as_int, ())), nargs="+", resume=True),
+    "lr_epoch_stair": Key(False, as_bool, resume=True),
+    "num_cycles": Key(1, as_int, resume=True),
+    "cycle_decay": Key(1.0, as_float, resume=True),
+    "lr_scale_by_batch": Key(False, as_bool, "scale lr by global batch / 512", resume=True),
     # loss
     "loss": Key("CE", choice("CE", "BCE")),
     "label_smoothing": Key(0.0, as_float),
@@ -306,7 +311,7 @@ KEYS = {
                                       "slower than O0 there)"),
     "amp_cast_list": Key(None, optional(as_cast_list), "mindcv's cell list replacing the O1 white / O2 black list, "
                                                        "e.g. '[nn.Dense]'"),
-    "loss_scale_type": Key("fixed", choice("fixed", "dynamic", "auto")),
+    "loss_scale_type": Key("fixed", choice("fixed", "dynamic", "auto"), resume=True),
     "loss_scale": Key(1.0, as_float),
     "drop_overflow_update": Key(False, as_bool),
     "scale_factor": Key(2.0, as_float),
@@ -317,36 +322,86 @@ KEYS = {
 }
 
 DEFAULTS = {name: key.default for name, key in KEYS.items()}
+RESUME_KEYS = tuple(name for name, key in KEYS.items() if key.resume)
 INT32_MAX = 2**31 - 1
 SEED_MAX = 2**32 - 1
 KNOWN_KEYS = frozenset(KEYS)
 
 
+class Source(str):
+    """Where a setting's value came from.  The text names it in messages (``--lr``, ``configs/x.yaml``,
+    ``run/latest.ckpt record``, ``settings``, ``default``); ``kind`` says how it was given, and ranks it:
+    a default < a config file or a checkpoint's record < a flag < the calling code's overrides."""
+
+    DEFAULT, FILE, RECORD, FLAG, CALLER = "default", "file", "record", "flag", "caller"
+    _RANKS = {DEFAULT: 0, FILE: 1, RECORD: 1, FLAG: 2, CALLER: 3}
+
+    def __new__(cls, text, kind):
+        if kind not in cls._RANKS:
+            raise ValueError(f"unknown source kind {kind!r}")
+        source = super().__new__(cls, text)
+        source.kind = kind
+        return source
+
+    def __getnewargs__(self):  # pickle and copy rebuild it with its kind
+        return str(self), self.kind
+
+    @classmethod
+    def flag(cls, key):
+        return cls(f"--{key}", cls.FLAG)
+
+    @classmethod
+    def record(cls, path):
+        """A value taken from the training settings recorded in checkpoint ``path``."""
+        return cls(f"{path} record", cls.RECORD)
+
+    @property
+    def rank(self):
+        return self._RANKS[self.kind]
+
+
+DEFAULT_SOURCE = Source("default", Source.DEFAULT)
+CALLER_SOURCE = Source("settings", Source.CALLER)
+
+
 class Settings(dict):
-    """The merged config: a dict of typed values that also knows where each value came from."""
+    """The merged config: a dict of typed values that also knows where each value came from (a Source)."""
 
     def __init__(self, values=(), sources=None):
         super().__init__(values)
         self.sources = dict(sources or {})
 
     def source(self, key):
-        return self.sources.get(key, "default")
+        return self.sources.get(key, DEFAULT_SOURCE)
+
+    def set(self, key, value, source):
+        """Set ``key`` to ``value`` (already typed), given by ``source``."""
+        self[key] = value
+        self.sources[key] = source
+
+    def given(self, key):
+        """The value of ``key`` when something set it (a file, a record, a flag, the caller), else None."""
+        return None if self.source(key).kind == Source.DEFAULT else self[key]
+
+    def from_flag(self, key):
+        """True when the command line gave ``key``."""
+        return self.source(key).kind == Source.FLAG
 
     def fail(self, key, problem):
         raise ConfigError(f"{where(key, self.source(key))}: {problem}")
 
     def chosen_for_this_run(self, key):
         """True when a flag (or the calling code) gave ``key``: it overrides files and records."""
-        return _rank(self.source(key)) >= 2
+        return self.source(key).rank >= Source.flag(key).rank
 
     def config_files(self):
         """The config files the values came from (inputs a run must never write over)."""
-        return sorted({src for src in self.sources.values() if _rank(src) == 1 and os.path.isfile(src)})
+        return sorted({src for src in self.sources.values() if src.kind == Source.FILE and os.path.isfile(src)})
 
     def named(self, key):
         """How an error names ``key``: the flag that gave it, or 'file: key'."""
         source = self.source(key)
-        return source if source.startswith("--") else where(key, source)
+        return source if source.kind == Source.FLAG else where(key, source)
 
 
 def suggest(key, known=KNOWN_KEYS):
@@ -402,7 +457,7 @@ def load_yaml(path, known=KNOWN_KEYS):
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        problem = getattr(exc, "problem", None) or first_line(exc)
         raise ConfigError(f"{path}: not valid YAML{where}: {problem}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not a text file") from None
@@ -420,44 +475,35 @@ def merged(cfg=None, source="config", flags=None, **overrides):
     None values in ``flags`` and ``overrides`` mean "not given".
     """
     values, sources = dict(DEFAULTS), {}
-    layers = [(cfg or {}, source, lambda k: source, False),
-              (flags or {}, "command line", lambda k: f"--{k}", True),
-              (overrides, "settings", lambda k: "settings", True)]
-    for layer, name, where, skip_none in layers:
+    file_source = Source(source, Source.FILE)
+    layers = [(cfg or {}, source, lambda k: file_source, False),
+              (flags or {}, "command line", Source.flag, True),
+              (overrides, "settings", lambda k: CALLER_SOURCE, True)]
+    for layer, name, source_of, skip_none in layers:
         check_keys(layer, name)
         for key, value in layer.items():
             if value is None and skip_none:
                 continue
-            values[key] = typed(key, value, where(key))
-            sources[key] = where(key)
+            values[key] = typed(key, value, source_of(key))
+            sources[key] = source_of(key)
     settings = Settings(values, sources)
     _apply_aliases(settings)
     check_values(settings)
     return settings
 
 
-def _rank(source):
-    """How strongly a value was asked for: defaults < the config file < a flag < the caller's overrides."""
-    if source == "default":
-        return 0
-    if source == "settings":
-        return 3
-    return 2 if source.startswith("--") else 1
-
-
 def _spelling(s, key, value, alias, alias_source, same=lambda a, b: a == b):
     """``alias`` (another spelling of ``key``, meaning ``value``) against ``key`` itself: a flag overrides the
     file whichever spelling each uses; two spellings given at the same level must agree."""
     if key in s.sources:
-        mine, theirs = _rank(s.source(key)), _rank(alias_source)
+        mine, theirs = s.source(key).rank, alias_source.rank
         if mine > theirs:
             return
         if mine == theirs and not same(s[key], value):
             raise ConfigError(f"{where(alias, alias_source)} {s[alias]!r} and {where(key, s.source(key))} "
                               f"{s[key]!r} contradict each other (they are two spellings of {key}): give one of "
                               f"them")
-    s[key] = value
-    s.sources[key] = alias_source
+    s.set(key, value, alias_source)
 
 
 def _apply_aliases(s):

@@ -45,12 +45,8 @@ def main(argv=None):
     counts = write_digits_imagefolder(args.data_dir, image_size=32)
     print(f"digits ImageFolder: {os.path.abspath(args.data_dir)} ({counts['train']} train / {counts['val']} val)")
 
-    import mindspore as ms
-
-    from .cli import use_device
-    from .runtime import configure_runtime
-    configure_runtime(use_device("CPU"))
-    ms.set_context(mode=ms.GRAPH_MODE)
+    from .cli import start
+    start("CPU")
     from .train.engine import train
     summary = train(cfg, started_at=STARTED_AT)
     m = summary["metrics"]

@@ -12,3 +12,14 @@ class UnknownModelError(CoatError, KeyError):
 
 class CheckpointError(CoatError):
     """A checkpoint that cannot be loaded as asked: missing file, corrupt, or names/shapes that do not match."""
+
+
+class ConversionError(CheckpointError):
+    """A checkpoint that cannot be converted as asked (wrong architecture, variant, keys, values)."""
+
+
+def first_line(exc):
+    """The first line of an exception's message (MindSpore's, onnxruntime's and torch's run to pages), or the
+    name of its type when it has no message: what a one-line error quotes of a library's failure."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

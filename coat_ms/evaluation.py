@@ -187,48 +187,34 @@ def evaluate_images(model_or_fn, images, pre, batch_size, workers=1, dist=None, 
     return sums.result(images.classes)
 
 
-def _source(settings, key):
-    return getattr(settings, "source", lambda k: "config")(key)
+def evaluate_checkpoint(images, ckpt_path=None, model_name=None, *, pretrained=False, num_classes=None,
+                        model_args=None, model_args_source="model_args", ema=False, preprocess=None, batch_size=32,
+                        workers=1, dist=None, confusion=False, progress=True, amp_level="O0"):
+    """validate.py's job: (EvalResult, model, preprocessing) of the weights in ``ckpt_path`` (or, with
+    ``pretrained``, timm's weights of ``model_name``) on ``images``, a listed split (coat_ms.data.list_split).
 
-
-def given(settings, key):
-    """The value of ``key`` when the config file or a flag set it, else None."""
-    return None if _source(settings, key) == "default" else settings[key]
-
-
-def evaluate_checkpoint(settings, dist=None, image_size=None, confusion=False, progress=True, amp_level="O0",
-                        images=None):
-    """validate.py's job: (EvalResult, model, preprocessing) of ``settings['ckpt_path']`` (or the
-    pretrained weights) on ``data_dir/val_split``.
-
-    Model, head size and class order come from the checkpoint's coat_ms record unless given; the
-    preprocessing is the given keys, else the weights' record (a train.py or converter record, mindcv's
-    for a mindcv-layout checkpoint, timm's for the pretrained weights: coat_ms.origin), else the
-    model's default.  With ``ema: True`` the checkpoint's EMA weights are evaluated when it holds them.
-    ``images``: the val split already listed (else it is listed here).
+    Model, head size and class order come from the checkpoint's coat_ms record unless given (``model_name``,
+    ``num_classes``); ``model_args`` update the recorded model options (``model_args_source`` names where
+    they came from in errors).  The preprocessing is ``preprocess`` (the values given: image_size, crop_pct,
+    interpolation, mean, std, style; None means not given) over the weights' record over the model's default
+    (coat_ms.data.transforms.weights_preprocessing).  With ``ema`` the checkpoint's EMA weights are evaluated
+    when it holds them.  ``workers``: data workers, at most the CPU count.
     """
-    from .checkpoint import model_from_checkpoint
-    from .config import where
-    from .data.files import list_split
+    from .factory import model_from_checkpoint
     from .data.pipeline import worker_count
     from .data.transforms import weights_preprocessing
     from .errors import CoatError
 
-    if settings["ckpt_path"]:
-        # The checkpoint's head size wins over a config file's num_classes (a recipe says 1000; the
-        # checkpoint may be a fine-tuned one); a --num_classes flag is taken as given.
-        flag_classes = settings["num_classes"] if getattr(settings, "source", lambda k: "")("num_classes") == \
-            "--num_classes" else None
-        model, meta = model_from_checkpoint(settings["ckpt_path"], given(settings, "model"), flag_classes,
-                                            given(settings, "model_args"), ema=settings["ema"],
-                                            args_source=where("model_args", _source(settings, "model_args")))
-    elif settings["pretrained"]:
+    if ckpt_path:
+        model, meta = model_from_checkpoint(ckpt_path, model_name, num_classes, model_args, ema=ema,
+                                            args_source=model_args_source)
+    elif pretrained:
         from .factory import create_model
         from .model_options import check_model_args
-        options = check_model_args(settings["model"], settings["model_args"] or {},
-                                   where("model_args", _source(settings, "model_args")))
-        model = create_model(settings["model"], pretrained=True, num_classes=settings["num_classes"] or 1000,
-                             **options)
+        if not model_name:
+            raise CoatError("pretrained weights need a model name (e.g. coat_lite_tiny)")
+        options = check_model_args(model_name, model_args or {}, model_args_source)
+        model = create_model(model_name, pretrained=True, num_classes=num_classes or 1000, **options)
         model.set_train(False)
         meta = model.weights_meta
     else:
@@ -236,17 +222,12 @@ def evaluate_checkpoint(settings, dist=None, image_size=None, confusion=False, p
     if amp_level != "O0":
         from mindcv.utils.amp import auto_mixed_precision
         auto_mixed_precision(model, amp_level=amp_level)
-    if images is None:
-        images = list_split(settings["data_dir"], settings["val_split"], require_every_class=False)
     if meta.get("class_names"):
         images = images.relabelled(meta["class_names"])
     elif len(images.classes) != model.num_classes:
         logger.warning("%s: %d class folders for a %d-class model, and the checkpoint has no class list: labels are "
                        "the positions of the sorted folder names", images.root, len(images.classes), model.num_classes)
-    pre = weights_preprocessing(meta, model, image_size=image_size or given(settings, "image_resize"),
-                        crop_pct=given(settings, "crop_pct"), interpolation=given(settings, "interpolation"),
-                        mean=given(settings, "mean"), std=given(settings, "std"),
-                        style=settings.get("preprocess_style"))
-    result = evaluate_images(model, images, pre, settings["batch_size"], worker_count(settings["num_parallel_workers"]),
-                             dist, confusion=confusion, progress=progress)
+    pre = weights_preprocessing(meta, model, **(preprocess or {}))
+    result = evaluate_images(model, images, pre, batch_size, worker_count(workers), dist, confusion=confusion,
+                             progress=progress)
     return result, model, pre

@@ -26,7 +26,7 @@ import time
 
 import numpy as np
 
-from .errors import CoatError
+from .errors import CoatError, first_line
 from .fileio import atomic_write, atomic_write_text
 
 FORMATS = {"MINDIR": ".mindir", "ONNX": ".onnx", "AIR": ".air"}
@@ -281,12 +281,17 @@ def _write(model, shape, path, fmt, dynamic):
         raise ExportError(f"MindSpore did not write {fmt} file {path}")
 
 
+def _record(model, checkpoint_meta=None):
+    """The record of the weights an export holds: the checkpoint's, else the one the model was loaded with."""
+    return dict(checkpoint_meta or getattr(model, "weights_meta", None) or {})
+
+
 def _metadata(model, fmt, input_shape, checkpoint_meta=None, dynamic=None, checked_shapes=()):
     """``<file>.json`` next to the export: input shape (-1 where dynamic), the eval preprocessing (the
     weights' record when it has one, else the model's default) and the class names, for predict."""
     from .data.transforms import weights_preprocessing
 
-    record = dict(checkpoint_meta or getattr(model, "weights_meta", None) or {})
+    record = _record(model, checkpoint_meta)
     pre = weights_preprocessing(record, model, image_size=tuple(input_shape[-2:]))
     out = {"format": fmt, "architecture": getattr(model, "pretrained_cfg", {}).get("architecture"),
            "input_shape": list(file_shape(input_shape, dynamic)), "dynamic": dynamic, "checked_shapes": [list(s) for s in checked_shapes],
@@ -308,18 +313,19 @@ def export_model(model, file_name, file_format="MINDIR", batch_size=1, image_siz
 
     The file is checked in a fresh process against the model on MindSpore's stock operators, run op by
     op, at ``check_shapes`` (one shape, or three for a ``dynamic`` "batch" / "shape" file).
-    ``image_size`` (H, W) defaults to the checkpoint's recorded size, else the model's pretrained input
-    size; H and W must be multiples of the model's stride (32). ``reference``, if given, is the expected
-    output on the first check input (saves recomputing it when several files are written from one model).
+    ``image_size`` (H, W) defaults to the weights' evaluation size (data.transforms.weights_preprocessing:
+    the recorded one, else the model's pretrained input size); H and W must be multiples of the model's
+    stride (32). ``reference``, if given, is the expected output on the first check input (saves
+    recomputing it when several files are written from one model).
     """
     import mindspore as ms
 
     start = time.perf_counter()
     fmt = check_format(file_format, device_target)
     dynamic = check_dynamic(dynamic, fmt)
-    if image_size is None:  # the size the checkpoint was trained at, else the model's default
-        recorded = (checkpoint_meta or {}).get("preprocessing", {}).get("image_size")
-        image_size = tuple(recorded or getattr(model, "pretrained_cfg", {}).get("input_size", (3, 224, 224))[-2:])
+    if image_size is None:
+        from .data.transforms import weights_preprocessing
+        image_size = weights_preprocessing(_record(model, checkpoint_meta), model).image_size
     image_size = tuple(int(s) for s in image_size)
     stride = getattr(model, "stride", 32)
     if len(image_size) != 2 or min(image_size) <= 0 or any(s % stride for s in image_size):
@@ -409,7 +415,7 @@ def mindir_input_shape(path):
         with open(path, "rb") as f:
             proto.ParseFromString(f.read())
     except (DecodeError, ValueError) as exc:
-        raise ExportError(f"{path} is not a MindIR file ({str(exc).splitlines()[0][:80]})") from None
+        raise ExportError(f"{path} is not a MindIR file ({first_line(exc)[:80]})") from None
     if proto.producer_name != "MindSpore":  # protobuf parses other formats' bytes (an ONNX file) leniently
         raise ExportError(f"{path} is not a MindIR file (written by {proto.producer_name or 'an unknown producer'})")
     inputs = list(proto.graph.input)

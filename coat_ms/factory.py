@@ -1,10 +1,13 @@
-"""create_model: build a CoaT variant by name, mindcv style, optionally loading weights."""
+"""Building models with their weights: ``create_model`` (a CoaT variant by name, mindcv style) and
+``model_from_checkpoint`` (the model a checkpoint describes)."""
 import logging
 import numbers
+import os
 
-from .checkpoint import load_state, read_weights
+from .checkpoint import ema_weights, load_state, num_classes_in
 from .errors import CoatError
 from .model_options import check_model_args
+from .origin import read_weights
 from .registry import model_entrypoint
 
 
@@ -65,3 +68,38 @@ def create_model(model_name, pretrained=False, num_classes=1000, in_channels=3, 
         load_state(model, params, strict=strict, source=str(checkpoint_path))
     model.weights_meta = meta
     return model
+
+
+def model_from_checkpoint(path, model_name=None, num_classes=None, model_args=None, ema=False,
+                          args_source="model_args", **build_options):
+    """(model in inference mode, meta) of a checkpoint, strictly loaded.
+
+    Model name and head size come from the arguments, else from the checkpoint's record (coat_ms.origin:
+    train.py's, the converter's, or mindcv's for a checkpoint in mindcv's layout), else (head size) from
+    its ``head.bias``; constructor options are the record's, updated by ``model_args``.  The returned
+    record is the one the weights came with.  ``ema=True`` loads the EMA weights when
+    the checkpoint holds them (as mindcv's validate does) and says which weights were used.
+    ``build_options`` (e.g. ``backend``) go to create_model on top of the model options; ``args_source``
+    names where given ``model_args`` came from (a flag) in errors.
+    """
+    params, meta = read_weights(path)
+    model_name = model_name or meta.get("model")
+    if not model_name:
+        raise CoatError(f"{path} does not say which model it holds: pass --model (e.g. coat_lite_tiny)")
+    recorded = check_model_args(model_name, meta.get("model_args") or {}, where=f"{path}: record model_args")
+    given = check_model_args(model_name, model_args, where=args_source) if model_args is not None else {}
+    model_args = dict(recorded, **given)
+    if num_classes is None:
+        num_classes = num_classes_in(params) or meta.get("num_classes") or 1000
+    if ema:
+        averaged = ema_weights(params)
+        if averaged:
+            logger.info("%s: evaluating its EMA weights (ema: True)", path)
+            params = averaged
+        else:
+            logger.info("%s: ema is set but the checkpoint holds no EMA weights; evaluating its weights", path)
+    model = create_model(model_name, num_classes=num_classes, **dict(model_args, **build_options))
+    load_state(model, params, strict=True, source=os.fspath(path))
+    model.set_train(False)
+    model.weights_meta = meta
+    return model, meta

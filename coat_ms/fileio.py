@@ -16,7 +16,7 @@ import glob
 import os
 import tempfile
 
-from .errors import CoatError
+from .errors import CoatError, first_line
 
 TEMP_MARK = ".tmp"
 
@@ -62,7 +62,7 @@ def atomic_write(path, write_fn, suffix=""):
     except RuntimeError as exc:
         # MindSpore's writers report a failed write (e.g. a full disk) as RuntimeError; anything else
         # (a graph that does not compile during an export) keeps its own message
-        text = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+        text = first_line(exc)
         if not any(w in text.lower() for w in ("space", "write", "save", "disk", "file")):
             raise
         raise WriteError(f"cannot write {path}: {text} (the previous file, if any, is unchanged)") from None
@@ -95,11 +95,6 @@ def same_file(a, b):
         return os.path.samefile(a, b)
     except OSError:
         return False
-
-
-def refuse_overwriting_inputs(out_path, inputs, flag="the output"):
-    """WriteError if ``out_path`` is one of ``inputs`` (compared by real path); None entries are ignored."""
-    check_outputs([(flag, out_path)], files=[("file", given) for given in inputs])
 
 
 def _inside(path, folder):

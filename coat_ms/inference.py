@@ -9,7 +9,7 @@ import os
 import numpy as np
 
 from .data.files import DataError, ImageList, is_image_name, not_regular, report_skipped
-from .errors import CheckpointError, CoatError
+from .errors import CheckpointError, CoatError, first_line
 from .evaluation import run_padded, softmax
 
 
@@ -147,5 +147,4 @@ def load_mindir(path):
     try:
         return nn.GraphCell(ms.load(path))
     except Exception as exc:  # MindSpore raises RuntimeError/ValueError with long texts
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"cannot load MindIR {path}: {first}") from None
+        raise CheckpointError(f"cannot load MindIR {path}: {first_line(exc)}") from None

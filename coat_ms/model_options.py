@@ -114,6 +114,16 @@ def constructor_options():
     return {p.name: p.default for p in params}
 
 
+def parse_model_args(text, model_name, where="--model_args"):
+    """A ``--model_args`` flag (JSON text) of predict or export: read as the config key ``model_args`` is
+    read by train.py and validate.py (coat_ms.config), then checked for ``model_name``; None when not given."""
+    from .config import typed
+
+    if text is None:
+        return None
+    return check_model_args(model_name, typed("model_args", text, where) or {}, where)
+
+
 def check_model_args(model_name, options, where="model_args"):
     """``options`` checked for building ``model_name`` (see module doc); returns them normalised (tuples,
     crpe_window keys as ints).  ``where`` names their source in the error (a flag, a file, a record).

@@ -5,7 +5,7 @@ MindSpore nor torch.
 """
 import os
 
-from .errors import CoatError
+from .errors import CoatError, first_line
 
 
 class OnnxRuntimeError(CoatError):
@@ -41,8 +41,7 @@ def open_session(path, threads=None):
     try:
         return ort.InferenceSession(path, session_options(threads), providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... classes
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise OnnxRuntimeError(f"cannot load ONNX file {path}: {first[:300]}") from None
+        raise OnnxRuntimeError(f"cannot load ONNX file {path}: {first_line(exc)[:300]}") from None
 
 
 def input_shape_of(dims, batch, image_size):

@@ -10,7 +10,7 @@ record a set of weights gets depends on where they were made:
 * **mindcv** (its released CoaT .ckpt files, or any CoaT saved from mindcv's model): mindcv's
   computation switches (``align_corners=True, cpe_residual=False``) and mindcv's evaluation (its
   default config, mindspore.dataset ops).  A checkpoint still in mindcv's layout is recognised by
-  its names and converted in memory by ``convert/`` wherever a checkpoint is read (``recognise``).
+  its names and converted in memory (coat_ms.conversion) wherever a checkpoint is read (``read_weights``).
 * **train.py**: the run's own record (the recipe's preprocessing in the style of the weights it
   started from).
 
@@ -22,13 +22,13 @@ import json
 import logging
 import os
 
-from .data.transforms import MINDCV, TIMM  # the two styles; the same words name the weights' origins
+from .checkpoint import load_state, read_checkpoint_and_meta
+from .conversion.mindcv_rules import is_mindcv, model_kwargs
+from .data.transforms import MINDCV, TIMM, Preprocessing  # the two styles name the weights' origins too
+from .errors import CheckpointError
 
 logger = logging.getLogger("coat_ms")
 
-# mindcv 0.3.0's CoaT default_cfg and its CoaT recipes (configs/coat/*.yaml): 224, crop 0.9, bicubic.
-MINDCV_EVAL = {"image_size": [224, 224], "crop_pct": 0.9, "interpolation": "bicubic",
-               "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
 CONVERTER = "coat_ms convert"   # the sidecar's "converter" value (convert/cli.py)
 
 
@@ -42,13 +42,13 @@ def timm_preprocessing(variant):
 
 
 def mindcv_preprocessing():
-    """mindcv's evaluation of its released CoaT weights (a record dict)."""
-    return dict(MINDCV_EVAL, style=MINDCV)
+    """mindcv's evaluation of its released CoaT weights (a record dict): coat_ms's defaults, which are mindcv's
+    (its CoaT default_cfg and recipes: 224, crop 0.9, bicubic, ImageNet mean/std)."""
+    return Preprocessing(style=MINDCV).as_dict()
 
 
 def mindcv_model_args():
     """Constructor switches that make coat_ms compute what mindcv's CoaT computes."""
-    from convert.mindcv_rules import model_kwargs
     return model_kwargs()
 
 
@@ -68,7 +68,6 @@ def switches_of(model):
 def check_switches(model, meta, path):
     """An error naming the fix when ``model`` was built without the switches its weights' record needs
     (mindcv's weights in a plainly built model would compute something else, silently)."""
-    from .errors import CheckpointError
     needed = {k: v for k, v in ((meta or {}).get("model_args") or {}).items() if k in mindcv_model_args()}
     wrong = {k: v for k, v in needed.items() if k in switches_of(model) and switches_of(model)[k] != v}
     if wrong:
@@ -125,7 +124,7 @@ def from_mindcv_layout(params, path):
     """(coat_ms parameters, record) of a checkpoint in mindcv's layout, converted in memory."""
     import mindspore as ms
 
-    from convert import mindcv_to_ms
+    from .conversion.core import mindcv_to_ms
     arrays = {name: value.asnumpy() for name, value in params.items()}
     result = mindcv_to_ms(arrays)   # strict: every name and shape checked; ConversionError is one line
     meta = record(result.variant, MINDCV, result.report.num_classes)
@@ -138,9 +137,26 @@ def from_mindcv_layout(params, path):
 
 def recognise(params, meta, path):
     """(parameters in coat_ms's layout, record) of a checkpoint read from ``path`` (see the module doc)."""
-    from convert.mindcv_rules import is_mindcv
     if meta:
         return params, meta
     if is_mindcv(params):
         return from_mindcv_layout(params, path)
     return params, _sidecar_record(path, params)
+
+
+def read_weights(path):
+    """(``{name: Parameter}`` in coat_ms's layout, record) of any checkpoint a user may hand over: one
+    written by train.py or the converter (its record; a converter sidecar for files without one), or
+    mindcv's CoaT layout (converted in memory, with mindcv's switches and preprocessing in the record;
+    said in one line)."""
+    params, meta = read_checkpoint_and_meta(path)
+    return recognise(params, meta, os.fspath(path))
+
+
+def load_checkpoint(model, path, strict=True):
+    """Read ``path`` (any layout read_weights knows) and load it into ``model``; returns the LoadReport.
+
+    Weights whose record needs computation switches the model was built without (mindcv's) are an error."""
+    params, meta = read_weights(path)
+    check_switches(model, meta, os.fspath(path))
+    return load_state(model, params, strict=strict, source=os.fspath(path))

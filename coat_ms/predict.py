@@ -19,6 +19,8 @@ import sys
 from .cli import run_cli
 from .errors import CoatError
 
+DEFAULT_BATCH = 8  # images per network call, unless --batch_size or an exported file's fixed batch says otherwise
+
 
 def build_parser():
     p = argparse.ArgumentParser(prog="python -m coat_ms.predict", description=__doc__,
@@ -38,8 +40,8 @@ def build_parser():
     p.add_argument("--image_size", type=int, nargs=2, metavar=("H", "W"), default=None,
                    help="input size (default: the checkpoint's / the exported file's)")
     p.add_argument("--batch_size", type=int, default=None,
-                   help="images per network call (default 8; an exported file without a dynamic batch uses "
-                        "the batch it was exported with)")
+                   help=f"images per network call (default {DEFAULT_BATCH}; an exported file without a dynamic "
+                        "batch uses the batch it was exported with)")
     p.add_argument("--num_parallel_workers", type=int, default=2, help="decoding workers (default 2)")
     p.add_argument("--json", dest="json_out", default=None, help="also write the results to this JSON file")
     return p
@@ -49,21 +51,21 @@ def _exported_predictor(args):
     """(preprocessing, predict function, batch, recorded class names) of an exported MindIR or ONNX file.
 
     The input shape comes from the file itself; a dynamic dimension (-1) takes the flag, else the
-    recorded preprocessing's size / batch 8. A fixed one must agree with the flag.
+    recorded preprocessing's size / DEFAULT_BATCH. A fixed one must agree with the flag.
     """
     import numpy as np
 
-    from .data.transforms import preprocessing
+    from .data.transforms import weights_preprocessing
     from .inference import read_sidecar
 
     path = args.mindir or args.onnx
     if args.mindir:
-        from .cli import use_device
+        from .cli import start
         from .evaluation import cell_predictor
         from .export import mindir_input_shape
         from .inference import load_mindir
 
-        use_device(None)
+        start()
         shape = mindir_input_shape(path)
         predict_fn = cell_predictor(load_mindir(path))
     else:
@@ -85,7 +87,6 @@ def _exported_predictor(args):
     if not meta:
         sys.stderr.write(f"note: {path}.json (export metadata) not found: using default preprocessing"
                          + (f" at the file's {shape[-2]}x{shape[-1]}\n" if shape[-1] > 0 else "\n"))
-    recorded = meta.get("preprocessing") or {}
     if shape[-1] > 0:  # fixed H, W
         if args.image_size and tuple(args.image_size) != tuple(shape[-2:]):
             raise CoatError(f"{path} was exported for {shape[-2]}x{shape[-1]} images, not "
@@ -97,31 +98,27 @@ def _exported_predictor(args):
     if shape[0] > 0 and args.batch_size and args.batch_size != shape[0]:
         raise CoatError(f"{path} was exported for batch {shape[0]}, not {args.batch_size} "
                         f"(export with --dynamic batch to choose it here)")
-    batch = int(shape[0]) if shape[0] > 0 else (args.batch_size or 8)
-    pre = preprocessing(recorded, image_size=size)
+    batch = int(shape[0]) if shape[0] > 0 else (args.batch_size or DEFAULT_BATCH)
+    pre = weights_preprocessing(meta, image_size=size)
     return pre, predict_fn, batch, meta.get("class_names") or []
 
 
 def _checkpoint_predictor(args):
-    import mindspore as ms
-
-    from .checkpoint import model_from_checkpoint
-    from .cli import use_device
+    from .factory import model_from_checkpoint
+    from .cli import start
     from .data.transforms import weights_preprocessing
     from .evaluation import cell_predictor
-    from .runtime import configure_runtime
 
-    configure_runtime(use_device(None))
-    ms.set_context(mode=ms.GRAPH_MODE)
+    start()
     model, meta = model_from_checkpoint(args.ckpt_path, args.model_name, model_args=args.model_options,
                                         args_source="--model_args")
     pre = weights_preprocessing(meta, model, image_size=args.image_size)
-    return pre, cell_predictor(model), args.batch_size or 8, meta.get("class_names") or []
+    return pre, cell_predictor(model), args.batch_size or DEFAULT_BATCH, meta.get("class_names") or []
 
 
 def check_flags(args):
     """The flags' values, before any work; returns the model options (parsed and checked)."""
-    from .model_options import check_model_args
+    from .model_options import parse_model_args
 
     for flag, value, minimum in (("--topk", args.topk, 1), ("--batch_size", args.batch_size, 1),
                                  ("--num_parallel_workers", args.num_parallel_workers, 1)):
@@ -130,13 +127,7 @@ def check_flags(args):
     if args.image_size and (min(args.image_size) < 32 or any(s % 32 for s in args.image_size)):
         raise CoatError(f"--image_size {args.image_size[0]} {args.image_size[1]}: height and width must be multiples "
                         f"of 32 (CoaT's patch grid)")
-    if args.model_args is None:
-        return None
-    try:
-        model_args = json.loads(args.model_args)
-    except ValueError as exc:
-        raise CoatError(f"--model_args is not valid JSON: {exc}") from None
-    return check_model_args(args.model_name, model_args, where="--model_args")
+    return parse_model_args(args.model_args, args.model_name)
 
 
 def main(argv=None):

@@ -168,7 +168,7 @@ def quantize_export(fp32_path, calib_dir, calib_size=256, min_agreement=0.9, bat
     Calibrates on images of ``calib_dir`` (searched recursively) at the file's recorded preprocessing and
     checks top-1 agreement on the held-out rest; below ``min_agreement`` nothing is written.
     """
-    from .data.transforms import preprocessing
+    from .data.transforms import weights_preprocessing
     from .fileio import atomic_write, atomic_write_text
     from .inference import list_image_files, read_sidecar
     from .onnx_session import onnx_input_shape, open_session
@@ -181,7 +181,7 @@ def quantize_export(fp32_path, calib_dir, calib_size=256, min_agreement=0.9, bat
     meta = read_sidecar(fp32_path)
     shape = onnx_input_shape(open_session(fp32_path))
     size = tuple(shape[-2:]) if shape[-1] > 0 else None
-    pre = preprocessing(meta.get("preprocessing") or {}, image_size=size)
+    pre = weights_preprocessing(meta, image_size=size)
     fixed = shape[0] > 0
     batch = int(shape[0]) if fixed else int(batch_size)
     final = int8_path_for(fp32_path)

@@ -3,7 +3,6 @@ import fnmatch
 
 from .errors import UnknownModelError
 from .models import coat
-from .pretrained import HUB_IDS
 
 _ENTRYPOINTS = {name: getattr(coat, name) for name in coat.VARIANTS}
 
@@ -24,6 +23,7 @@ def model_entrypoint(name):
 
 
 def get_pretrained_cfg(name):
-    """Eval preprocessing and weights source of ``name`` (``hf_hub_id``: timm's weights, see coat_ms.pretrained)."""
+    """The variant's default config (coat_ms.models.coat.default_cfgs): its eval preprocessing and where its
+    pretrained weights are (``hf_hub_id``: timm's, see coat_ms.pretrained)."""
     model_entrypoint(name)  # same error for unknown names
-    return dict(coat.default_cfgs[name], architecture=name, hf_hub_id=HUB_IDS.get(name, ""))
+    return dict(coat.default_cfgs[name], architecture=name)

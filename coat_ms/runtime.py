@@ -1,7 +1,8 @@
 """MindSpore runtime tuning for coat_ms, applied by ``configure_runtime`` and nowhere else.
 
-The CLIs (train.py, validate.py, export.py, predict, demo, bench) call it once after choosing the
-device; a Python user calls it the same way. Building a model changes no process state.
+Every CLI's start-up (coat_ms.cli.start: train.py, validate.py, export.py, predict, the demo) calls
+it once after choosing the device, and so do the benchmark's workers; a Python user calls it the same
+way. Building a model changes no process state.
 
 On the CPU target it arranges two things (Ascend and GPU: nothing):
 

@@ -13,10 +13,9 @@ import os
 import sys
 import time
 
+from coat_ms.conversion import CONVERTER_VERSION
+from coat_ms.errors import ConversionError
 from coat_ms.fileio import check_outputs
-
-from . import __version__
-from .errors import ConversionError
 
 FORMATS = {"ms": ("ckpt", "safetensors"), "torch": ("pth", "safetensors")}
 # Output names that say which framework reads them (.safetensors can be either: --to decides, default ms).
@@ -44,7 +43,7 @@ def build_parser():
     parser.add_argument("--image-size", type=int, default=224, help="--verify input size (default 224)")
     parser.add_argument("--trust-pickle", action="store_true",
                         help="allow .pth files holding Python objects (torch.load weights_only=False)")
-    parser.add_argument("--version", action="version", version=f"convert {__version__}")
+    parser.add_argument("--version", action="version", version=f"convert {CONVERTER_VERSION}")
     return parser
 
 
@@ -88,7 +87,7 @@ class _Progress:
 
 
 def _metadata(src, variant, direction, report, extra=None):
-    meta = {"converter": "coat_ms convert", "converter_version": __version__, "direction": direction,
+    meta = {"converter": "coat_ms convert", "converter_version": CONVERTER_VERSION, "direction": direction,
             "source_file": os.path.basename(src.path), "source_sha256": src.sha256, "source_format": src.format,
             "source_container": src.container, "variant": variant, "num_classes": report.num_classes,
             "in_chans": report.in_chans, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
@@ -97,7 +96,7 @@ def _metadata(src, variant, direction, report, extra=None):
 
 
 def to_mindspore(args, src, fmt):
-    from . import core, mindcv_rules, verify, writers
+    from coat_ms.conversion import core, mindcv_rules, verify, writers
     mindcv = src.format == "ckpt" and mindcv_rules.is_mindcv(src.state_dict)
     bar = _Progress(len(src.state_dict), "converting")
     try:
@@ -128,7 +127,7 @@ def to_mindspore(args, src, fmt):
 
 
 def to_torch(args, src, fmt):
-    from . import core, verify, writers
+    from coat_ms.conversion import core, verify, writers
     if src.format == "pth":
         raise ConversionError(f"--to torch converts a coat_ms MindSpore checkpoint (.ckpt or .safetensors); "
                               f"{src.path} is already a PyTorch file (for PyTorch -> MindSpore, name --out .ckpt)")
@@ -148,7 +147,7 @@ def to_torch(args, src, fmt):
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    from . import readers, writers
+    from coat_ms.conversion import readers, writers
     if not (math.isfinite(args.tolerance) and args.tolerance > 0):
         raise ConversionError(f"--tolerance must be a number > 0, got {args.tolerance}")
     if args.image_size < 32 or args.image_size % 32:

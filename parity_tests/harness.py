@@ -283,10 +283,10 @@ def step_excess(w_pt, w_ms, w0, g_pt, g_ms, cfg=ADAMW, tol=None):
 def mindcv_value(name, ours, lay):
     """The array for mindcv parameter ``name`` taken from coat_ms parameters ``ours`` ({name: array}).
 
-    The name rules are the converter's (convert.mindcv_rules.torch_key), read backwards; ``lay`` (a
-    convert.rules.Layout) resolves tied aliases to the coat_ms parameter that owns them.
+    The name rules are the converter's (coat_ms.conversion.mindcv_rules.torch_key), read backwards; ``lay`` (a
+    coat_ms.conversion.rules.Layout) resolves tied aliases to the coat_ms parameter that owns them.
     """
-    from convert.mindcv_rules import torch_key  # noqa: PLC0415
+    from coat_ms.conversion.mindcv_rules import torch_key  # noqa: PLC0415
     key, part = torch_key(name)
     owner = lay.canonical(key)
     if owner is None:
@@ -302,7 +302,7 @@ def mindcv_value(name, ours, lay):
 def build_mindcv(name, img_size, ours_model, num_classes=1000):
     """mindcv's CoaT for ``name`` (variant or tiny arch) holding the weights of the coat_ms model ``ours_model``."""
     from mindcv.models.coat import CoaT as MindcvCoaT  # noqa: PLC0415
-    from convert.rules import layout_of  # noqa: PLC0415
+    from coat_ms.conversion.rules import layout_of  # noqa: PLC0415
     _, _, arch = arch_of(name)
     model = MindcvCoaT(image_size=img_size, patch_size=4, num_classes=num_classes,
                        embed_dims=list(arch["embed_dims"]), serial_depths=list(arch["serial_depths"]),

@@ -59,7 +59,7 @@ def timm_path(model, paths):
 
 def coat_ms_path(ckpt, paths):
     """(inputs, logits, preprocessing) of each photo through coat_ms's evaluation path (see module doc)."""
-    from coat_ms.checkpoint import model_from_checkpoint
+    from coat_ms.factory import model_from_checkpoint
     from coat_ms.data.files import ImageList
     from coat_ms.data.pipeline import eval_dataset
     from coat_ms.data.transforms import weights_preprocessing

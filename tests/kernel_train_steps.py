@@ -11,7 +11,7 @@ import numpy as np
 from mindspore import nn
 
 import coat_ms
-from coat_ms.train.step import compiled_train_step
+from benchmarks.step import compiled_train_step
 
 
 def main(out_path):

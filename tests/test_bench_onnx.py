@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from coat_ms import bench
+from benchmarks import bench
 
 
 def synthetic_result():
@@ -45,7 +45,7 @@ def test_skip_knows_the_rows():
 def test_ort_worker_times_a_file(tmp_path):
     """The worker the ONNX rows use, on a real (narrow) file written by the ONNX writer."""
     import coat_ms
-    from coat_ms.bench_onnx import OrtWorker, onnx_file
+    from benchmarks.bench_onnx import OrtWorker, onnx_file
     from coat_ms.onnx_writer import write_onnx
 
     model = coat_ms.create_model("coat_lite_tiny", embed_dims=(16, 16, 16, 16), serial_depths=(1, 1, 1, 1),

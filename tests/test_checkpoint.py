@@ -6,7 +6,8 @@ import mindspore as ms
 import numpy as np
 
 import coat_ms
-from coat_ms.checkpoint import make_meta, meta_entry, model_from_checkpoint, read_checkpoint_and_meta
+from coat_ms.checkpoint import make_meta, meta_entry, read_checkpoint_and_meta
+from coat_ms.factory import model_from_checkpoint
 from coat_ms.data.transforms import preprocessing
 from conftest import random_images
 from helpers import run_script, small_imagefolder

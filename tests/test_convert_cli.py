@@ -13,7 +13,7 @@ sys.path.insert(0, ROOT)  # convert/ lives at the repo root
 
 import convert  # noqa: E402
 from convert import cli  # noqa: E402
-from convert.errors import ConversionError  # noqa: E402
+from convert import ConversionError  # noqa: E402
 from coat_ms.errors import CoatError  # noqa: E402
 
 import torch  # noqa: E402  (the reference side is part of the dev install: fail, never skip)
@@ -258,7 +258,7 @@ def test_safetensors_saved_with_one_name_per_tie_converts_and_verifies(tmp_path)
 def test_safetensors_whose_header_length_looks_like_a_pickle_or_zip(prefix, tmp_path):
     """The 8-byte header length of a .safetensors file may begin with a pickle's or zip's magic bytes."""
     from safetensors.numpy import save
-    from convert import readers
+    from coat_ms.conversion import readers
     arrays = {"a": np.zeros(2, np.float32)}
     pad = next(n for n in range(70000) if save(arrays, metadata={"pad": "x" * n})[:len(prefix)] == prefix)
     path = tmp_path / "w.safetensors"

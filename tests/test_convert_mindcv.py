@@ -14,7 +14,7 @@ import mindspore as ms  # noqa: E402
 from mindspore.nn.utils import no_init_parameters  # noqa: E402
 import coat_ms  # noqa: E402
 import convert  # noqa: E402
-from convert import mindcv_rules, readers  # noqa: E402
+from coat_ms.conversion import mindcv_rules, readers  # noqa: E402
 
 import mindcv.models as mindcv_models  # noqa: E402
 

@@ -14,7 +14,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 import mindspore as ms  # noqa: E402
 import coat_ms  # noqa: E402
 import convert  # noqa: E402
-from convert import readers, writers  # noqa: E402
+from coat_ms.conversion import readers, writers  # noqa: E402
 
 import torch  # noqa: E402  (the reference side is part of the dev install: fail, never skip)
 import timm  # noqa: E402

@@ -44,7 +44,7 @@ RUNNERS = {
     r"-m convert": "",
     r"-m parity_tests\.report --variants all --profile full": "--variants coat_lite_tiny --skip grad,step,mindcv",
     r"-m parity_tests\.report": "",
-    r"-m coat_ms\.bench|benchmarks/bench\.py": "--models coat_lite_tiny --batches 1 --reps 1 --mindcv-reps 1 "
+    r"benchmarks/bench\.py": "--models coat_lite_tiny --batches 1 --reps 1 --mindcv-reps 1 "
                                                "--out bench_out",
     r"benchmarks/profile_ops\.py": "--steps 1",
     r"benchmarks/profile_onnx\.py": "--runs 1",

@@ -233,9 +233,10 @@ def test_model_args_through_the_other_tools(ckpt, tmp_path):
     (json.dumps(good_record(model=7)), ["model"]),
 ])
 def test_a_checkpoint_record_is_checked_where_it_is_read(tmp_path, data, record, words):
+    from coat_ms.factory import model_from_checkpoint
     path = save_with_record(tmp_path / "odd.ckpt", record)
     with pytest.raises(CoatError) as info:
-        coat_ms.checkpoint.model_from_checkpoint(path)
+        model_from_checkpoint(path)
     message = str(info.value)
     assert path in message and all(w in message for w in words) and "\n" not in message, message
     message = refused(validate_cli.main, "--data_dir", data, "--ckpt_path", path, "--device_target", "CPU")

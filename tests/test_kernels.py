@@ -264,7 +264,8 @@ def test_attention_kernel_matches_stock_ops_forward_and_backward(heads, head_chs
 def _train_steps(tmp_path, kernels):
     """Three compiled SGD steps of a narrow coat_tiny in a subprocess: (losses, weights, kernel used)."""
     out = tmp_path / f"weights_{kernels}.npz"
-    env = {**os.environ, "COAT_MS_CPU_KERNELS": kernels}  # the documented switch, read at model build
+    from helpers import ENV  # PYTHONPATH: this checkout's coat_ms and benchmarks
+    env = {**ENV, "COAT_MS_CPU_KERNELS": kernels}  # the documented switch, read at model build
     proc = subprocess.run([sys.executable, os.path.join(os.path.dirname(__file__), "kernel_train_steps.py"),
                            str(out)], env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -307,7 +308,7 @@ def test_bias_gelu_kernel_matches_stock_bias_add_and_gelu():
 
 
 def test_benchmark_report_ratios_and_targets():
-    from coat_ms import bench
+    from benchmarks import bench
     result = {
         "machine": {"cpus": 2, "load_avg_start": (1.0, 1.0, 1.0), "load_avg_end": (2.0, 2.0, 2.0)},
         "settings": {"batches": [8], "train_batch": 8},
@@ -335,7 +336,8 @@ def test_benchmark_report_ratios_and_targets():
 
 
 def test_benchmark_gives_mindcv_mindspores_default_runtime_unless_asked(monkeypatch):
-    from coat_ms import bench, runtime
+    from benchmarks import bench
+    from coat_ms import runtime
     assert bench.BLOCKING_RUN == runtime.BLOCKING_RUN
     monkeypatch.setenv(runtime.BLOCKING_RUN, "0")  # a user's opt-out reaches coat_ms's configure_runtime
     assert runtime.BLOCKING_RUN not in bench.worker_env("mindcv")
@@ -346,7 +348,9 @@ def test_benchmark_gives_mindcv_mindspores_default_runtime_unless_asked(monkeypa
 def test_benchmark_cli_rejects_bad_arguments():
     import subprocess
     import sys
-    proc = subprocess.run([sys.executable, "-m", "coat_ms.bench", "--models", "no_such_model", "--out", "/tmp/x"],
+    from helpers import ROOT
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "bench.py"), "--models", "no_such_model",
+                           "--out", "/tmp/x"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith("error: unknown model(s) no_such_model")

@@ -117,7 +117,7 @@ def test_every_loader_builds_what_mindcv_computes(released):
     """create_model(checkpoint_path=...), the fine-tuning builder of train.py and the loader of validate,
     predict and export all recognise the layout and build mindcv's computation."""
     import coat_ms
-    from coat_ms.checkpoint import model_from_checkpoint
+    from coat_ms.factory import model_from_checkpoint
     from coat_ms.config import merged
     from coat_ms.train.engine import build_model, starting_weights
 

@@ -23,7 +23,6 @@ from safetensors.torch import save_file, save_model
 from timm.models import save_for_hf
 
 import coat_ms
-from coat_ms import hub as hub_lookup
 from coat_ms import pretrained
 from coat_ms.errors import CoatError
 
@@ -219,7 +218,7 @@ def test_no_network_without_offline_flag_fails_within_the_timeout(caches, monkey
     """The hub address answers nothing: a listening socket that never accepts (its backlog full)."""
     import socket
     monkeypatch.delenv("HF_HUB_OFFLINE")
-    monkeypatch.setenv("COAT_MS_HUB_TIMEOUT", "1")
+    monkeypatch.setenv("HF_HUB_ETAG_TIMEOUT", "1")
     for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
         monkeypatch.delenv(name, raising=False)
     silent = socket.socket()
@@ -348,14 +347,14 @@ def test_download_lands_in_the_hub_cache_layout(caches, monkeypatch):
     monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.server_address[1]}")
     try:
         assert pretrained.find_source("coat_lite_tiny") is None
-        path, reason = hub_lookup.download(pretrained.hub_id("coat_lite_tiny"), pretrained.SOURCE_FILES)
+        path, reason = pretrained.download(pretrained.hub_id("coat_lite_tiny"), pretrained.SOURCE_FILES)
         assert reason is None
         assert ("HEAD", "/timm/coat_lite_tiny.in1k/resolve/main/model.safetensors") in requested
         expected = hub / "models--timm--coat_lite_tiny.in1k" / "snapshots" / ("c" * 40) / "pytorch_model.bin"
         assert os.path.realpath(path) == os.path.realpath(expected)
         assert (hub / "models--timm--coat_lite_tiny.in1k" / "refs" / "main").read_text() == "c" * 40
         assert open(pretrained.find_source("coat_lite_tiny"), "rb").read() == payload
-        path, reason = hub_lookup.download("timm/coat_mini.in1k", pretrained.SOURCE_FILES)
+        path, reason = pretrained.download("timm/coat_mini.in1k", pretrained.SOURCE_FILES)
         assert path is None and "has none of model.safetensors, pytorch_model.bin" in reason
     finally:
         server.shutdown()

@@ -127,7 +127,8 @@ def test_a_device_sink_call_covering_a_whole_epoch_is_accounted_as_its_steps(tmp
 
 def test_finetune_reinitialises_only_the_head(tmp_path, caplog):
     import coat_ms
-    from coat_ms.train.engine import load_finetune_weights
+    from coat_ms.checkpoint import load_with_fresh_head
+    from coat_ms.origin import read_weights
     kw = dict(embed_dims=(16, 16, 16, 16), serial_depths=(1, 1, 1, 1))
     src = coat_ms.create_model("coat_lite_tiny", num_classes=10, **kw)
     path = str(tmp_path / "src.ckpt")
@@ -135,8 +136,8 @@ def test_finetune_reinitialises_only_the_head(tmp_path, caplog):
     dst = coat_ms.create_model("coat_lite_tiny", num_classes=5, **kw)
     head_before = dst.parameters_dict()["head.weight"].asnumpy().copy()
     with caplog.at_level("INFO", logger="coat_ms"):
-        load_finetune_weights(dst, path)
-    assert "re-initialising the classifier" in caplog.text
+        load_with_fresh_head(dst, read_weights(path)[0], path)
+    assert "the classifier for num_classes=5 is freshly initialised" in caplog.text
     s, d = src.parameters_dict(), dst.parameters_dict()
     for name in d:
         if name.startswith("head."):
@@ -145,7 +146,7 @@ def test_finetune_reinitialises_only_the_head(tmp_path, caplog):
     np.testing.assert_array_equal(d["head.weight"].asnumpy(), head_before)
     other = coat_ms.create_model("coat_lite_tiny", num_classes=10, embed_dims=(16, 16, 32, 32), serial_depths=(1, 1, 1, 1))
     with pytest.raises(coat_ms.CheckpointError):
-        load_finetune_weights(other, path)
+        load_with_fresh_head(other, read_weights(path)[0], path)
 
 
 def test_resume_matches_uninterrupted_run_and_bad_resume_checkpoints(digits, tmp_path):

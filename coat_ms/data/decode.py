@@ -20,6 +20,7 @@ import sys
 
 import numpy as np
 
+from ..errors import first_line
 from .files import not_regular
 
 # How far to look for a readable replacement before giving up (a split that bad is not a dataset).
@@ -47,8 +48,8 @@ def decode_file(path):
 
 
 def why_unreadable(exc):
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    name, line = type(exc).__name__, first_line(exc)
+    return line if line == name else f"{name}: {line}"
 
 
 class ImageReader:

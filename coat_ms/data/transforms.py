@@ -24,6 +24,7 @@ import math
 
 import numpy as np
 
+from ..config import KEYS, as_interpolation
 from .files import DataError
 
 
@@ -36,11 +37,13 @@ PIL_FILTERS = {"bicubic": "BICUBIC", "cubic": "BICUBIC", "pilcubic": "BICUBIC", 
 
 @dataclasses.dataclass(frozen=True)
 class Preprocessing:
-    image_size: tuple = (224, 224)
-    crop_pct: float = 0.9
-    interpolation: str = "bicubic"
-    mean: tuple = (123.675, 116.28, 103.53)  # 0..255 scale, as mindcv's Normalize on uint8 images
-    std: tuple = (58.395, 57.12, 57.375)
+    """One evaluation preprocessing.  Its defaults, what evaluation uses when nothing says otherwise, are the
+    config keys' (coat_ms.config.KEYS: mindcv's eval defaults, also those of its CoaT weights)."""
+    image_size: tuple = (KEYS["image_resize"].default,) * 2
+    crop_pct: float = KEYS["crop_pct"].default
+    interpolation: str = KEYS["interpolation"].default
+    mean: tuple = tuple(KEYS["mean"].default)  # 0..255 scale, as mindcv's Normalize on uint8 images
+    std: tuple = tuple(KEYS["std"].default)
     style: str = MINDCV   # timm | mindcv: which library's resize and crop (see the module doc)
 
     @property
@@ -87,12 +90,11 @@ def _size(value):
 
 def preprocessing(base=None, where="", **given):
     """Preprocessing from ``base`` (a dict: a checkpoint's record, an export's sidecar or a pretrained
-    config) with ``given`` values (not None) taking precedence.  Accepts ``image_size`` as int or (H, W),
-    ``input_size`` as (C, H, W), and mean/std on the 0..1 or 0..255 scale; ``style`` defaults to mindcv's
-    (records written before styles existed were evaluated that way).  Every field is checked: a DataError
-    names it, prefixed by ``where`` (e.g. the record's file)."""
-    from ..config import as_interpolation
-
+    config) with ``given`` values (not None) taking precedence, and Preprocessing's defaults for the rest.
+    Accepts ``image_size`` as int or (H, W), ``input_size`` as (C, H, W), and mean/std on the 0..1 or 0..255
+    scale; ``style`` defaults to mindcv's (records written before styles existed were evaluated that way).
+    Every field is checked: a DataError names it, prefixed by ``where`` (e.g. the record's file)."""
+    default = Preprocessing()
     if base is not None and not isinstance(base, dict):
         raise DataError(f"{where}preprocessing {base!r} is not a mapping of setting: value")
     cfg = dict(base or {})
@@ -103,42 +105,44 @@ def preprocessing(base=None, where="", **given):
 
     field = "image_size" if "image_size" in cfg else "input_size" if "input_size" in cfg else None
     try:
-        size = _size(cfg[field]) if field else (224, 224)
+        size = _size(cfg[field]) if field else default.image_size
     except ValueError as exc:
         raise bad(field, exc) from None
-    crop_pct = cfg.get("crop_pct", 0.9)
+    crop_pct = cfg.get("crop_pct", default.crop_pct)
     if not _number(crop_pct) or not 0.0 < float(crop_pct) <= 1.0:
         raise bad("crop_pct", "a fraction in (0, 1]")
     try:
-        interpolation = as_interpolation(cfg.get("interpolation", "bicubic"))
+        interpolation = as_interpolation(cfg.get("interpolation", default.interpolation))
     except ValueError as exc:
         raise bad("interpolation", exc) from None
     stats = {}
-    for name, default in (("mean", (0.485, 0.456, 0.406)), ("std", (0.229, 0.224, 0.225))):
-        values = cfg.get(name, default)
+    for name in ("mean", "std"):
+        values = cfg.get(name, getattr(default, name))
         if not isinstance(values, (list, tuple)) or len(values) != 3 or not all(_number(v) for v in values) or \
                 (name == "std" and min(values) <= 0):
             raise bad(name, "three numbers" + (" > 0" if name == "std" else ""))
         stats[name] = _to_255(values)
-    style = cfg.get("style") or MINDCV
+    style = cfg.get("style") or default.style
     if not isinstance(style, str) or style.lower() not in STYLES:
         raise bad("style", " or ".join(STYLES))
     return Preprocessing(size, float(crop_pct), interpolation, stats["mean"], stats["std"], style.lower())
 
 
 def weights_preprocessing(meta, model=None, where="", **given):
-    """The eval preprocessing of weights with record ``meta`` (coat_ms.origin), else of ``model``'s default
-    config, with ``given`` values (not None) taking precedence: what validate.py, predict and export use."""
+    """The one precedence of evaluation preprocessing: ``given`` values (not None: flags, config keys) over
+    the weights' record ``meta`` (coat_ms.origin; an export's sidecar has the same ``preprocessing`` entry)
+    over ``model``'s default config (``pretrained_cfg``) over Preprocessing's defaults.  What validate.py,
+    predict, export, quantization and a training run's validation use."""
     record = (meta or {}).get("preprocessing") or dict(getattr(model, "pretrained_cfg", None) or {})
     return preprocessing(record, where=where, **given)
 
 
-def preprocessing_from_config(cfg, base=None):
-    """The eval preprocessing a training config implies (its image_resize, crop_pct, interpolation, mean,
-    std, and preprocess_style once the run has resolved it)."""
-    return preprocessing(base, image_size=cfg["image_resize"], crop_pct=cfg["crop_pct"],
-                         interpolation=cfg["interpolation"], mean=cfg["mean"], std=cfg["std"],
-                         style=cfg.get("preprocess_style"))
+def preprocessing_from_config(cfg, record=None):
+    """The eval preprocessing of a training run: the config's image_resize, crop_pct, interpolation, mean and
+    std, in preprocess_style when set, else in the style of the starting weights' ``record``."""
+    return weights_preprocessing(record, image_size=cfg["image_resize"], crop_pct=cfg["crop_pct"],
+                                 interpolation=cfg["interpolation"], mean=cfg["mean"], std=cfg["std"],
+                                 style=cfg.get("preprocess_style"))
 
 
 def _inter(name):

@@ -9,7 +9,7 @@ import mindspore as ms
 import numpy as np
 from mindspore import ops
 
-from . import loader
+from .loader import load as load_once
 from .build import KernelBuildError, build
 
 
@@ -56,7 +56,7 @@ def _self_check(attend):
 
 def load():
     """The fused attention primitive (with bprop), built and self-checked once, or None if that failed."""
-    return loader.load("attention", _build_and_check)
+    return load_once("attention", _build_and_check)
 
 
 def _build_and_check():

@@ -11,7 +11,7 @@ import mindspore as ms
 import numpy as np
 from mindspore import ops
 
-from . import loader
+from .loader import load as load_once
 from .build import KernelBuildError, build
 
 MODE_CONV = 0  # y = conv(x) + b, leading (CLS) rows zero
@@ -57,7 +57,7 @@ def _self_check(fwd):
 
 def load():
     """The three primitives and the forward's bprop (built and self-checked once), or None if that failed."""
-    return loader.load("dwconv", _build_and_check)
+    return load_once("dwconv", _build_and_check)
 
 
 def _build_and_check():

@@ -5,7 +5,7 @@ import mindspore as ms
 import numpy as np
 from mindspore import ops
 
-from . import loader
+from .loader import load as load_once
 from .build import KernelBuildError, build
 from .rowops import column_sum_op
 
@@ -48,7 +48,7 @@ def _self_check(made):
 
 def load():
     """(forward, backward, bias-fused forward) built and self-checked once, or None if that failed."""
-    return loader.load("gelu", _build_and_check)
+    return load_once("gelu", _build_and_check)
 
 
 def _build_and_check():

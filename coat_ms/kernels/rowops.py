@@ -9,7 +9,7 @@ import mindspore as ms
 import numpy as np
 from mindspore import ops
 
-from . import loader
+from .loader import load as load_once
 from .build import KernelBuildError, build
 
 
@@ -50,7 +50,7 @@ def _self_check(made):
 
 def load():
     """{"layer_norm", "bias_add", "column_sum"} primitives built and self-checked once, or None if that failed."""
-    return loader.load("rowops", _build_and_check)
+    return load_once("rowops", _build_and_check)
 
 
 def _build_and_check():

@@ -633,9 +633,10 @@ class CoaT(nn.Cell):
 
 
 # ----------------------------------------------------------------------------------------------
-# Variants and their pretrained configurations (eval preprocessing as timm: 224 -> resize 248
-# bicubic, centre crop 224, ImageNet mean/std).  No weights are hosted: convert PyTorch ones with
-# ``python -m convert`` and pass ``checkpoint_path``.
+# Variants and their pretrained configurations, as timm's: where the ImageNet-1k weights are
+# (``hf_hub_id``: timm publishes them for all seven variants; pretrained=True converts them, see
+# coat_ms.pretrained) and how they are evaluated (224 -> resize 248 bicubic, centre crop 224,
+# ImageNet mean/std).  The one place this metadata lives.
 # ----------------------------------------------------------------------------------------------
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -643,7 +644,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def _cfg(**kwargs):
-    cfg = dict(url="", num_classes=1000, input_size=(3, 224, 224), crop_pct=0.9, interpolation="bicubic",
+    cfg = dict(url="", hf_hub_id="", num_classes=1000, input_size=(3, 224, 224), crop_pct=0.9, interpolation="bicubic",
                mean=IMAGENET_MEAN, std=IMAGENET_STD, first_conv="patch_embed1.proj", classifier="head")
     cfg.update(kwargs)
     return cfg
@@ -666,7 +667,7 @@ VARIANTS = {
                              mlp_ratios=(4, 4, 4, 4)),
 }
 
-default_cfgs = {name: _cfg() for name in VARIANTS}
+default_cfgs = {name: _cfg(hf_hub_id=f"timm/{name}.in1k") for name in VARIANTS}
 
 
 def _create(variant, **kwargs):

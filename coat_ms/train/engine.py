@@ -13,15 +13,16 @@ import mindspore as ms
 import numpy as np
 from mindspore import nn
 
-from .. import checkpoint as ckpt_io
 from ..amp import apply_amp, backend_for, level_that_runs
-from ..config import KEYS
+from ..checkpoint import load_with_fresh_head, make_meta, read_checkpoint_and_meta
+from ..config import KEYS, RESUME_KEYS, Source
 from ..data.files import DataError, list_split
 from ..data.pipeline import eval_dataset, train_dataset, worker_count
 from ..data.transforms import preprocessing_from_config
 from ..errors import CoatError
 from ..evaluation import cell_predictor, evaluate
 from ..factory import create_model
+from ..origin import read_weights
 from . import preflight
 from .run_folder import (CheckpointManager, atomic_save, check_resume_settings, load_train_state,
                          read_resume_checkpoint, remove_if_unused, train_state_entries, weights_entries)
@@ -31,15 +32,6 @@ from .results import read_rows
 from .train_cell import TrainingCell, TrainStep
 
 logger = logging.getLogger("coat_ms")
-
-# Settings a resumed run must share with its checkpoint: they shape the optimizer state, the lr
-# schedule or the model.  Settings left at their defaults on resume are taken from the checkpoint.
-RESUME_KEYS = ("model", "model_args", "num_classes", "opt", "lr", "min_lr", "scheduler", "warmup_epochs",
-               "warmup_factor", "decay_epochs", "decay_rate", "multi_step_decay_milestones", "num_cycles",
-               "cycle_decay", "lr_epoch_stair", "epoch_size", "weight_decay", "momentum", "use_nesterov",
-               "weight_decay_filter", "eps", "betas", "ema", "ema_decay", "loss_scale_type",
-               "gradient_accumulation_steps", "batch_size", "lr_scale_by_batch")
-
 
 def device_target():
     return ms.get_context("device_target")
@@ -56,10 +48,9 @@ class AmpPlan:
 
 def resolve_amp(cfg, device):
     """The AmpPlan this run uses on ``device`` (see coat_ms.amp for the rules); says what it chose."""
-    level = level_that_runs(cfg["amp_level"], device, explicit=cfg.source("amp_level") == "--amp_level",
-                            on_cpu=cfg["amp_on_cpu"])
+    level = level_that_runs(cfg["amp_level"], device, explicit=cfg.from_flag("amp_level"), on_cpu=cfg["amp_on_cpu"])
     val_level = level_that_runs(cfg["val_amp_level"], device, on_cpu=cfg["amp_on_cpu"], what="val_amp_level",
-                                explicit=cfg.source("val_amp_level") == "--val_amp_level")
+                                explicit=cfg.from_flag("val_amp_level"))
     scale_type = cfg["loss_scale_type"]
     if scale_type == "auto":
         scale_type = "dynamic" if level in ("O2", "O3") else "fixed"
@@ -71,10 +62,10 @@ def resolve_amp(cfg, device):
 
 def starting_weights(cfg):
     """(parameters or None, record) of the weights a run starts from: --ckpt_path (read once, in any layout
-    coat_ms.checkpoint.read_weights knows), else --pretrained (timm's record; the weights load with the
+    coat_ms.origin.read_weights knows), else --pretrained (timm's record; the weights load with the
     model), else random (None, {})."""
     if cfg["ckpt_path"]:
-        return ckpt_io.read_weights(cfg["ckpt_path"])
+        return read_weights(cfg["ckpt_path"])
     if cfg["pretrained"]:
         from ..origin import TIMM, record
         return None, record(cfg["model"], TIMM)
@@ -88,12 +79,13 @@ def run_model_args(cfg, record):
 
 def resolve_preprocess_style(cfg, record):
     """preprocess_style of the run: as given, else the starting weights' (timm's weights train and evaluate
-    with PIL's kernel), else mindcv's.  Sets it in ``cfg`` and says why."""
-    from ..data.transforms import MINDCV, PIL_FILTERS, TIMM
+    with PIL's kernel), else mindcv's (data.transforms.preprocessing_from_config).  Sets it in ``cfg`` and
+    says why."""
+    from ..data.transforms import PIL_FILTERS, TIMM
     from ..origin import origin_of
     if cfg["preprocess_style"] is None:
+        cfg["preprocess_style"] = preprocessing_from_config(cfg, record).style
         made_by = origin_of(record)
-        cfg["preprocess_style"] = TIMM if made_by == TIMM else MINDCV
         why = f"the starting weights are {made_by}'s" if made_by else "no recorded starting weights"
         logger.info("preprocessing: %s style (%s; set preprocess_style to choose)", cfg["preprocess_style"], why)
     if cfg["preprocess_style"] == TIMM and PIL_FILTERS.get(cfg["interpolation"]) != "BICUBIC":
@@ -122,7 +114,7 @@ def build_model(cfg, num_classes, amp_level="O0", start=None):
         if cfg["pretrained"]:
             logger.info("pretrained: starting from --ckpt_path %s (it wins over the hub weights)", cfg["ckpt_path"])
         model = create_model(cfg["model"], **kwargs)
-        load_finetune_weights(model, cfg["ckpt_path"], params)
+        load_with_fresh_head(model, params, cfg["ckpt_path"])
         return model
     return create_model(cfg["model"], pretrained=cfg["pretrained"], **kwargs)
 
@@ -147,28 +139,6 @@ class EvalNetwork:
         return self.net
 
 
-def load_finetune_weights(model, path, params=None):
-    """Strict load, except a classifier of another size, which is left freshly initialised (and said so).
-
-    ``params``: the checkpoint's parameters when already read (read_weights), else ``path`` is read."""
-    if params is None:
-        params = ckpt_io.read_weights(path)[0]
-    report = ckpt_io.compare_state(model, params)
-    head = [n for n, _, _ in report.mismatched if n.startswith("head.")]
-    if head and len(head) == len(report.mismatched) and not report.missing and not report.unexpected:
-        shapes = {n: (a, b) for n, a, b in report.mismatched}
-        logger.info("fine-tuning: checkpoint head %s != model head %s: re-initialising the classifier (%s)",
-                    shapes["head.weight"][0] if "head.weight" in shapes else "?",
-                    shapes["head.weight"][1] if "head.weight" in shapes else "?", ", ".join(head))
-        params = {n: p for n, p in params.items() if n not in head}
-        report = ckpt_io.compare_state(model, params)
-        if report.missing != head:
-            raise ckpt_io.CheckpointError(f"{path} does not match the model: {report.problems()}")
-        ckpt_io.load_state(model, params, strict=False, source=path)
-    else:
-        ckpt_io.load_state(model, params, strict=True, source=path)
-
-
 # The optimizers that have an epsilon / two betas.  mindcv's factory hands `eps` to RMSProp only (the Adam
 # family keeps its own 1e-8, Lamb 1e-6); a value chosen for this run is set on them too.
 _TAKES_EPS = ("adam", "adamw", "nadam", "adan", "lamb", "rmsprop")
@@ -185,7 +155,7 @@ def optimizer_keywords(cfg):
                             f"{', '.join(_TAKES_BETAS)}")
         extra.update(beta1=cfg["betas"][0], beta2=cfg["betas"][1])
     source = cfg.source("eps")  # a resumed run's record repeats every setting, the default eps included
-    if source != "default" and not (source.endswith(" record") and cfg["eps"] == KEYS["eps"].default):
+    if source.kind != Source.DEFAULT and not (source.kind == Source.RECORD and cfg["eps"] == KEYS["eps"].default):
         if opt not in _TAKES_EPS:
             raise CoatError(f"{cfg.named('eps')}: {opt} has no epsilon; remove eps or use one of "
                             f"{', '.join(_TAKES_EPS)}")
@@ -320,8 +290,8 @@ def train(cfg, dist=None, started_at=None):
     device = device_target()
     resume = None
     if cfg["resume"]:
-        resume_params, resume_meta = ckpt_io.read_checkpoint_and_meta(cfg["resume"])
-        cfg, saved = preflight.resumed_settings(cfg, resume_meta, cfg["resume"], RESUME_KEYS)
+        resume_params, resume_meta = read_checkpoint_and_meta(cfg["resume"])
+        cfg, saved = preflight.resumed_settings(cfg, resume_meta, cfg["resume"])
         check_resume_settings(cfg["resume"], saved, {k: cfg[k] for k in RESUME_KEYS})
         resume = (resume_params, resume_meta)
     preflight.check_device_support(cfg, device)
@@ -378,7 +348,7 @@ def train(cfg, dist=None, started_at=None):
             raise CoatError(f"{cfg['resume']} already finished epoch {start_epoch} of {epochs}: nothing to resume")
         if dist.is_main:
             logger.info("resumed from %s: epoch %d done, step %d", cfg["resume"], start_epoch, start_step)
-    meta = ckpt_io.make_meta(cfg["model"], num_classes, data.train.classes, pre, run_model_args(cfg, start[1]),
+    meta = make_meta(cfg["model"], num_classes, data.train.classes, pre, run_model_args(cfg, start[1]),
                              training=training_record)
 
     manager = CheckpointManager(out_dir, cfg["model"], cfg["keep_checkpoint_max"], cfg["ckpt_save_policy"],

@@ -5,7 +5,7 @@ config file: a record is a door too).
 """
 import os
 
-from ..config import KEYS, check_values, typed
+from ..config import KEYS, RESUME_KEYS, Source, check_values, typed
 from ..errors import CoatError
 from ..fileio import check_outputs
 from ..model_options import check_model_args
@@ -29,22 +29,22 @@ def check_model_request(cfg):
     return check_model_args(cfg["model"], cfg["model_args"] or {}, where=cfg.named("model_args"))
 
 
-def resumed_settings(cfg, meta, path, resume_keys):
+def resumed_settings(cfg, meta, path):
     """The settings of a resumed run: those not given take the checkpoint's (typed and checked as if
-    they came from a file); the run continues in the checkpoint's folder unless a flag names another."""
+    they came from a file); the run continues in the checkpoint's folder unless a flag names another.
+    Returns them and the recorded values of the keys a resume must keep (config.RESUME_KEYS)."""
     saved = (meta.get("training") or {}).get("settings") or {}
     cfg = type(cfg)(cfg, cfg.sources)
-    record = f"{path} record"
+    record = Source.record(path)
     for key, value in saved.items():
         if key in KEYS and key not in ("ckpt_path", "pretrained", "resume_opt", "output_dir", "resume") and \
-                cfg.source(key) == "default":
-            cfg[key] = typed(key, value, record)
-            cfg.sources[key] = record
+                cfg.source(key).kind == Source.DEFAULT:
+            cfg.set(key, typed(key, value, record), record)
     cfg["ckpt_path"], cfg["pretrained"] = "", False  # the weights come from the resumed checkpoint
     if not cfg.chosen_for_this_run("ckpt_save_dir"):
         cfg["ckpt_save_dir"] = os.path.dirname(os.path.abspath(path))  # the run continues where it is
     check_values(cfg)
-    return cfg, {k: saved[k] for k in resume_keys if k in saved}
+    return cfg, {k: saved[k] for k in RESUME_KEYS if k in saved}
 
 
 def check_run_outputs(cfg, out_dir, resume_path=None):

@@ -9,8 +9,9 @@ import dataclasses
 
 import numpy as np
 
+from ..checkpoint import TRAINING_STATE_PREFIXES
+from ..errors import ConversionError
 from . import rules
-from .errors import ConversionError
 
 
 @dataclasses.dataclass
@@ -211,7 +212,6 @@ def ms_to_torch(params, model_name, num_classes=None, in_chans=None):
 
     Tied parameters are written under every key PyTorch lists them, so timm loads it strictly.
     """
-    from coat_ms.checkpoint import TRAINING_STATE_PREFIXES
     arrays = {}
     for name, value in params.items():
         if name.startswith(TRAINING_STATE_PREFIXES):  # optimizer moments, step counters: not weights

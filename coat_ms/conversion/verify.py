@@ -7,7 +7,7 @@ import dataclasses
 
 import numpy as np
 
-from .errors import ConversionError
+from ..errors import ConversionError
 
 DEFAULT_TOLERANCE = 2e-5
 
@@ -49,10 +49,11 @@ def shared_input(in_chans=3, image_size=224, batch=1, seed=0):
 def coat_ms_logits(params, variant, x, num_classes, in_chans, **model_kwargs):
     """Build coat_ms, load ``params`` strictly, return logits for ``x`` (eval mode)."""
     import mindspore as ms
-    import coat_ms
-    from coat_ms.checkpoint import load_state
+
+    from ..checkpoint import load_state
+    from ..registry import model_entrypoint
     with _no_init():  # every parameter is loaded below, strictly
-        model = coat_ms.create_model(variant, num_classes=num_classes, in_channels=in_chans, **model_kwargs)
+        model = model_entrypoint(variant)(num_classes=num_classes, in_chans=in_chans, **model_kwargs)
     model.set_train(False)
     load_state(model, {k: ms.Parameter(ms.Tensor(v), name=k) for k, v in params.items()},
                source="converted parameters")

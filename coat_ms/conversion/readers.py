@@ -9,7 +9,7 @@ import json
 import os
 import struct
 
-from .errors import ConversionError
+from ..errors import ConversionError, first_line
 
 EMA_KEYS = ("model_ema", "state_dict_ema", "ema")
 MAIN_KEYS = ("state_dict", "model")
@@ -74,7 +74,7 @@ def read_safetensors(path):
             meta = json.loads(f.read(n)).get("__metadata__") or {}
     except (SafetensorError, ValueError, OSError, struct.error) as exc:
         raise ConversionError(f"cannot read {path}: truncated or not a valid .safetensors file "
-                              f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+                              f"({first_line(exc)})") from None
     except TypeError as exc:  # e.g. bfloat16, which numpy cannot hold
         raise ConversionError(f"cannot read {path} with numpy ({exc}); convert it to float32 first") from None
     return arrays, meta
@@ -103,7 +103,7 @@ def read_pth(path, trust_pickle=False):
     try:
         return torch.load(path, map_location="cpu", weights_only=not trust_pickle)
     except Exception as exc:  # torch raises RuntimeError, UnpicklingError, EOFError, BadZipFile...
-        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        text = first_line(exc)
         if "weights_only" in str(exc) and not trust_pickle:
             raise PickledObjectsError(path, text) from None
         raise ConversionError(f"cannot read {path}: truncated or not a PyTorch checkpoint ({text[:200]})") from None
@@ -111,7 +111,7 @@ def read_pth(path, trust_pickle=False):
 
 def read_ckpt(path):
     """A MindSpore .ckpt as {name: numpy array}."""
-    from coat_ms.checkpoint import read_checkpoint
+    from ..checkpoint import read_checkpoint
     return {name: param.asnumpy() for name, param in read_checkpoint(path).items()}
 
 

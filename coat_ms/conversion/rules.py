@@ -10,9 +10,8 @@ import dataclasses
 import functools
 import re
 
-from coat_ms.models import coat as coat_model
-
-from .errors import ConversionError
+from ..errors import ConversionError
+from ..models import coat as coat_model
 
 # Keys of the official release that no model uses: its unused norm1, and norm2/norm3 of CoaT-Lite.
 # Recognised by pattern (a final norm the built model does not have), not by a per-variant list.

@@ -14,9 +14,8 @@ import re
 
 import numpy as np
 
-from coat_ms.checkpoint import TRAINING_STATE_PREFIXES
-
-from .errors import ConversionError
+from ..checkpoint import TRAINING_STATE_PREFIXES
+from ..errors import ConversionError
 
 QKV = re.compile(r"^(.*\.factoratt_crpe\d?)\.([qkv])\.(weight|bias)$")
 CPES = re.compile(r"^parallel_blocks\.\d+\.cpes\.(\d)\.(.*)$")

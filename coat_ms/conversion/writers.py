@@ -12,10 +12,8 @@ import os
 
 import numpy as np
 
-from coat_ms.errors import CoatError
-from coat_ms.fileio import atomic_write
-
-from .errors import ConversionError
+from ..errors import CoatError, ConversionError, first_line
+from ..fileio import atomic_write
 
 
 def check_writable(out):
@@ -39,7 +37,7 @@ def _write(out, write_fn, suffix):
     except CoatError:
         raise
     except Exception as exc:  # e.g. an I/O error atomic_write passes on, or a library's own error type
-        text = getattr(exc, "strerror", None) or (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        text = getattr(exc, "strerror", None) or first_line(exc)
         raise ConversionError(f"cannot write {out}: {text}") from None
 
 
@@ -63,7 +61,7 @@ def save_ckpt(params, path, record=None):
     must end in .ckpt)."""
     import mindspore as ms
 
-    from coat_ms.checkpoint import meta_entry
+    from ..checkpoint import meta_entry
     ms.save_checkpoint([{"name": name, "data": ms.Tensor(value)} for name, value in params.items()], path,
                        append_dict=meta_entry(record) if record else None)
 

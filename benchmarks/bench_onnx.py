@@ -1,4 +1,4 @@
-"""The ONNX Runtime rows of the benchmark (coat_ms.bench): the files, and the worker that times them.
+"""The ONNX Runtime rows of the benchmark (benchmarks/bench.py): the files, and the worker that times them.
 
 Per model, before its timed rounds, in child processes of their own:
 
@@ -65,7 +65,7 @@ def prepare_files(model_name, folder, env, log):
     for side, frameworks in (("coat_ms", ("onnx-coat_ms", "onnx-int8")), ("timm", ("onnx-timm",))):
         log(f"[{model_name}] preparing the {side} ONNX file(s) ...")
         start = time.perf_counter()
-        code = f"from coat_ms.bench_onnx import prepare_{side}; prepare_{side}({model_name!r}, {folder!r})"
+        code = f"from benchmarks.bench_onnx import prepare_{side}; prepare_{side}({model_name!r}, {folder!r})"
         proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
         if proc.returncode != 0:
             tail = [ln for ln in proc.stderr.splitlines() if ln.strip() and "WARNING" not in ln][-1:] or ["no output"]
@@ -83,7 +83,7 @@ class OrtWorker:
     def __init__(self, framework, model_name, task, folder):
         import numpy as np
 
-        from .onnx_session import open_session
+        from coat_ms.onnx_session import open_session
 
         if task != "infer":
             raise ValueError("ONNX files are timed for inference only")

@@ -1,5 +1,8 @@
 # The README's two commands: `make demo` (main job on the embedded default) and `make test`.
-.PHONY: setup demo test test-slow
+# Tiers (README, Tests): `make test` what CI runs; `make test-slow` every shipped artefact and every study.
+.PHONY: setup demo test test-slow test-artefacts test-studies
+
+PYTEST = .venv/bin/python -m pytest -q --durations=15
 
 setup:
 	bash scripts/setup.sh
@@ -8,7 +11,13 @@ demo: setup
 	.venv/bin/python -m coat_ms.demo
 
 test: setup
-	.venv/bin/python -m pytest -q
+	$(PYTEST)
 
 test-slow: setup
-	.venv/bin/python -m pytest -q -m slow
+	$(PYTEST) -m slow
+
+test-artefacts: setup
+	$(PYTEST) -m artefacts
+
+test-studies: setup
+	$(PYTEST) -m studies

@@ -3,7 +3,8 @@
 amp_study(variant)  coat_ms float32 logits vs the same weights at mindcv's O1 / O2 / O3 (train.py's call, on
                     MindSpore's operators in GRAPH_MODE) and at MindSpore's own O2; timm's float16 autocast
                     against timm float32 as the reference figure; gradients at O2 with a fixed loss scale
-                    (unscaled, as the optimizer sees them) against float32, cosine per parameter tensor.
+                    (unscaled, as the optimizer sees them; PyNative) against float32, cosine per parameter tensor.
+amp_study_in_child  the same in a fresh process (what the report and the slow test run: memory comes back).
 
 Inputs: crops of scikit-learn's two sample photos, through timm's own evaluation transform for the variant.
 Weights: timm's model with seeded random weights (no pretrained file can be downloaded here), converted with
@@ -105,11 +106,12 @@ class _ScaledLoss(nn.Cell):
         return self.loss(x, y) * self.scale
 
 
-def grads(model, x, y, scale=1.0):
-    """{name: d loss / d parameter} (unscaled) in GRAPH_MODE."""
+def grads(model, x, y, scale=1.0, mode="pynative"):
+    """{name: d loss / d parameter} (unscaled); PyNative by default, where memory is returned as tensors die
+    (a full-size GRAPH_MODE gradient graph holds ~5 GB on CPU; train.py's compiled O2 step is tests/test_amp.py's)."""
     params = model.trainable_params()
     fn = ms.grad(_ScaledLoss(model, scale), grad_position=None, weights=params)
-    with harness.ms_mode("graph"):
+    with harness.ms_mode(mode):
         got = fn(ms.Tensor(x), ms.Tensor(y))
     return {p.name: g.asnumpy().astype(np.float64) / scale for p, g in zip(params, got)}
 
@@ -126,7 +128,7 @@ class AmpStudy:
 
     @property
     def label(self):
-        return f"224 b{self.batch} graph, loss scale {LOSS_SCALE:g}"
+        return f"224 b{self.batch}: logits GRAPH_MODE, gradients PyNative at loss scale {LOSS_SCALE:g}"
 
     @property
     def min_grad_cosine(self):
@@ -164,6 +166,17 @@ def amp_study(variant, batch=4, seed=0, pair=None, levels=LEVELS, with_grads=Tru
         g16 = grads(apply_amp(stock_model(pair, variant), "O2"), x, y, LOSS_SCALE)
         grad_cosines = {n: cosine(g16[n], g32[n]) for n in g32}
     return AmpStudy(variant, rows, grad_cosines, time.time() - t0, batch)
+
+
+def amp_study_in_child(variant, **kw):
+    """amp_study in a fresh process: MindSpore keeps every compiled graph and its memory pool for the life of the
+    process, and six full-size float16/float32 graphs per variant would add up (coat_lite_mini's study was killed
+    by the OOM killer at 21 GB inside the report's process); the child gives it all back when it ends."""
+    import multiprocessing  # noqa: PLC0415
+    from concurrent.futures import ProcessPoolExecutor  # noqa: PLC0415
+
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(amp_study, variant, **kw).result()
 
 
 def markdown_lines(study):

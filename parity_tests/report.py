@@ -111,7 +111,7 @@ def run_jobs(jobs, seed):
             results.extend(studies.mindcv_study(variant, seed=seed, **kw))
         elif kind == "amp":
             from . import amp  # noqa: PLC0415
-            results.append(amp.amp_study(variant, seed=seed, **kw))
+            results.append(amp.amp_study_in_child(variant, seed=seed, **kw))
         elif kind == "image":
             from .image_path import image_study  # noqa: PLC0415
             results.append(image_study(variant, seed=seed, **kw))

@@ -10,10 +10,10 @@ from parity_tests import amp
 from parity_tests.report import ORDER
 
 
-@pytest.mark.slow
+@pytest.mark.studies
 @pytest.mark.parametrize("variant", ORDER)
 def test_amp_keeps_the_float32_answer(variant):
-    study = amp.amp_study(variant)
+    study = amp.amp_study_in_child(variant)
     assert study.passed, "\n".join(amp.markdown_lines(study))
     o2 = [r for r in study.rows if r.bar is not None]
     assert len(o2) == 2 and all(r.top1_agree == 1.0 for r in o2), "\n".join(amp.markdown_lines(study))

@@ -32,7 +32,7 @@ def test_tiny_coat_taps_in_both_modes(tiny_coat_pair, mode, batch):
     assert_all_taps_pass(s)
 
 
-@pytest.mark.slow
+@pytest.mark.studies
 def test_tiny_lite_graph_batch1(tiny_lite_pair):
     assert_all_taps_pass(studies.forward_study("tiny_lite", 64, batch=1, mode="graph", pair=tiny_lite_pair))
 
@@ -41,7 +41,7 @@ FULL = [(v, 224, b, m) for v in ORDER for b in (1, 2) for m in ("graph", "pynati
 FULL += [(v, 384, 1, m) for v in ("coat_lite_tiny", "coat_tiny") for m in ("graph", "pynative")]
 
 
-@pytest.mark.slow
+@pytest.mark.studies
 @pytest.mark.parametrize("variant,img_size,batch,mode", FULL)
 def test_full_matrix(variant, img_size, batch, mode):
     assert_all_taps_pass(studies.forward_study(variant, img_size, batch=batch, mode=mode))

@@ -27,7 +27,7 @@ def test_tiny_lite_gradients_graph(tiny_lite_pair):
     assert_grads_pass(studies.grad_study("tiny_lite", 64, batch=2, mode="graph", pair=tiny_lite_pair))
 
 
-@pytest.mark.slow
+@pytest.mark.studies
 @pytest.mark.parametrize("variant", ["coat_lite_tiny", "coat_lite_mini", "coat_lite_small", "coat_lite_medium",
                                      "coat_tiny", "coat_mini", "coat_small"])
 @pytest.mark.parametrize("mode", ["pynative", "graph"])

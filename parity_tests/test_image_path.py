@@ -16,6 +16,7 @@ def assert_passes(study):
                           f"worst input {worst['input'].rel:.3g}, worst logits {worst['logits'].rel:.3g}")
 
 
+@pytest.mark.studies
 def test_coat_lite_tiny_photos_match_timm():
     study = image_path.image_study("coat_lite_tiny")
     assert "timm style" in study.notes[0]
@@ -44,7 +45,7 @@ def test_the_study_can_fail():
     assert np.abs(out["timm"] - out["mindcv"]).max() > 100 * image_path.INPUT_ATOL
 
 
-@pytest.mark.slow
+@pytest.mark.studies
 @pytest.mark.parametrize("variant", ORDER)
 def test_every_variant_through_mindir_and_predict(variant):
     assert_passes(image_path.image_study(variant, deploy=True))

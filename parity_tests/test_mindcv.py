@@ -18,7 +18,7 @@ def test_tiny_coat_mindcv():
     check("tiny_coat", 64)
 
 
-@pytest.mark.slow
+@pytest.mark.studies
 @pytest.mark.parametrize("variant", ["coat_lite_tiny", "coat_tiny"])
 def test_mindcv_real_variants(variant):
     check(variant, 224)

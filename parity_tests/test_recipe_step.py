@@ -45,19 +45,19 @@ def test_a_reference_with_other_decay_groups_fails():
     assert failed <= spared and len(failed) > len(spared) // 2, (sorted(failed), sorted(spared))
 
 
-@pytest.mark.slow
+@pytest.mark.studies
 @pytest.mark.parametrize("variant", ["coat_lite_tiny", "coat_tiny"])
 def test_full_variant_recipe_step(variant):
     assert_recipe_step_pass(recipe_step.recipe_step_study(variant, img_size=224))
 
 
-@pytest.mark.slow
+@pytest.mark.studies
 def test_tiny_coat_recipe_step_compiled():
     # train.py runs the cell in GRAPH_MODE (the recipes' mode: 0)
     assert_recipe_step_pass(recipe_step.recipe_step_study("tiny_coat", img_size=64, mode="graph"))
 
 
-@pytest.mark.slow
+@pytest.mark.studies
 def test_clipping_is_compared_and_can_fail():
     s = recipe_step.recipe_step_study("tiny_lite", img_size=64, clip_grad=True, clip_value=0.5)
     assert_recipe_step_pass(s)

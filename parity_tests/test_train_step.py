@@ -21,7 +21,7 @@ def test_tiny_lite_adamw_step(kind):
     assert_step_pass(studies.step_study("tiny_lite", 64, batch=2, mode="pynative", kind=kind))
 
 
-@pytest.mark.slow
+@pytest.mark.studies
 def test_tiny_coat_adamw_step_graph():
     assert_step_pass(studies.step_study("tiny_coat", 64, batch=2, mode="graph", kind="adamw"))
 
@@ -63,7 +63,7 @@ def test_bound_covers_the_exact_update_difference_across_zero():
     crossing = [r for r in rows if r["g_pt"] * r["g_ms"] < 0]
     assert all(r["bound"] == pytest.approx(cfg["lr"] * abs(r["g_ms"] - r["g_pt"]) / cfg["eps"]) for r in crossing)
 
-@pytest.mark.slow
+@pytest.mark.studies
 @pytest.mark.parametrize("variant", ["coat_lite_tiny", "coat_lite_mini", "coat_lite_small", "coat_lite_medium",
                                      "coat_tiny", "coat_mini", "coat_small"])
 def test_full_variant_adamw_step(variant):

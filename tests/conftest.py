@@ -17,6 +17,23 @@ def pynative_mode():
     yield
 
 
+@pytest.fixture
+def in_process_cli(tmp_path, monkeypatch):
+    """For CLIs called in-process (``main(argv)``): they select the device, the graph mode and signal handlers
+    and write relative to the working directory, so they run in tmp_path and the rest is put back."""
+    import signal
+    monkeypatch.chdir(tmp_path)
+    mode = ms.get_context("mode")
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    wakeup = signal.set_wakeup_fd(-1)
+    signal.set_wakeup_fd(wakeup)
+    yield
+    ms.set_context(mode=mode)
+    for s, h in handlers.items():
+        signal.signal(s, h)
+    signal.set_wakeup_fd(wakeup)
+
+
 def random_images(shape, seed=0):
     return ms.Tensor(np.random.RandomState(seed).rand(*shape).astype(np.float32))
 

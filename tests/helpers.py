@@ -30,6 +30,20 @@ def one_error_line(proc, code=2):
     return lines[0]
 
 
+def refused(main, *argv):
+    """The one-line error a CLI's ``main(argv)`` stops with, in-process: the CoatError that run_cli prints as
+    ``error: <message>`` with exit code 2 (each CLI's exit-code contract is checked once as a subprocess).
+    Use with the ``in_process_cli`` fixture."""
+    import pytest
+
+    from coat_ms.errors import CoatError
+    with pytest.raises(CoatError) as info:
+        main([str(a) for a in argv])
+    message = str(info.value)
+    assert "\n" not in message, message
+    return message
+
+
 def small_imagefolder(root, classes=(0, 1), per_class=16, image_size=64, fmt="jpg"):
     """A small real ImageFolder (scikit-learn's digits) with train/ and val/; returns its path."""
     write_digits_imagefolder(str(root), image_size=image_size, classes=classes, per_class=per_class, fmt=fmt)

@@ -46,7 +46,7 @@ def fp32_logits():
 
 def slow_but(*fast):
     """Levels as pytest params: those in ``fast`` in the default run, the others under -m slow."""
-    return lambda *levels: [pytest.param(lv, marks=() if lv in fast else (pytest.mark.slow,)) for lv in levels]
+    return lambda *levels: [pytest.param(lv, marks=() if lv in fast else (pytest.mark.studies,)) for lv in levels]
 
 
 def cosine(a, b):
@@ -76,7 +76,7 @@ def test_mindspore_amp_levels_compile_and_keep_the_float32_answer(level, fp32_lo
     assert cosine(out.asnumpy(), reference) >= 0.999
 
 
-@pytest.mark.slow
+@pytest.mark.studies
 def test_mindspore_amp_o2_trains_with_a_loss_scale():
     net = ms.amp.auto_mixed_precision(narrow("O2"), "O2")
     w0 = {p.name: p.asnumpy().copy() for p in net.trainable_params()}
@@ -91,7 +91,7 @@ def test_mindspore_amp_o2_trains_with_a_loss_scale():
     assert not still, still
 
 
-@pytest.mark.slow
+@pytest.mark.studies
 @pytest.mark.parametrize("level", ["O0", "O1", "O2", "O3"])
 def test_every_level_trains_through_the_engine_with_float32_masters_and_torch_names(level):
     """train.py's own builders: the level given as a flag runs on CPU, on MindSpore's operators."""
@@ -156,7 +156,7 @@ def test_the_kernel_backend_refuses_amp_by_name():
         apply_amp(model, "O2")
 
 
-@pytest.mark.slow
+@pytest.mark.studies
 def test_amp_cast_list_replaces_the_black_list(fp32_logits):
     """The O2 black list it names is what stays float32: LayerNorm left out of it runs as a float16 cell (and
     still takes its statistics in float32 inside, see coat_ms/amp.py)."""
@@ -174,7 +174,7 @@ def test_amp_cast_list_is_parsed_from_fixed_names_never_evaluated():
             merged({"amp_cast_list": bad}, source="r.yaml")
 
 
-@pytest.mark.slow
+@pytest.mark.artefacts
 @pytest.mark.parametrize("name", coat_ms.list_models())
 def test_every_full_variant_compiles_at_o2_through_mindcv_and_mindspore(name):
     x = ms.Tensor(np.random.default_rng(0).random((1, 3, 224, 224), np.float32))
@@ -194,7 +194,7 @@ def test_every_full_variant_compiles_at_o2_through_mindcv_and_mindspore(name):
     assert cosine(twin(x).asnumpy(), want) >= 0.999
 
 
-@pytest.mark.slow
+@pytest.mark.studies
 def test_the_digits_demo_trained_at_o2_on_cpu_reaches_its_o0_accuracy(tmp_path):
     """End to end on real data: the demo's recipe through train.py at O0 and at O2 (MindSpore's float16 CPU
     kernels, dynamic loss scale from 1024): Top-1 within one point."""

@@ -88,7 +88,7 @@ def test_timm_pth_to_ckpt_matches_timm(name, timm_cache, tmp_path):
     check_variant(name, timm_cache, tmp_path)
 
 
-@pytest.mark.slow
+@pytest.mark.studies
 @pytest.mark.parametrize("name", VARIANTS)
 def test_timm_pth_to_ckpt_matches_timm_224(name, tmp_path):
     """The same at 224 x 224 (python -m pytest -m slow tests/test_convert_parity.py)."""

@@ -47,15 +47,17 @@ DATA_AND_DEVICE = ["--device_target", "CPU", "--num_classes", "3", "--epoch_size
                    "--image_resize", "64"]
 
 
-@pytest.mark.parametrize("kind", ["mpirun", "msrun"])
+@pytest.mark.parametrize("kind", ["mpirun", pytest.param("msrun", marks=pytest.mark.artefacts)])
 def test_train_py_data_parallel_validates_on_every_rank(kind, tmp_path):
-    """2 CPU ranks: under mpirun the seed docs' command (the Ascend recipe as shipped, --output_dir), under msrun
+    """2 CPU ranks: under mpirun the seed docs' command (the Ascend recipe as shipped, --output_dir, its amp O2 and
+    fixed loss scale 1024 on CPU: the recipe test of the default run), under msrun
     the demo recipe with --distribute. Both ranks train and validate their share of the val split; the reduced
     metrics equal single-process validate.py on the same checkpoint."""
     data = small_imagefolder(tmp_path / "data", classes=(0, 1, 2), per_class=20, image_size=32, fmt="png")
-    if kind == "mpirun":
+    if kind == "mpirun":  # at the recipe's own amp_level and loss scale, as the Ascend ranks run it
         out = tmp_path / "train_output"
-        args = [os.path.join(ROOT, "train.py"), *SEED_COMMAND, "--data_dir", data, *DATA_AND_DEVICE]
+        args = [os.path.join(ROOT, "train.py"), *SEED_COMMAND, "--data_dir", data, *DATA_AND_DEVICE,
+                "--amp_on_cpu", "True"]
     else:
         out = tmp_path / "run"
         args = [os.path.join(ROOT, "train.py"), "-c", os.path.join(ROOT, "configs", "demo_digits_cpu.yaml"),
@@ -65,6 +67,8 @@ def test_train_py_data_parallel_validates_on_every_rank(kind, tmp_path):
     assert rc == 0, logs[-4000:]
     assert logs.count("done: 2 epochs") == 1 and "on 2 rank(s)" in logs, logs[-3000:]  # rank 0 alone reports
     assert "img/s" in logs and "ETA" in logs and "unreadable images: 0 replaced in training" in logs
+    if kind == "mpirun":
+        assert "amp: O2 on CPU" in logs and "loss scale fixed 1024.0" in logs, logs[-3000:]
     rows = (out / "results.csv").read_text().strip().splitlines()
     assert len(rows) == 3  # header + one row per epoch, written once (by rank 0)
     steps = [int(r.split(",")[1]) for r in rows[1:]]
@@ -82,7 +86,7 @@ def test_train_py_data_parallel_validates_on_every_rank(kind, tmp_path):
     assert not [f for f in os.listdir(out) if ".tmp" in f]
 
 
-@pytest.mark.slow
+@pytest.mark.artefacts
 def test_validate_py_shards_over_ranks_and_matches_one_process(tmp_path):
     """validate.py --distribute: each rank takes a share, the metrics equal the single-process ones exactly."""
     import mindspore as ms
@@ -119,7 +123,7 @@ def launch_ddp_check(kind, data_dir, out, tmp_path):
     return [dict(np.load(os.path.join(out, f"{n}.npz"))) for n in ("rank0", "rank1", "reference")]
 
 
-@pytest.mark.slow
+@pytest.mark.studies
 @pytest.mark.parametrize("kind", ["mpirun", "msrun"])
 def test_two_workers_equal_one_process(kind, tmp_path):
     data = str(tmp_path / "digits")

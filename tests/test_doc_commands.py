@@ -135,7 +135,7 @@ def documented():
     return documented_commands()
 
 
-@pytest.mark.slow
+@pytest.mark.artefacts
 @pytest.mark.parametrize("doc", sorted({path for path, _ in documented()}))
 def test_every_documented_command_runs(doc, inputs, tmp_path):
     files = workspace(inputs, tmp_path / "ws")

@@ -38,7 +38,9 @@ def documented_commands():
     return out
 
 
-SNIPPETS = [pytest.param(path, i, code, id=f"{path}[{i}]")
+# The README's first snippet in every run, the other documented snippets in the artefacts tier.
+SNIPPETS = [pytest.param(path, i, code, id=f"{path}[{i}]",
+                         marks=() if (path, i) == ("README.md", 0) else pytest.mark.artefacts)
             for path in DOCS if path != os.path.join("docs", "pretrained.md")
             for i, code in enumerate(blocks(path, "python"))]
 

@@ -54,6 +54,7 @@ def photo_folder(tmp_path):
     return tmp_path / "photos"
 
 
+@pytest.mark.studies
 def test_validate_pretrained_prints_timms_metrics_on_real_photos(caches, photo_folder, capsys):  # noqa: F811
     """Done-when of issue 25: validate.py --pretrained True prints timm's Loss / Top-1 / Top-5."""
     import validate

@@ -60,7 +60,7 @@ def export_all(name, arch, folder):
     return tm, model, out
 
 
-@pytest.fixture(scope="module", params=sorted(NARROW))
+@pytest.fixture(scope="module", params=["coat_lite_tiny", pytest.param("coat_tiny", marks=pytest.mark.artefacts)])
 def exported(request, tmp_path_factory):
     name = request.param
     tm, model, out = export_all(name, NARROW[name], tmp_path_factory.mktemp(f"export_{name}"))
@@ -135,7 +135,7 @@ def test_failed_check_leaves_no_file(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
-@pytest.mark.slow
+@pytest.mark.artefacts
 @pytest.mark.parametrize("name", ["coat_lite_tiny", "coat_tiny"])
 def test_full_variants_round_trip(name, tmp_path):
     """Full coat_lite_tiny / coat_tiny (several minutes each on 2 CPU cores)."""
@@ -191,9 +191,9 @@ def run_file(path, fmt, x):
     return verify_fresh([(path, fmt, x)])[0] if fmt == "MINDIR" else run_onnx(path, x)
 
 
-@pytest.mark.parametrize("fmt,dynamic", [("ONNX", "shape"), ("MINDIR", "shape"),
-                                         pytest.param("ONNX", "batch", marks=pytest.mark.slow),
-                                         pytest.param("MINDIR", "batch", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("fmt,dynamic", [("ONNX", "shape"), pytest.param("MINDIR", "shape", marks=pytest.mark.artefacts),
+                                         pytest.param("ONNX", "batch", marks=pytest.mark.artefacts),
+                                         pytest.param("MINDIR", "batch", marks=pytest.mark.artefacts)])
 def test_dynamic_file_runs_at_several_shapes(fmt, dynamic, tmp_path):
     """A --dynamic file is checked by export at three shapes, in a fresh process; here it runs again at a
     fourth, against the model; the file records -1 for its dynamic dimensions; H, W not multiples of 32

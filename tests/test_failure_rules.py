@@ -27,7 +27,7 @@ import coat_ms
 from coat_ms.checkpoint import META_KEY, make_meta
 from coat_ms.config import OPTIMIZERS, ConfigError, add_config_flags, load_yaml, merged, settings_from
 from coat_ms.errors import CoatError
-from helpers import ENV, ROOT, TINY_ARCH, one_error_line, run_script, small_imagefolder
+from helpers import ENV, ROOT, TINY_ARCH, one_error_line, refused, run_script, small_imagefolder
 
 import train as train_cli  # noqa: E402  (the repository's CLIs, called in-process)
 import validate as validate_cli  # noqa: E402
@@ -39,27 +39,7 @@ TINY = json.loads(TINY_ARCH)
 RECIPE = os.path.join(ROOT, "configs", "coat_lite_tiny_ascend.yaml")
 
 
-@pytest.fixture(autouse=True)
-def process_state():
-    """In-process CLI calls may select the device, the graph mode and signal handlers: put them back."""
-    mode = ms.get_context("mode")
-    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    wakeup = signal.set_wakeup_fd(-1)
-    signal.set_wakeup_fd(wakeup)
-    yield
-    ms.set_context(mode=mode)
-    for s, h in handlers.items():
-        signal.signal(s, h)
-    signal.set_wakeup_fd(wakeup)
-
-
-def refused(main, *argv):
-    """The one-line error ``main(argv)`` stops with (what run_cli prints after 'error: ', exit 2)."""
-    with pytest.raises(CoatError) as info:
-        main([str(a) for a in argv])
-    message = str(info.value)
-    assert "\n" not in message, message
-    return message
+pytestmark = pytest.mark.usefixtures("in_process_cli")
 
 
 @pytest.fixture(scope="module")
@@ -167,7 +147,7 @@ def test_an_optimizer_the_device_cannot_run_is_refused_by_name(data, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.slow
+@pytest.mark.artefacts
 @pytest.mark.parametrize("opt", OPTIMIZERS)
 def test_which_optimizers_run_on_cpu(opt):
     """The measured fact behind the refusal: on CPU every optimizer train.py accepts takes a step through
@@ -482,6 +462,7 @@ def test_a_run_that_stops_before_its_first_checkpoint_leaves_nothing(data, tmp_p
     assert not out.exists()
 
 
+@pytest.mark.artefacts
 def test_resume_continues_in_the_checkpoints_folder(data, tmp_path):
     """-c recipe.yaml (ckpt_save_dir: A) and --resume X/latest.ckpt: the run continues in X, as
     docs/training.md says, and the temp file the crash left there is removed."""

@@ -273,6 +273,7 @@ def _train_steps(tmp_path, kernels):
     return report["losses"], dict(np.load(out)), report["kernel"]
 
 
+@pytest.mark.studies
 def test_compiled_training_steps_with_kernels_match_stock_ops(tmp_path):
     """Training uses the kernels too: repeated compiled steps finish (a padded-tap gradient once hung
     on the second call) and follow the stock operators' trajectory."""

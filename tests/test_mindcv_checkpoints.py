@@ -88,6 +88,7 @@ def mindcv_validation(model, data_dir, image_resize=SIZE):
     return sums.result(["class0", "class1", "class2"]).metrics(), sums.count
 
 
+@pytest.mark.artefacts
 def test_validate_seed_command_reports_what_mindcv_computes(released, monkeypatch, capsys, caplog):
     """python validate.py -c configs/coat_mini_ascend.yaml --data_dir D --ckpt_path ./coat_mini-57c5bce7.ckpt"""
     import ast
@@ -150,7 +151,7 @@ def test_every_loader_builds_what_mindcv_computes(released):
         coat_ms.load_checkpoint(coat_ms.create_model("coat_mini"), path)
 
 
-@pytest.mark.slow
+@pytest.mark.artefacts
 def test_fine_tune_seed_command_starts_from_mindcv_weights(released, tmp_path):
     """python train.py --config configs/coat_mini_ascend.yaml --data_dir D --distribute False --lr 0.001 \\
            --epoch_size 20 --pretrained True --ckpt_path ./coat_mini-57c5bce7.ckpt"""
@@ -169,7 +170,7 @@ def test_fine_tune_seed_command_starts_from_mindcv_weights(released, tmp_path):
     assert meta["preprocessing"]["style"] == "mindcv" and meta["num_classes"] == 1000
 
 
-@pytest.mark.slow
+@pytest.mark.artefacts
 def test_export_seed_command_writes_what_mindcv_computes(released, tmp_path):
     """python export.py --model_name coat_mini --ckpt_file ./coat_mini-57c5bce7.ckpt --file_format MINDIR"""
     import json

@@ -20,7 +20,7 @@ OFFICIAL_GMACS = {"coat_lite_tiny": 1.6, "coat_lite_mini": 2.0, "coat_lite_small
 # Graph-mode runs of every variant are long on 2 cores: the default run compiles one of each shape
 # (CoaT-Lite, CoaT with parallel blocks); `pytest -m slow` compiles the other five too.
 REPRESENTATIVE = ("coat_lite_tiny", "coat_tiny")
-EVERY_VARIANT = [pytest.param(n, marks=() if n in REPRESENTATIVE else pytest.mark.slow) for n in VARIANTS]
+EVERY_VARIANT = [pytest.param(n, marks=() if n in REPRESENTATIVE else pytest.mark.artefacts) for n in VARIANTS]
 
 _built = {}
 
@@ -64,7 +64,7 @@ def test_forward_non_square_in_graph_mode(name, graph_mode):
         np.testing.assert_array_equal(model(x).asnumpy(), first)  # eval is deterministic
 
 
-@pytest.mark.parametrize("name", ["coat_lite_tiny", pytest.param("coat_tiny", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("name", ["coat_lite_tiny", pytest.param("coat_tiny", marks=pytest.mark.artefacts)])
 def test_graph_and_pynative_agree(name):
     model = built(name)
     x = random_images((2, 3, 224, 224), seed=2)
@@ -109,8 +109,8 @@ def _copy_timm_weights(model, timm_model):
 
 
 @pytest.mark.parametrize("name,size", [("coat_lite_tiny", (224, 224)),
-                                       pytest.param("coat_tiny", (224, 224), marks=pytest.mark.slow),
-                                       pytest.param("coat_tiny", (192, 256), marks=pytest.mark.slow)])
+                                       pytest.param("coat_tiny", (224, 224), marks=pytest.mark.artefacts),
+                                       pytest.param("coat_tiny", (192, 256), marks=pytest.mark.artefacts)])
 def test_logits_match_timm(name, size, graph_mode):
     """Same weights, same input: the official semantics, to fp32 rounding (incl. non-square parallel blocks)."""
     import timm

@@ -54,7 +54,7 @@ def optimizer_groups(opt):
 
 
 def config_params():
-    return [pytest.param(p, id=os.path.basename(p), marks=() if os.path.basename(p) in CHEAP else (pytest.mark.slow,))
+    return [pytest.param(p, id=os.path.basename(p), marks=() if os.path.basename(p) in CHEAP else (pytest.mark.artefacts,))
             for p in CONFIGS]
 
 
@@ -87,7 +87,7 @@ def test_recipe_groups_equal_the_official_recipe(path, caplog):
 
 @pytest.mark.parametrize("variant", ["coat_lite_mini", "coat_lite_small", "coat_lite_medium", "coat_mini",
                                      "coat_small"])
-@pytest.mark.slow
+@pytest.mark.studies
 def test_variant_groups_equal_timm(variant):
     # the configs cover every variant already; this lists each variant's groups with the default weight decay
     model, reference = models(variant)

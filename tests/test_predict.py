@@ -148,6 +148,7 @@ def predict_json(tmp_path, tag, *args):
     return json.loads(out.read_text())
 
 
+@pytest.mark.artefacts
 def test_dynamic_exports_predict_mixed_size_images(setup, tmp_path):
     """Images of several sizes through a --dynamic shape ONNX file and a --dynamic batch MindIR: each image is
     brought to the recorded preprocessing (32x32 here) or to the --image_size the shape-dynamic file is

@@ -177,7 +177,7 @@ def test_first_use_converts_then_the_cache_is_reused_until_the_source_changes(ca
         coat_ms.create_model("coat_lite_tiny", pretrained=True)
 
 
-@pytest.mark.slow
+@pytest.mark.studies
 def test_timm_bin_of_coat_tiny_reproduces_timm(caches, convert_spy):
     hub, _ = caches
     converts_and_reproduces(hub, convert_spy, "coat_tiny", "pytorch_model.bin", write_timm_bin,
@@ -253,6 +253,7 @@ def python_blocks(markdown):
     return re.findall(r"^```python\n(.*?)^```", markdown, flags=re.S | re.M)
 
 
+@pytest.mark.artefacts
 def test_the_documented_examples_run(caches, tmp_path, convert_spy):
     """Every Python block of docs/pretrained.md, as written, but for the marked data size.
 
@@ -285,7 +286,7 @@ def test_the_documented_examples_run(caches, tmp_path, convert_spy):
     assert logits_rel(model, reference) <= 2e-5
 
 
-@pytest.mark.slow
+@pytest.mark.artefacts
 def test_two_processes_converting_at_once_leave_a_valid_cache(caches):
     """Both first calls convert and write; atomic replaces leave a pair that loads, and no temp files."""
     hub, home = caches
@@ -361,7 +362,7 @@ def test_download_lands_in_the_hub_cache_layout(caches, monkeypatch):
         server.server_close()
 
 
-@pytest.mark.slow
+@pytest.mark.artefacts
 def test_train_py_fine_tunes_from_the_hub_weights(caches, tmp_path):
     """train.py --pretrained True: timm's weights (from the hub cache) under a fresh 2-class head."""
     from helpers import run_script, small_imagefolder

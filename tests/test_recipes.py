@@ -3,10 +3,10 @@ train.py as a user runs them, with ALL their settings active.
 
 Only what a small CPU run must change is overridden: data_dir, num_classes, epoch_size, batch_size,
 image_resize, device_target, distribute, and amp_on_cpu, which makes the CPU run the recipe's own amp_level
-(O2 on the Ascend/GPU recipes) on MindSpore's float16 operators, as the device would, instead of O0.  The run's resolved settings (config.yaml in the output
-folder) must equal the recipe's own values for every other key it sets, and the log must show the
-features at work (transforms, mixing, loss scale, EMA, sink mode).  The default run trains one
-recipe of each shape; the whole matrix runs with:
+(O2 on the Ascend/GPU recipes) on MindSpore's float16 operators, as the device would, instead of O0.  The
+run's resolved settings (config.yaml in the output folder) must equal the recipe's own values for every other
+key it sets, and the log must show the features at work (transforms, mixing, loss scale, EMA, sink mode).
+The matrix is the artefacts tier (make test-artefacts, or):
 
     .venv/bin/python -m pytest -q -m slow tests/test_recipes.py
 """
@@ -22,29 +22,19 @@ from helpers import RECIPE_TIMES, ROOT, metrics_line, run_script, small_imagefol
 
 RECIPES = sorted(glob.glob(os.path.join(ROOT, "configs", "*.yaml"))) + \
     sorted(glob.glob(os.path.join(ROOT, "tests", "mindcv_recipes", "*.yaml")))
-# One of each shape: CoaT-Lite + AdamW + amp O2 + fixed loss scale 1024 + sink mode on, as the Ascend/GPU
-# recipes set it (on CPU MindSpore runs it as its step loop; tests/test_train_engine.py checks what the device
-# sink changes for the training callback); CoaT (parallel blocks) + Lion + EMA in float32.  The dynamic loss
-# scale at O2: tests/test_amp.py, and the coat_tiny Ascend recipe under -m slow.
-REPRESENTATIVE = ("configs/coat_lite_tiny_ascend.yaml", "configs/coat_tiny_cpu.yaml")
+# The dynamic loss scale at O2 overflowing for real: tests/test_amp.py, and the coat_tiny Ascend recipe below.
 SMALL_RUN = {"num_classes": 2, "epoch_size": 1, "batch_size": 4, "image_resize": 64, "device_target": "CPU",
              "distribute": False, "amp_on_cpu": True}
 
 
 def recipe_params():
-    params = []
-    for path in RECIPES:
-        rel = os.path.relpath(path, ROOT)
-        marks = () if rel in REPRESENTATIVE else (pytest.mark.slow,)
-        params.append(pytest.param(path, id=rel, marks=marks))
-    return params
+    return [pytest.param(path, id=os.path.relpath(path, ROOT)) for path in RECIPES]
 
 
 def test_the_matrix_covers_every_shipped_file():
     rels = [os.path.relpath(p, ROOT) for p in RECIPES]
     assert len([r for r in rels if r.startswith("configs/")]) == 22
     assert len([r for r in rels if r.startswith("tests/mindcv_recipes/")]) == 4
-    assert set(REPRESENTATIVE) <= set(rels)
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +49,9 @@ def small_run_args(data):
     return args
 
 
+# Every file in the artefacts tier; the default run trains configs/coat_lite_tiny_ascend.yaml at its amp O2 as
+# the seed docs' mpirun command (tests/test_distributed.py).
+@pytest.mark.artefacts
 @pytest.mark.parametrize("recipe", recipe_params())
 def test_recipe_trains_one_epoch_as_shipped(recipe, data, tmp_path):
     rel = os.path.relpath(recipe, ROOT)
@@ -114,7 +107,7 @@ def test_recipe_trains_one_epoch_as_shipped(recipe, data, tmp_path):
         assert got["Loss"] == pytest.approx(trained["Loss"], abs=1e-4)
 
 
-@pytest.mark.slow
+@pytest.mark.artefacts
 def test_a_dynamic_loss_scale_recipe_skips_real_float16_overflows_and_says_so(data, tmp_path):
     """coat_tiny's Ascend recipe (O2, dynamic scale from 4096) with the scale doubling after every good step
     (scale_window 1 instead of 2000, so that a short run reaches the float16 limit): the overflowing steps are

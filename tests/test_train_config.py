@@ -8,7 +8,8 @@ import pytest
 from PIL import Image
 
 from coat_ms.config import DEFAULTS, KEYS, ConfigError, load_yaml, merged
-from helpers import ROOT, TINY_ARCH, one_error_line, run_script, small_imagefolder
+import train as train_cli  # noqa: E402  (called in-process for its one-line errors)
+from helpers import ROOT, TINY_ARCH, one_error_line, refused, run_script, small_imagefolder
 
 RECIPES = sorted(glob.glob(os.path.join(ROOT, "configs", "*.yaml")))
 MINDCV_RECIPES = sorted(glob.glob(os.path.join(ROOT, "tests", "mindcv_recipes", "*.yaml")))
@@ -149,11 +150,11 @@ def test_aliases_output_dir_and_mindcv_resume():
     assert merged({"filter_bias_and_bn": True})["weight_decay_filter"] == "norm_and_bias"
 
 
-def test_bad_values_stop_train_py_before_any_work(tmp_path):
+def test_bad_values_stop_train_py_before_any_work(tmp_path, in_process_cli):
     for flags, words in ((["--lr", "-0.002"], "lr"), (["--image_resize", "30"], "multiple of 32"),
                          (["--batch_size", "abc"], "--batch_size: 'abc'"), (["--epoch_size", "0"], "epoch_size")):
         t0 = time.time()
-        line = one_error_line(run_script("train.py", "--data_dir", tmp_path, *flags, cwd=tmp_path))
+        line = refused(train_cli.main, "--data_dir", tmp_path, *flags)
         assert words in line and time.time() - t0 < 60
     assert not os.path.exists(tmp_path / "rank_0") and not os.path.exists(tmp_path / "ckpt")
 
@@ -166,25 +167,25 @@ def test_what_the_machine_lacks_is_one_line(tmp_path):
     assert "--distribute needs a launcher" in line and "mpirun" in line
 
 
-def test_train_cli_data_errors_are_one_line(tmp_path):
-    assert "data folder not found" in one_error_line(run_script("train.py", "--data_dir", tmp_path / "none"))
+def test_train_cli_data_errors_are_one_line(tmp_path, in_process_cli):
+    assert "data folder not found" in refused(train_cli.main, "--data_dir", tmp_path / "none")
     (tmp_path / "d" / "train" / "a").mkdir(parents=True)
     (tmp_path / "d" / "train" / "b").mkdir(parents=True)
     Image.new("RGB", (32, 32)).save(tmp_path / "d" / "train" / "a" / "x.png")
-    line = one_error_line(run_script("train.py", "--data_dir", tmp_path / "d"))
+    line = refused(train_cli.main, "--data_dir", tmp_path / "d")
     assert "class folder" in line and "holds no images" in line and os.sep + "b" in line
     (tmp_path / "e" / "train").mkdir(parents=True)
-    assert "no class folders" in one_error_line(run_script("train.py", "--data_dir", tmp_path / "e"))
+    assert "no class folders" in refused(train_cli.main, "--data_dir", tmp_path / "e")
     # 11 class folders for a 10-class head: refused before training (labels 10.. would have no output)
     data = small_imagefolder(tmp_path / "f", classes=tuple(range(10)), per_class=2, image_size=32, fmt="png")
     (tmp_path / "f" / "train" / "zz_extra").mkdir()
     Image.new("RGB", (32, 32)).save(tmp_path / "f" / "train" / "zz_extra" / "x.png")
-    line = one_error_line(run_script("train.py", "--data_dir", data, "--num_classes", "10", "--image_resize", "32"))
+    line = refused(train_cli.main, "--data_dir", data, "--num_classes", "10", "--image_resize", "32")
     assert "11 class folders but num_classes=10" in line
     # a val class the model is not trained on: refused (labels would shift silently)
     (tmp_path / "f" / "val" / "zz_other").mkdir()
     Image.new("RGB", (32, 32)).save(tmp_path / "f" / "val" / "zz_other" / "x.png")
-    line = one_error_line(run_script("train.py", "--data_dir", data, "--num_classes", "11", "--image_resize", "32"))
+    line = refused(train_cli.main, "--data_dir", data, "--num_classes", "11", "--image_resize", "32")
     assert "zz_other" in line and "not trained on" in line
 
 

@@ -16,7 +16,8 @@ import pytest
 from mindspore import nn
 
 from coat_ms.datasets.digits import write_digits_imagefolder
-from helpers import ENV, ROOT, TINY_ARCH, one_error_line, run_script
+import train as train_cli  # noqa: E402  (called in-process for its one-line errors)
+from helpers import ENV, ROOT, TINY_ARCH, one_error_line, refused, run_script
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +58,7 @@ def step_losses(log):
     return [line.split("loss ")[1].split(",")[0] for line in log.splitlines() if " step " in line and "loss " in line]
 
 
-@pytest.mark.slow
+@pytest.mark.artefacts
 def test_sink_mode_trains_exactly_like_the_step_loop(digits, tmp_path):
     """dataset_sink_mode True vs False through train.py on CPU: same losses at every step, same weights, same
     results.csv.  MindSpore 2.10's Model.train runs its step loop on CPU even with sink mode on (it says so at
@@ -149,7 +150,7 @@ def test_finetune_reinitialises_only_the_head(tmp_path, caplog):
         load_with_fresh_head(other, read_weights(path)[0], path)
 
 
-def test_resume_matches_uninterrupted_run_and_bad_resume_checkpoints(digits, tmp_path):
+def test_resume_matches_uninterrupted_run_and_bad_resume_checkpoints(digits, tmp_path, in_process_cli):
     full = tmp_path / "full"
     p = train(*tiny_args(digits, full, 3, "--keep_checkpoint_max", "3"))
     assert p.returncode == 0, p.stderr[-3000:]
@@ -187,41 +188,41 @@ def test_resume_matches_uninterrupted_run_and_bad_resume_checkpoints(digits, tmp
                 for n, v in entries.items() if not isinstance(v, str)]
     ms.save_checkpoint(poisoned, str(killed / "poisoned.ckpt"), append_dict=record)
     for sink in ("False", "True"):
-        line = one_error_line(train("--resume", killed / "poisoned.ckpt", "--dataset_sink_mode", sink))
+        line = refused(train_cli.main, "--resume", killed / "poisoned.ckpt", "--dataset_sink_mode", sink)
         assert "loss became nan" in line and "last good checkpoint" in line
         assert (killed / "latest.ckpt").read_bytes() == before
 
     # Changed settings on resume are named, not silently ignored (the schedule lives in the checkpoint).
-    line = one_error_line(train("--resume", killed / "latest.ckpt", "--lr", "0.2", "--epoch_size", "5"))
+    line = refused(train_cli.main, "--resume", killed / "latest.ckpt", "--lr", "0.2", "--epoch_size", "5")
     assert "changed settings" in line and "lr: checkpoint 0.05, now 0.2" in line and "epoch_size" in line
     # Bad resume checkpoints: missing, truncated, weights-only.
-    assert "checkpoint not found" in one_error_line(train(*tiny_args(digits, tmp_path / "x", 3, "--resume",
-                                                                      tmp_path / "missing.ckpt")))
+    assert "checkpoint not found" in refused(train_cli.main, *tiny_args(digits, tmp_path / "x", 3, "--resume",
+                                                                      tmp_path / "missing.ckpt"))
     trunc = tmp_path / "trunc.ckpt"
     trunc.write_bytes((full / "latest.ckpt").read_bytes()[:5000])
-    assert "cannot read checkpoint" in one_error_line(train(*tiny_args(digits, tmp_path / "x", 3, "--resume", trunc)))
+    assert "cannot read checkpoint" in refused(train_cli.main, *tiny_args(digits, tmp_path / "x", 3, "--resume", trunc))
     import coat_ms
     bare = coat_ms.create_model("coat_lite_tiny", num_classes=10, embed_dims=(16, 16, 16, 16),
                                 serial_depths=(1, 1, 1, 1), mlp_ratios=(2, 2, 2, 2))
     coat_ms.load_checkpoint(bare, str(full / "latest.ckpt"))  # a training checkpoint loads strictly
     ms.save_checkpoint(bare, str(tmp_path / "weights.ckpt"))
-    line = one_error_line(train(*tiny_args(digits, tmp_path / "y", 3, "--resume", tmp_path / "weights.ckpt")))
+    line = refused(train_cli.main, *tiny_args(digits, tmp_path / "y", 3, "--resume", tmp_path / "weights.ckpt"))
     assert "weights only" in line
 
     # A new run never writes into a folder that holds another run: nothing there changes.
     digest = folder_digest(full)
-    line = one_error_line(train(*tiny_args(digits, full, 1, "--keep_checkpoint_max", "1")))
+    line = refused(train_cli.main, *tiny_args(digits, full, 1, "--keep_checkpoint_max", "1"))
     assert "already holds a run" in line and "--resume" in line
     assert folder_digest(full) == digest
     # A damaged results.csv on resume is one line, before any training.
     (killed / "results.csv").write_text("epoch,step,lr\n1,3,zzz\n")
     shutil.copy(full / first_kept(full), killed / "from_epoch1.ckpt")
-    assert "results.csv is damaged at line 2" in one_error_line(train("--resume", killed / "from_epoch1.ckpt"))
+    assert "results.csv is damaged at line 2" in refused(train_cli.main, "--resume", killed / "from_epoch1.ckpt")
 
 
-def test_output_folder_that_is_a_file_and_a_full_disk(digits, tmp_path):
+def test_output_folder_that_is_a_file_and_a_full_disk(digits, tmp_path, in_process_cli):
     (tmp_path / "afile").write_text("x")
-    assert "is a file" in one_error_line(train(*tiny_args(digits, tmp_path / "afile", 1)))
+    assert "is a file" in refused(train_cli.main, *tiny_args(digits, tmp_path / "afile", 1))
 
     def small_files():  # a 60 KB file-size limit: the first checkpoint cannot be written
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)

@@ -60,6 +60,7 @@ def max_rel(a, b):
     return max(np.abs(a[k] - b[k]).max() for k in b) / scale
 
 
+@pytest.mark.studies
 def test_gradient_accumulation_equals_one_full_batch_step():
     """On CoaT itself: mindcv's accumulation re-parents the optimizer, and the state-dict names must survive."""
     accum_model, accum_step = make(coat=True, gradient_accumulation_steps=2)

@@ -147,8 +147,10 @@ def run_cli(main, argv=None):
     sys.stdout.flush()
     sys.stderr.flush()
     if os.environ.get("MS_ROLE"):
-        # A cluster worker (msrun, or mpirun mapped onto the dynamic cluster) must exit through the
-        # interpreter: MindSpore unregisters from the scheduler in its exit handlers; a worker that
-        # vanishes is reported as timed out and the scheduler then kills the ranks still running.
-        sys.exit(int(code or 0))
+        from .train.distributed import stop_own_scheduler
+        if not stop_own_scheduler():
+            # A cluster worker under msrun must exit through the interpreter: MindSpore unregisters from the
+            # scheduler in its exit handlers; a worker that vanishes is reported as timed out and the
+            # scheduler then kills the ranks still running.
+            sys.exit(int(code or 0))
     os._exit(int(code or 0))

@@ -36,11 +36,12 @@ def refused(main, *argv):
     Use with the ``in_process_cli`` fixture."""
     import pytest
 
+    from coat_ms.cli import error_message
     from coat_ms.errors import CoatError
-    with pytest.raises(CoatError) as info:
+    with pytest.raises((CoatError, OSError)) as info:
         main([str(a) for a in argv])
-    message = str(info.value)
-    assert "\n" not in message, message
+    message = error_message(info.value)
+    assert message is not None and "\n" not in message, message
     return message
 
 

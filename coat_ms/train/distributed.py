@@ -32,6 +32,7 @@ class DistInfo:
 
 
 _SCHEDULER = None
+_MAPPED = False  # mpirun on CPU, mapped onto the dynamic cluster by map_mpirun_to_dynamic_cluster
 
 
 def _mpi_rank_size():
@@ -61,8 +62,8 @@ def _start_scheduler(size, host, port):
                GLOG_v=env.get("GLOG_v", "3"))
     code = "from mindspore.communication import init; init()"
     log = open(os.environ.get("COAT_SCHED_LOG", os.devnull), "wb")
-    # Not waited for: it exits by itself once every worker (rank 0 last, in its exit handlers) has
-    # unregistered, or after MindSpore's own timeout when a worker died.
+    # Not waited for: rank 0 stops it after the last collective (stop_own_scheduler), or it exits after
+    # MindSpore's own timeout when a worker died.
     _SCHEDULER = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=log, stderr=log)
 
 
@@ -79,6 +80,24 @@ def map_mpirun_to_dynamic_cluster(device_target):
     if rank == 0:
         _start_scheduler(size, host, port)
     _wait_for_port(host, port)
+    global _MAPPED
+    _MAPPED = True
+    return True
+
+
+def stop_own_scheduler():
+    """Under mpirun on CPU, after shutdown_distributed: rank 0 stops the scheduler it started, and every rank may
+    then exit without MindSpore's exit handlers (returns True; False when another launcher owns the cluster).
+    Those handlers crashed a finished rank with SIGSEGV once float16 (amp) graphs had run on CPU (MindSpore
+    2.10), and nothing is left for them to do: every rank has passed the last collective."""
+    if not _MAPPED:
+        return False
+    if _SCHEDULER is not None:
+        _SCHEDULER.terminate()
+        try:
+            _SCHEDULER.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            _SCHEDULER.kill()
     return True
 
 
@@ -128,9 +147,9 @@ def init_distributed(distribute, device_target=None):
 def shutdown_distributed(info):
     """Leave the cluster together: a last collective, so no rank exits while another still needs it.
 
-    The process must then exit through the interpreter (coat_ms.cli.run_cli does for cluster
-    workers): MindSpore unregisters in its exit handlers, and the scheduler rank 0 started stops
-    once every worker has unregistered.
+    Under msrun the process must then exit through the interpreter (coat_ms.cli.run_cli does for cluster
+    workers): MindSpore unregisters in its exit handlers.  Under mpirun on CPU rank 0 stops the scheduler
+    it started instead (stop_own_scheduler).
     """
     if info.size > 1:
         import numpy as np

@@ -124,6 +124,17 @@ def start(device_target=None, mode=0, distribute=False):
     return dist
 
 
+def error_message(exc):
+    """The one line a user error becomes (``error: <line>``, exit 2); None for an exception that is a bug."""
+    if isinstance(exc, CoatError):
+        return str(exc)
+    if isinstance(exc, (FileNotFoundError, IsADirectoryError, PermissionError, NotADirectoryError)):
+        return f"{exc.strerror}: {exc.filename}"
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return f"{exc.strerror}{': ' + str(exc.filename) if exc.filename else ''}"
+    return None
+
+
 def run_cli(main, argv=None):
     """Run ``main(argv)``; user errors become one line on stderr and exit code 2.
 
@@ -134,16 +145,13 @@ def run_cli(main, argv=None):
     stop_on_ctrl_c()
     try:
         code = main(argv)
-    except CoatError as exc:
-        fail(str(exc))
-    except (FileNotFoundError, IsADirectoryError, PermissionError, NotADirectoryError) as exc:
-        fail(f"{exc.strerror}: {exc.filename}")
-    except OSError as exc:
-        if exc.errno is None:
-            raise
-        fail(f"{exc.strerror}{': ' + str(exc.filename) if exc.filename else ''}")
     except KeyboardInterrupt:
         fail("interrupted", code=130)
+    except (CoatError, OSError) as exc:
+        message = error_message(exc)
+        if message is None:
+            raise
+        fail(message)
     sys.stdout.flush()
     sys.stderr.flush()
     if os.environ.get("MS_ROLE"):

@@ -164,7 +164,9 @@ def main(argv=None):
         payload = {"results": [{"path": p, "topk": [{"label": n, "prob": pr} for n, pr in top]} for p, top in results],
                    "skipped": skipped, "preprocessing": pre.as_dict()}
         atomic_write_text(args.json_out, json.dumps(payload, indent=2))
-    return 0 if results else 1
+    if not results:
+        raise CoatError(f"no image could be read: {len(skipped)} of {len(paths)} file(s) unreadable (named above)")
+    return 0
 
 
 if __name__ == "__main__":

@@ -88,15 +88,14 @@ def test_mixup_and_cutmix_give_soft_labels_and_the_bad_column_travels(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def thousand(tmp_path_factory):
-    """A 1,000-image training split (digits, 10 classes x 100) twice: clean, and with bad files planted."""
-    root = tmp_path_factory.mktemp("thousand")
-    clean = small_imagefolder(root / "clean", classes=tuple(range(10)), per_class=100, image_size=32, fmt="png")
-    dirty = small_imagefolder(root / "dirty", classes=tuple(range(10)), per_class=100, image_size=32, fmt="png")
+def planted(tmp_path_factory):
+    """A 300-image training split (digits, 10 classes x 30) with bad and odd files planted in class 3."""
+    root = tmp_path_factory.mktemp("planted")
+    dirty = small_imagefolder(root / "dirty", classes=tuple(range(10)), per_class=30, image_size=32, fmt="png")
     bad = plant_bad_and_odd_files(root / "dirty" / "train" / "3")
     for name in bad:  # the same files in val, so that validation meets them too
         (root / "dirty" / "val" / "3" / name).write_bytes((root / "dirty" / "train" / "3" / name).read_bytes())
-    return clean, dirty, bad
+    return dirty, bad
 
 
 def train_small(data, out, cwd, *extra):
@@ -106,15 +105,13 @@ def train_small(data, out, cwd, *extra):
                       "--lr", 0.001, "--log_interval", 25, *extra, cwd=cwd, timeout=900)
 
 
-def test_unreadable_images_never_stop_training_or_validation(thousand, tmp_path):
-    clean, dirty, bad = thousand
-    ok = train_small(clean, tmp_path / "clean_run", tmp_path)
-    assert ok.returncode == 0, ok.stderr[-3000:]
+def test_unreadable_images_never_stop_training_or_validation(planted, tmp_path):
+    dirty, bad = planted
     proc = train_small(dirty, tmp_path / "dirty_run", tmp_path)
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-4000:]
-    # 1006 listed images (1000 + gif + webp) in 50 full batches: the epoch keeps its length
-    assert "1006 train images" in log and "50 step(s)/epoch" in log
+    # 306 listed images (300 + gif + webp) in 15 full batches: the epoch keeps its length
+    assert "306 train images" in log and "15 step(s)/epoch" in log
     assert "unreadable images: 4 replaced in training (4 per epoch" in proc.stdout
     for name in bad:  # each named in the log (by the worker that met it), at least once
         assert f"unreadable image replaced: {os.path.join(dirty, 'train', '3', name)}" in log
@@ -125,12 +122,6 @@ def test_unreadable_images_never_stop_training_or_validation(thousand, tmp_path)
     assert not list(tmp_path.glob("unsupported_image*"))  # MindSpore's decoder never saw them
     csv_rows = (tmp_path / "dirty_run" / "results.csv").read_text().splitlines()
     assert csv_rows[0].endswith("skipped_images") and csv_rows[1].endswith(",4")
-    # same order of speed: the bad files cost a few replacements, not a slower pipeline
-    epoch_s = {name: float(p.split(",")[7]) for name, p in
-               (("clean", (tmp_path / "clean_run" / "results.csv").read_text().splitlines()[1]),
-                ("dirty", csv_rows[1]))}
-    print(f"epoch time clean {epoch_s['clean']:.1f} s, with bad files {epoch_s['dirty']:.1f} s")
-    assert epoch_s["dirty"] < 3 * epoch_s["clean"] + 10
 
     val = run_script("validate.py", "--data_dir", dirty, "--ckpt_path", tmp_path / "dirty_run" / "latest.ckpt",
                      "--batch_size", 16, "--no_progress", "--json", tmp_path / "v.json", cwd=tmp_path)

@@ -104,7 +104,7 @@ def test_bad_input_is_one_line_error(setup, args, words, in_process_cli):
 def test_only_unreadable_files_fails(setup):
     """predict's exit-code contract, as a user's shell sees it: one error line, exit code 2."""
     proc = run_predict(setup / "imgs" / "broken.png", "--mindir", setup / "tiny.mindir")
-    assert "broken.png" in one_error_line(proc) and "0 images classified" in proc.stdout
+    assert "no image could be read: 1 of 1" in one_error_line(proc) and "broken.png" in proc.stderr
 
 
 def test_mindir_without_its_sidecar_reads_the_shape_from_the_file(setup, tmp_path):

@@ -9,6 +9,7 @@ an MPI rank).
 import dataclasses
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -32,7 +33,7 @@ class DistInfo:
 
 
 _SCHEDULER = None
-_MAPPED = False  # mpirun on CPU, mapped onto the dynamic cluster by map_mpirun_to_dynamic_cluster
+_MAPPED = None  # (host, port) of the scheduler under mpirun on CPU (map_mpirun_to_dynamic_cluster)
 
 
 def _mpi_rank_size():
@@ -81,23 +82,36 @@ def map_mpirun_to_dynamic_cluster(device_target):
         _start_scheduler(size, host, port)
     _wait_for_port(host, port)
     global _MAPPED
-    _MAPPED = True
+    _MAPPED = (host, port)
     return True
 
 
 def stop_own_scheduler():
-    """Under mpirun on CPU, after shutdown_distributed: rank 0 stops the scheduler it started, and every rank may
-    then exit without MindSpore's exit handlers (returns True; False when another launcher owns the cluster).
-    Those handlers crashed a finished rank with SIGSEGV once float16 (amp) graphs had run on CPU (MindSpore
-    2.10), and nothing is left for them to do: every rank has passed the last collective."""
+    """Under mpirun on CPU, after shutdown_distributed: leave without MindSpore's exit handlers (returns True;
+    False when another launcher owns the cluster).  Those handlers crashed a finished rank with SIGSEGV once
+    float16 (amp) graphs had run on CPU (MindSpore 2.10), and nothing is left for them to do.
+
+    Rank 0 leaves last: it was the root of the last collective, whose final send must be acknowledged before
+    the other ranks go, so the others wait until it has stopped the scheduler it started."""
     if not _MAPPED:
         return False
+    # The scheduler going makes MindSpore signal the ranks still here; they are done and exit next.
+    for number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(number, signal.SIG_IGN)
     if _SCHEDULER is not None:
         _SCHEDULER.terminate()
         try:
             _SCHEDULER.wait(timeout=10)
         except subprocess.TimeoutExpired:
             _SCHEDULER.kill()
+    else:
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                with socket.create_connection(_MAPPED, timeout=1):
+                    time.sleep(0.1)
+            except OSError:
+                break
     return True
 
 

@@ -39,10 +39,11 @@ def random_images(shape, seed=0):
 
 
 def pytest_terminal_summary(terminalreporter):
-    """The recipe smoke runs' wall times (README's Recipes table is filled from this output)."""
-    import sys
-    helpers = sys.modules.get("helpers")
-    times = getattr(helpers, "RECIPE_TIMES", {}) if helpers else {}
+    """The recipe smoke runs' wall times (README's Recipes table is filled from this output), read from the
+    tests' reports (``record_property("recipe_seconds", ...)``), so that pytest-xdist workers' runs count too."""
+    times = {report.nodeid.split("[", 1)[-1].rstrip("]"): value
+             for report in terminalreporter.stats.get("passed", []) if report.when == "call"
+             for name, value in report.user_properties if name == "recipe_seconds"}
     if times:
         terminalreporter.write_sep("-", "recipe smoke runs (one epoch on CPU, train.py wall time)")
         for name, seconds in sorted(times.items()):

@@ -11,9 +11,6 @@ BIN = os.path.dirname(sys.executable)
 ENV = dict(os.environ, GLOG_v="3", PATH=BIN + os.pathsep + os.environ.get("PATH", ""), PYTHONPATH=ROOT)
 TINY_ARCH = '{"embed_dims": [16, 16, 16, 16], "serial_depths": [1, 1, 1, 1], "mlp_ratios": [2, 2, 2, 2]}'
 
-# Timings of the recipe smoke runs, printed in pytest's terminal summary (conftest.py) for the README table.
-RECIPE_TIMES = {}
-
 
 def run_script(script, *args, cwd=ROOT, timeout=900, env=None, **kwargs):
     """Run ``python <repo>/<script> args`` (or ``-m module`` when script starts with '-m ')."""

@@ -21,7 +21,7 @@ from coat_ms.train import engine
 # CoaT layout (serial + parallel blocks, aggregate) at a width that compiles in seconds
 NARROW = dict(embed_dims=(16, 24, 24, 24), serial_depths=(1, 1, 1, 1), parallel_depth=1, mlp_ratios=(2, 2, 2, 2))
 RNG = np.random.default_rng(3)
-IMAGES = RNG.standard_normal((4, 3, 32, 32)).astype(np.float32)
+IMAGES = RNG.standard_normal((4, 3, 32, 64)).astype(np.float32)  # non-square: each token grid too
 LABELS = np.array([0, 1, 2, 1], np.int32)
 
 

@@ -28,14 +28,17 @@ def launcher(kind, script_args, log_dir, port=29519):
 
 
 def run_launched(kind, script_args, tmp_path, timeout=900, cwd=ROOT):
-    """Launch 2 ranks; returns (rc, everything the ranks printed)."""
+    """Launch 2 ranks; returns (rc, everything the ranks printed, then mpirun's scheduler log)."""
+    sched_log = tmp_path / "scheduler.log"
     p = subprocess.run(launcher(kind, script_args, tmp_path / "msrun_logs"), capture_output=True, text=True,
-                       timeout=timeout, cwd=cwd, env=ENV)
+                       timeout=timeout, cwd=cwd, env=dict(ENV, COAT_SCHED_LOG=str(sched_log)))
     logs = p.stdout + p.stderr
     if kind == "msrun":  # msrun writes each worker's output to its own log file (and echoes parts of it)
         worker_logs = sorted(glob.glob(str(tmp_path / "msrun_logs" / "worker_*.log")))
         assert len(worker_logs) == 2, logs[-3000:]
         logs = "".join(open(f, errors="replace").read() for f in worker_logs)
+    if p.returncode and sched_log.exists():  # why a cluster failed is often only in the scheduler's log
+        logs += "\n--- scheduler log ---\n" + sched_log.read_text(errors="replace")[-3000:]
     return p.returncode, logs
 
 
@@ -64,7 +67,7 @@ def test_train_py_data_parallel_validates_on_every_rank(kind, tmp_path):
                 "--data_dir", data, "--num_classes", "3", "--ckpt_save_dir", out, "--epoch_size", "2",
                 "--batch_size", "4", "--log_interval", "3", "--distribute"]
     rc, logs = run_launched(kind, list(map(str, args)), tmp_path, cwd=tmp_path)
-    assert rc == 0, logs[-4000:]
+    assert rc == 0, logs[-7000:]
     assert logs.count("done: 2 epochs") == 1 and "on 2 rank(s)" in logs, logs[-3000:]  # rank 0 alone reports
     assert "img/s" in logs and "ETA" in logs and "unreadable images: 0 replaced in training" in logs
     if kind == "mpirun":
@@ -101,7 +104,7 @@ def test_validate_py_shards_over_ranks_and_matches_one_process(tmp_path):
               "--batch_size", 4, "--no_progress"]
     rc, logs = run_launched("mpirun", [os.path.join(ROOT, "validate.py"), *map(str, common), "--distribute",
                                        "--json", str(tmp_path / "d.json")], tmp_path)
-    assert rc == 0, logs[-4000:]
+    assert rc == 0, logs[-7000:]
     assert "over 2 rank(s)" in logs and logs.count("{'Top_1_Accuracy'") == 1
     single = run_script("validate.py", *common, "--json", tmp_path / "s.json")
     assert single.returncode == 0, single.stderr[-3000:]

@@ -59,10 +59,12 @@ def _start_scheduler(size, host, port):
     """Rank 0 starts MindSpore's scheduler: a plain process that joins the cluster as MS_SCHED."""
     global _SCHEDULER
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OMPI_", "PMIX_", "OPAL_", "PRTE_"))}
+    log_path = os.environ.get("COAT_SCHED_LOG")  # where its output goes (node timeouts, lost workers): warnings up
+    level = env.get("GLOG_v", "3")
     env.update(MS_ROLE="MS_SCHED", MS_WORKER_NUM=str(size), MS_SCHED_HOST=host, MS_SCHED_PORT=str(port),
-               GLOG_v=env.get("GLOG_v", "3"))
+               GLOG_v=str(min(int(level) if level.isdigit() else 3, 2)) if log_path else level)
     code = "from mindspore.communication import init; init()"
-    log = open(os.environ.get("COAT_SCHED_LOG", os.devnull), "wb")
+    log = open(log_path or os.devnull, "ab")
     # Not waited for: rank 0 stops it after the last collective (stop_own_scheduler), or it exits after
     # MindSpore's own timeout when a worker died.
     _SCHEDULER = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=log, stderr=log)

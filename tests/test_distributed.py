@@ -47,7 +47,7 @@ def run_launched(kind, script_args, tmp_path, timeout=900, cwd=ROOT):
 # the --output_dir flag names this run's folder), with 2 ranks and overrides of data size and device only.
 SEED_COMMAND = ["--config", os.path.join(ROOT, "configs", "coat_lite_tiny_ascend.yaml"), "--output_dir", "./train_output"]
 DATA_AND_DEVICE = ["--device_target", "CPU", "--num_classes", "3", "--epoch_size", "2", "--batch_size", "4",
-                   "--image_resize", "64"]
+                   "--image_resize", "32"]
 
 
 @pytest.mark.parametrize("kind", ["mpirun", pytest.param("msrun", marks=pytest.mark.artefacts)])

@@ -17,9 +17,9 @@ OFFICIAL_PARAMS_M = {"coat_tiny": 5.50, "coat_mini": 10.34, "coat_small": 21.69,
 OFFICIAL_GMACS = {"coat_lite_tiny": 1.6, "coat_lite_mini": 2.0, "coat_lite_small": 3.96, "coat_tiny": 4.35,
                   "coat_mini": 6.82, "coat_lite_medium": 9.81, "coat_small": 12.61}
 
-# Graph-mode runs of every variant are long on 2 cores (~25 s for coat_tiny): the default run compiles
-# full-size coat_lite_tiny; `pytest -m artefacts` compiles the other six too.
-REPRESENTATIVE = ("coat_lite_tiny",)
+# Graph-mode runs of every variant are long on 2 cores (~25 s for coat_tiny): the default run compiles one
+# of each shape (CoaT-Lite, CoaT with parallel blocks); `pytest -m artefacts` compiles the other five too.
+REPRESENTATIVE = ("coat_lite_tiny", "coat_tiny")
 EVERY_VARIANT = [pytest.param(n, marks=() if n in REPRESENTATIVE else pytest.mark.artefacts) for n in VARIANTS]
 
 _built = {}
@@ -55,8 +55,7 @@ def test_mac_count_matches_official_within_2_percent(name):
 def test_forward_non_square_in_graph_mode(name, graph_mode):
     """The full-size model compiles and runs at a non-square size.  Square inputs: coat_lite_tiny at 224 is
     compared with timm below (coat_tiny too under -m slow), and coat_tiny trains at 64x64 in test_recipes.py.
-    CoaT's parallel blocks (three token grids, each non-square here) in the default run: tests/test_amp.py
-    compiles a narrow coat_tiny on 32x64 inputs at every level."""
+    tests/test_amp.py runs a narrow coat_tiny non-square too, at every amp level."""
     model = built(name)
     x = random_images((1, 3, 192, 256), seed=1)
     first = model(x).asnumpy()

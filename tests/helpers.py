@@ -55,3 +55,14 @@ def metrics_line(stdout, prefix="validation"):
         if "{'Top_1_Accuracy'" in line and line.startswith(prefix):
             return ast.literal_eval(line[line.index("{"):])
     raise AssertionError(f"no metrics line starting with {prefix!r} in:\n{stdout[-2000:]}")
+
+
+def release_models(cache):
+    """Module teardown for a module-level cache of full-size models: their compiled graphs hold gigabytes,
+    which the rest of a ``-m slow`` session must not carry."""
+    import gc
+
+    from coat_ms.runtime import release_freed_host_memory
+    cache.clear()
+    gc.collect()
+    release_freed_host_memory()

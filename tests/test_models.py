@@ -7,6 +7,7 @@ from mindspore import nn
 import coat_ms
 from coat_ms.flops import count_macs, count_params
 from conftest import random_images
+from helpers import release_models
 
 VARIANTS = ["coat_tiny", "coat_mini", "coat_small", "coat_lite_tiny", "coat_lite_mini", "coat_lite_small",
             "coat_lite_medium"]
@@ -368,3 +369,7 @@ def test_the_token_resizes_agree_with_torch(align_corners, pynative_mode):
                block.interpolate(xs, size, target, token_resize_factors(size, target, align_corners)).asnumpy())
         for g in got:
             np.testing.assert_allclose(g, want, rtol=0, atol=1e-5)
+
+
+def teardown_module():
+    release_models(_built)

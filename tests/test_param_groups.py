@@ -20,6 +20,7 @@ import coat_ms
 from coat_ms.config import load_yaml, merged
 from coat_ms.train import engine
 from coat_ms.train.param_groups import exempt_from_decay, weight_decay_groups
+from helpers import release_models
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "*.yaml")))
@@ -141,3 +142,7 @@ def test_decay_moves_exactly_the_decayed_weights(recipe, pynative_mode):
         else:
             np.testing.assert_allclose(w1, w0 * (1 - lr * cfg["weight_decay"]), rtol=1e-6, atol=1e-9, err_msg=p.name)
     assert len(exempt) > 4 and len(exempt) < len(before)
+
+
+def teardown_module():
+    release_models(_MODELS)

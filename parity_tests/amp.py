@@ -26,7 +26,11 @@ from . import harness
 
 LEVELS = ("O1", "O2", "O3")
 O2_MIN_COSINE = 0.999          # the issue's bar for logits at O2
-GRAD_MIN_COSINE = 0.99         # per parameter tensor at O2, loss scale 1024 (float16 has 11 significant bits)
+# Per parameter tensor at O2, loss scale 1024: 0.99, or timm's own float16 autocast figure for the same tensor
+# where that is lower. A gradient summed from many cancelling terms keeps less in float16 in either framework:
+# coat_tiny's cls_token1 (its stage-1 class token, seen only through stage-1 attention) reached cosine 0.9831
+# under timm's autocast and 0.9866 in coat_ms (report of 2026-12-03), so a fixed 0.99 asked more than fp16 gives.
+GRAD_MIN_COSINE = 0.99
 LOSS_SCALE = 1024.0
 
 
@@ -123,6 +127,7 @@ class AmpStudy:
     grad_cosines: dict              # parameter name -> cosine at O2 vs float32
     seconds: float
     batch: int
+    grad_ref_cosines: dict = dataclasses.field(default_factory=dict)  # the same for timm's float16 autocast
     kind: str = "amp"
     counted: bool = True
 
@@ -134,14 +139,20 @@ class AmpStudy:
     def min_grad_cosine(self):
         return min(self.grad_cosines.values()) if self.grad_cosines else None
 
+    def grad_bar(self, name):
+        return min(GRAD_MIN_COSINE, self.grad_ref_cosines.get(name, GRAD_MIN_COSINE))
+
     @property
     def passed(self):
-        return all(r.passed for r in self.rows) and (not self.grad_cosines or self.min_grad_cosine >= GRAD_MIN_COSINE)
+        return all(r.passed for r in self.rows) and not self.failed_grads
+
+    @property
+    def failed_grads(self):
+        return [n for n, c in self.grad_cosines.items() if c < self.grad_bar(n)]
 
     @property
     def failed_names(self):
-        names = [r.what for r in self.rows if not r.passed]
-        return names + [n for n, c in self.grad_cosines.items() if c < GRAD_MIN_COSINE]
+        return [r.what for r in self.rows if not r.passed] + self.failed_grads
 
 
 def amp_study(variant, batch=4, seed=0, pair=None, levels=LEVELS, with_grads=True):
@@ -165,7 +176,25 @@ def amp_study(variant, batch=4, seed=0, pair=None, levels=LEVELS, with_grads=Tru
         g32 = grads(stock_model(pair, variant), x, y)
         g16 = grads(apply_amp(stock_model(pair, variant), "O2"), x, y, LOSS_SCALE)
         grad_cosines = {n: cosine(g16[n], g32[n]) for n in g32}
-    return AmpStudy(variant, rows, grad_cosines, time.time() - t0, batch)
+        grad_ref_cosines = timm_autocast_grad_cosines(pair.torch_model, x, y)
+    return AmpStudy(variant, rows, grad_cosines, time.time() - t0, batch, grad_ref_cosines)
+
+
+def timm_autocast_grad_cosines(pt_model, x, y):
+    """{name: cosine} of timm's gradients under float16 autocast (loss in float32, scaled by LOSS_SCALE as
+    torch's GradScaler would, then unscaled) against its float32 gradients: the reference figure per tensor."""
+    def grads_of(autocast):
+        pt_model.zero_grad()
+        with torch.autocast("cpu", dtype=torch.float16, enabled=autocast):
+            logits = pt_model(torch.from_numpy(x))
+        scale = LOSS_SCALE if autocast else 1.0
+        (torch.nn.functional.cross_entropy(logits.float(), torch.from_numpy(np.asarray(y)).long()) * scale).backward()
+        return {n: p.grad.double().numpy() / scale for n, p in pt_model.named_parameters() if p.grad is not None}
+
+    pt_model.eval()
+    g32, g16 = grads_of(False), grads_of(True)
+    pt_model.zero_grad()
+    return {n: cosine(g16[n], g32[n]) for n in g32}
 
 
 def amp_study_in_child(variant, **kw):
@@ -189,6 +218,8 @@ def markdown_lines(study):
     if study.grad_cosines:
         worst = sorted(study.grad_cosines.items(), key=lambda kv: kv[1])[:3]
         lines += ["", f"Gradients at O2 (loss scale {LOSS_SCALE:g}, unscaled) vs float32, {len(study.grad_cosines)} "
-                      f"tensors: min cosine {study.min_grad_cosine:.6f} (bar {GRAD_MIN_COSINE}); lowest: " +
-                  ", ".join(f"{n} {c:.6f}" for n, c in worst) + "."]
+                      f"tensors: min cosine {study.min_grad_cosine:.6f} (bar per tensor: {GRAD_MIN_COSINE}, or timm's "
+                      f"own float16 autocast figure where lower); lowest: " +
+                  ", ".join(f"{n} {c:.6f} (timm autocast {study.grad_ref_cosines.get(n, float('nan')):.6f}, "
+                            f"{'ok' if c >= study.grad_bar(n) else '**NO**'})" for n, c in worst) + "."]
     return lines

@@ -318,7 +318,8 @@ def to_json(results):
         row = dict(kind=s.kind, variant=s.variant, label=s.label, passed=s.passed, counted=s.counted,
                    seconds=round(s.seconds, 2))
         if s.kind == "amp":
-            row.update(logits=[dataclasses.asdict(r) for r in s.rows], grad_cosines=s.grad_cosines)
+            row.update(logits=[dataclasses.asdict(r) for r in s.rows], grad_cosines=s.grad_cosines,
+                       grad_ref_cosines=s.grad_ref_cosines)
         else:
             row.update(notes=s.notes, comparisons=[c.as_row() for c in s.comparisons],
                        flagged=s.extra.get("flagged", []))

@@ -1,6 +1,7 @@
 """Mixed precision against float32 for every variant, timm's weights (via convert) and real photos: logits at
 mindcv's O1/O2/O3 and MindSpore's O2 (O2 cosine >= 0.999, top-1 unchanged), timm's float16 autocast as the
-reference figure, O2 gradients with a loss scale (cosine >= 0.99 per tensor).  Compiling four float16 graphs
+reference figure, O2 gradients with a loss scale (cosine per tensor >= 0.99, or timm's own float16 autocast
+figure for the tensor where that is lower).  Compiling four float16 graphs
 of each full-size variant takes minutes, so the matrix is under -m slow; tests/test_amp.py compiles and trains
 the float16 graph in the default run.
 """

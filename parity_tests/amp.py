@@ -181,19 +181,11 @@ def amp_study(variant, batch=4, seed=0, pair=None, levels=LEVELS, with_grads=Tru
 
 
 def timm_autocast_grad_cosines(pt_model, x, y):
-    """{name: cosine} of timm's gradients under float16 autocast (loss in float32, scaled by LOSS_SCALE as
-    torch's GradScaler would, then unscaled) against its float32 gradients: the reference figure per tensor."""
-    def grads_of(autocast):
-        pt_model.zero_grad()
-        with torch.autocast("cpu", dtype=torch.float16, enabled=autocast):
-            logits = pt_model(torch.from_numpy(x))
-        scale = LOSS_SCALE if autocast else 1.0
-        (torch.nn.functional.cross_entropy(logits.float(), torch.from_numpy(np.asarray(y)).long()) * scale).backward()
-        return {n: p.grad.double().numpy() / scale for n, p in pt_model.named_parameters() if p.grad is not None}
-
-    pt_model.eval()
-    g32, g16 = grads_of(False), grads_of(True)
-    pt_model.zero_grad()
+    """{name: cosine} of timm's gradients under float16 autocast (at LOSS_SCALE, unscaled) against its float32
+    gradients: the reference figure per tensor."""
+    labels = np.asarray(y)
+    g32 = harness.torch_loss_grads(pt_model.eval(), x, labels)[2]
+    g16 = harness.torch_loss_grads(pt_model, x, labels, autocast=torch.float16, scale=LOSS_SCALE)[2]
     return {n: cosine(g16[n], g32[n]) for n in g32}
 
 

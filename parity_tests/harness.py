@@ -189,13 +189,16 @@ class _TrainStep(ms.nn.Cell):
         return loss
 
 
-def torch_loss_grads(model, x, labels):
-    """(loss, d loss / d input, {param name: grad}) for mean cross-entropy, in PyTorch."""
+def torch_loss_grads(model, x, labels, autocast=None, scale=1.0):
+    """(loss, d loss / d input, {param name: grad}) for mean cross-entropy, in PyTorch.  ``autocast``: a dtype
+    for torch.autocast (the loss stays float32, backpropagated at ``scale`` and unscaled, as GradScaler does)."""
     model.zero_grad(set_to_none=True)
     xt = torch.from_numpy(x).requires_grad_(True)
-    loss = torch.nn.functional.cross_entropy(model(xt), torch.from_numpy(labels).long())
-    loss.backward()
-    grads = {n: p.grad.detach().numpy().copy() for n, p in model.named_parameters()}
+    with torch.autocast("cpu", dtype=autocast or torch.float16, enabled=autocast is not None):
+        logits = model(xt)
+    loss = torch.nn.functional.cross_entropy(logits.float(), torch.from_numpy(labels).long())
+    (loss * scale).backward()
+    grads = {n: p.grad.detach().numpy().copy() / scale for n, p in model.named_parameters()}
     model.zero_grad(set_to_none=True)
     return float(loss.detach()), xt.grad.numpy().copy(), grads
 

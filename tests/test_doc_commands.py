@@ -43,6 +43,9 @@ RUNNERS = {
     r"-m coat_ms\.predict": "",
     r"-m convert": "",
     r"-m parity_tests\.report --variants all --profile full": "--variants coat_lite_tiny --skip grad,step,mindcv",
+    # every variant of every study is a test of its own in `make test-studies`: the command runs once per
+    # document on one variant (all seven take an hour each time)
+    r"-m parity_tests\.report --variants all --out": "--variants coat_lite_tiny",
     r"-m parity_tests\.report": "",
     r"benchmarks/bench\.py": "--models coat_lite_tiny --batches 1 --reps 1 --mindcv-reps 1 "
                                                "--out bench_out",

@@ -13,11 +13,12 @@ demo: setup
 test: setup
 	$(PYTEST)
 
+# one pytest process per test file, two at a time (scripts/test_slow.py says why: memory)
 test-slow: setup
-	$(PYTEST) -m slow
+	.venv/bin/python scripts/test_slow.py -m slow
 
 test-artefacts: setup
-	$(PYTEST) -m artefacts
+	.venv/bin/python scripts/test_slow.py -m artefacts
 
 test-studies: setup
-	$(PYTEST) -m studies
+	.venv/bin/python scripts/test_slow.py -m studies

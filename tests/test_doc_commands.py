@@ -56,7 +56,7 @@ RUNNERS = {
     r"benchmarks/bench_startup\.py": "--files 3000 --small 1000 --repeats 1",
     r"benchmarks/bench_pipeline\.py": "--images 48 --batches 2 --steps 1",
 }
-LINKED = ["train.py", "validate.py", "export.py", "configs", "coat_ms", "convert", "parity_tests", "benchmarks",
+LINKED = ["train.py", "validate.py", "export.py", "configs", "coat_ms", "convert", "parity_tests", "benchmarks", "tests",
           "Makefile", "scripts", "pyproject.toml", ".venv", "README.md"]
 
 

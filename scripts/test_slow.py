@@ -2,7 +2,7 @@
 
 Why not one pytest-xdist run: MindSpore keeps about 0.2 GB per compiled full-size model for the life of the
 process, even after the model is deleted and the C heap trimmed (coat_small / coat_lite_medium built and run
-five times in one process: 1.03 -> 1.48 GB after each trim), so a worker that runs several full-size modules
+three times each in one process: 1.03 -> 1.58 GB after each trim; benchmarks/compile_memory.py), so a worker that runs several full-size modules
 grows to 8-10 GB; two such workers beside a documented command's own processes ran this 24 GB machine out of
 memory (the kernel killed a worker). A process per file gives that memory back after every file.
 

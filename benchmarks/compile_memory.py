@@ -1,23 +1,26 @@
 """Memory MindSpore keeps per compiled full-size model (why scripts/test_slow.py runs a process per test file).
 
-    .venv/bin/python benchmarks/compile_memory.py [--models coat_small coat_lite_medium] [--rounds 5]
+    .venv/bin/python benchmarks/compile_memory.py [--models coat_small coat_lite_medium] [--rounds 3]
 
 Builds each model, runs it once in GRAPH_MODE, deletes it, collects garbage and trims the C heap, and
 prints the process's resident memory after each step: what stays after the trim is what MindSpore keeps.
 """
 import argparse
-import ctypes
 import gc
+import os
+import sys
 
 import mindspore as ms
 import numpy as np
 
-import coat_ms
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the checkout's coat_ms
+import coat_ms  # noqa: E402
+from coat_ms.runtime import release_freed_host_memory  # noqa: E402
 
 
 def resident_gb():
     with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * 4096 / 1e9
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e9
 
 
 def main():
@@ -27,7 +30,6 @@ def main():
     args = parser.parse_args()
     ms.set_context(mode=ms.GRAPH_MODE)
     x = ms.Tensor(np.random.default_rng(0).random((2, 3, 224, 224), np.float32))
-    libc = ctypes.CDLL("libc.so.6")
     for round_ in range(args.rounds):
         for name in args.models:
             model = coat_ms.create_model(name)
@@ -36,7 +38,7 @@ def main():
             ran = resident_gb()
             del model
             gc.collect()
-            libc.malloc_trim(0)
+            release_freed_host_memory()
             print(f"round {round_ + 1} {name}: {ran:.2f} GB after the run, {resident_gb():.2f} GB after delete + trim",
                   flush=True)
 

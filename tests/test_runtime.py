@@ -72,3 +72,18 @@ def test_no_trim_without_configure_runtime(restore_runtime, graph_mode):
     model.set_train(False)
     _compile_twice_and_once_more(model)
     assert calls == []
+
+
+@pytest.mark.artefacts
+def test_compile_memory_probe_runs_as_readme_names_it():
+    """benchmarks/compile_memory.py (README's memory-per-compile figure), on a small model for time: a line per
+    build with the resident memory after the run and after delete + trim."""
+    import re
+
+    from helpers import run_script
+    proc = run_script("benchmarks/compile_memory.py", "--models", "coat_lite_tiny", "--rounds", "2", timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    found = re.findall(r"round (\d) coat_lite_tiny: ([\d.]+) GB after the run, ([\d.]+) GB after delete \+ trim",
+                       proc.stdout)
+    assert [r for r, _, _ in found] == ["1", "2"], proc.stdout
+    assert all(0.1 < float(after) <= float(ran) for _, ran, after in found), found

@@ -2,7 +2,7 @@
 # Tiers (README, Tests): `make test` what CI runs; `make test-slow` every shipped artefact and every study.
 .PHONY: setup demo test test-slow test-artefacts test-studies
 
-PYTEST = .venv/bin/python -m pytest -q --durations=15 -n 2 --dist loadgroup
+PYTEST = .venv/bin/python -m pytest -q --durations=15 -n 2 --dist loadgroup --no-loadscope-reorder
 
 setup:
 	bash scripts/setup.sh

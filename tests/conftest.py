@@ -34,6 +34,22 @@ def in_process_cli(tmp_path, monkeypatch):
     signal.set_wakeup_fd(wakeup)
 
 
+@pytest.fixture
+def run_in_process(capsys, caplog, in_process_cli):
+    """A CLI's ``main(argv)`` run to its end in this process: ``run(main, *args)`` returns (exit code, what it
+    printed, its stderr and log). Each CLI's exit-code contract is checked once as a subprocess."""
+    import logging
+    caplog.set_level(logging.INFO, logger="coat_ms")
+
+    def run(main, *args):
+        capsys.readouterr()
+        caplog.clear()
+        code = main([str(a) for a in args])
+        out, err = capsys.readouterr()
+        return code, out, err + caplog.text
+    return run
+
+
 def random_images(shape, seed=0):
     return ms.Tensor(np.random.RandomState(seed).rand(*shape).astype(np.float32))
 

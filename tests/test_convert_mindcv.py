@@ -1,6 +1,7 @@
 """mindcv 0.3.0 CoaT checkpoints (random weights, saved by mindcv itself) -> coat_ms.
 
-mindcv is fixed to 224 x 224 inputs and slow on CPU, so each mindcv model is built and run once.
+mindcv builds each model for one input size (``image_size``, 224 by default) and is slow on CPU, so each mindcv
+model is built and run once, at 64 x 64 (the weights do not depend on the size), in PyNative mode.
 """
 import os
 import sys
@@ -19,6 +20,7 @@ from coat_ms.conversion import mindcv_rules, readers  # noqa: E402
 import mindcv.models as mindcv_models  # noqa: E402
 
 NAMES = ["coat_lite_tiny", "coat_tiny"]
+SIZE = 64
 TOL = 2e-5
 
 
@@ -26,11 +28,12 @@ TOL = 2e-5
 def mindcv_refs(tmp_path_factory):
     """name -> (checkpoint path, {name: array}, logits) of a mindcv model with every weight randomised."""
     folder = tmp_path_factory.mktemp("mindcv")
-    x = np.random.RandomState(0).standard_normal((1, 3, 224, 224)).astype(np.float32)
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+    x = np.random.RandomState(0).standard_normal((1, 3, SIZE, SIZE)).astype(np.float32)
     refs = {}
     for i, name in enumerate(NAMES):
         with no_init_parameters():  # skip mindcv's init: every weight is drawn below
-            model = mindcv_models.create_model(name)
+            model = mindcv_models.create_model(name, image_size=SIZE)
         model.set_train(False)
         rng = np.random.RandomState(10 + i)
         for p in model.get_parameters():  # LayerNorm gamma/beta too, so a swapped norm would show
@@ -76,7 +79,7 @@ def test_mindcv_values_are_mapped(name, mindcv_refs, tmp_path):
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_mindcv_checkpoint_reproduces_mindcv(name, mindcv_refs):
+def test_mindcv_checkpoint_reproduces_mindcv(name, mindcv_refs, pynative_mode):
     _, params, ref, x = mindcv_refs[name]
     result = convert.mindcv_to_ms(params)
     assert rel_err(logits(result, x, **result.model_kwargs), ref) <= TOL

@@ -101,7 +101,7 @@ def planted(tmp_path_factory):
 def train_small(data, out, cwd, *extra):
     return run_script("train.py", "--data_dir", data, "--ckpt_save_dir", out, "--model", "coat_lite_tiny",
                       "--model_args", TINY_ARCH, "--image_resize", 32, "--crop_pct", 1.0, "--batch_size", 20,
-                      "--epoch_size", 1, "--num_parallel_workers", 2, "--device_target", "CPU", "--opt", "adamw",
+                      "--epoch_size", 1, "--num_parallel_workers", 2, "--device_target", "CPU", "--opt", "momentum",
                       "--lr", 0.001, "--log_interval", 25, *extra, cwd=cwd, timeout=900)
 
 

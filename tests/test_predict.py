@@ -1,5 +1,9 @@
 """python -m coat_ms.predict: the same top-5 from a .ckpt and from its exported MindIR; labels; bad input;
-the MindIR's own input shape; a train.py checkpoint predicts with the preprocessing it was trained with."""
+the MindIR's own input shape; a train.py checkpoint predicts with the preprocessing it was trained with.
+
+predict runs in-process through its ``main(argv)`` (what it prints and logs is read back); its exit-code
+contract, as a user's shell sees it, is checked once as a subprocess."""
+import functools
 import json
 import os
 import subprocess
@@ -46,15 +50,20 @@ def run_predict(*args):
                           text=True, timeout=600, cwd=REPO)
 
 
-def test_ckpt_and_mindir_give_the_same_top5(setup):
+@pytest.fixture
+def predict(run_in_process):
+    """predict's ``main(argv)`` in this process: returns (exit code, what it printed, what it logged)."""
+    return functools.partial(run_in_process, predict_cli.main)
+
+
+def test_ckpt_and_mindir_give_the_same_top5(setup, predict):
     root = setup
     common = [root / "imgs", "--class_dir", root / "digits" / "train", "--topk", "5"]
-    a = run_predict(*common, "--ckpt_path", root / "tiny.ckpt", "--model_name", "coat_lite_tiny",
-                    "--model_args", json.dumps(ARCH), "--image_size", 32, 32, "--batch_size", 4,
-                    "--json", root / "ckpt.json")
-    b = run_predict(*common, "--mindir", root / "tiny.mindir", "--json", root / "mindir.json")
-    assert a.returncode == 0, a.stderr[-2000:]
-    assert b.returncode == 0, b.stderr[-2000:]
+    a = predict(*common, "--ckpt_path", root / "tiny.ckpt", "--model_name", "coat_lite_tiny",
+                "--model_args", json.dumps(ARCH), "--image_size", 32, 32, "--batch_size", 4,
+                "--json", root / "ckpt.json")
+    b = predict(*common, "--mindir", root / "tiny.mindir", "--json", root / "mindir.json")
+    assert a[0] == b[0] == 0
     ra, rb = (json.loads((root / f).read_text()) for f in ("ckpt.json", "mindir.json"))
     assert len(ra["results"]) == len(rb["results"]) == 6
     for x, y in zip(ra["results"], rb["results"]):
@@ -65,20 +74,20 @@ def test_ckpt_and_mindir_give_the_same_top5(setup):
         probs = [t["prob"] for t in x["topk"]]
         assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1 + 1e-6
     # the broken file is reported and skipped, in both runs
-    for proc, res in ((a, ra), (b, rb)):
-        assert "unreadable image skipped" in proc.stderr and "broken.png" in proc.stderr
+    for (_, out, err), res in ((a, ra), (b, rb)):
+        assert "unreadable image skipped" in err and "broken.png" in err
         assert [p.endswith("broken.png") for p in res["skipped"]] == [True]
-        assert "6 images classified, 1 skipped" in proc.stdout
+        assert "6 images classified, 1 skipped" in out
 
 
-def test_labels_from_file(setup):
+def test_labels_from_file(setup, predict):
     root = setup
     names = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
     (root / "labels.txt").write_text("\n".join(names) + "\n")
-    proc = run_predict(root / "imgs" / "broken.png", root / "digits" / "val" / "7", "--mindir", root / "tiny.mindir",
-                       "--labels", root / "labels.txt", "--topk", "2")
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    lines = [line for line in proc.stdout.splitlines() if line.endswith(tuple("0123456789")) and ": " in line]
+    code, out, _ = predict(root / "imgs" / "broken.png", root / "digits" / "val" / "7", "--mindir",
+                           root / "tiny.mindir", "--labels", root / "labels.txt", "--topk", "2")
+    assert code == 0
+    lines = [line for line in out.splitlines() if line.endswith(tuple("0123456789")) and ": " in line]
     assert lines
     for line in lines:
         pairs = line.split(": ", 1)[1].split(", ")
@@ -107,34 +116,33 @@ def test_only_unreadable_files_fails(setup):
     assert "no image could be read: 1 of 1" in one_error_line(proc) and "broken.png" in proc.stderr
 
 
-def test_mindir_without_its_sidecar_reads_the_shape_from_the_file(setup, tmp_path):
+def test_mindir_without_its_sidecar_reads_the_shape_from_the_file(setup, tmp_path, predict):
     import shutil
     shutil.copy(setup / "tiny.mindir", tmp_path / "bare.mindir")  # no bare.mindir.json next to it
-    proc = run_predict(setup / "imgs", "--mindir", tmp_path / "bare.mindir", "--topk", 1)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "export metadata) not found" in proc.stderr and "6 images classified" in proc.stdout
-    assert "centre crop 32x32" in proc.stdout
+    code, out, err = predict(setup / "imgs", "--mindir", tmp_path / "bare.mindir", "--topk", 1)
+    assert code == 0
+    assert "export metadata) not found" in err and "6 images classified" in out
+    assert "centre crop 32x32" in out
 
 
-def test_a_trained_checkpoint_predicts_at_its_own_resolution_and_classes(trained_run, tmp_path):
+def test_a_trained_checkpoint_predicts_at_its_own_resolution_and_classes(trained_run, tmp_path, predict):
     """A train.py checkpoint (32x32, crop_pct 1.0, bilinear) needs no flags: predict and its export use
     the recorded preprocessing and class names."""
+    import export as export_cli
     data, run, _ = trained_run
     val7 = data / "val" / "7"
-    proc = run_predict(val7, "--ckpt_path", run / "latest.ckpt", "--topk", 1, "--json", tmp_path / "p.json")
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "resize 32 bilinear, centre crop 32x32" in proc.stdout
+    code, out, _ = predict(val7, "--ckpt_path", run / "latest.ckpt", "--topk", 1, "--json", tmp_path / "p.json")
+    assert code == 0
+    assert "resize 32 bilinear, centre crop 32x32" in out
     results = json.loads((tmp_path / "p.json").read_text())["results"]
     assert len(results) == len(os.listdir(val7)) and all(r["topk"][0]["label"] in "0123456789" for r in results)
-    export = subprocess.run([sys.executable, os.path.join(REPO, "export.py"), "--ckpt_file", run / "latest.ckpt",
-                             "--file_name", tmp_path / "trained", "--batch_size", "4"],
-                            capture_output=True, text=True, timeout=900, cwd=REPO)
-    assert export.returncode == 0, export.stderr[-2000:]
+    assert export_cli.main(["--ckpt_file", str(run / "latest.ckpt"), "--file_name", str(tmp_path / "trained"),
+                            "--batch_size", "4"]) == 0
     sidecar = json.loads((tmp_path / "trained.mindir.json").read_text())
     assert sidecar["input_shape"] == [4, 3, 32, 32] and sidecar["class_names"] == [str(d) for d in range(10)]
     assert sidecar["preprocessing"]["interpolation"] == "bilinear" and sidecar["preprocessing"]["crop_pct"] == 1.0
-    via_mindir = run_predict(val7, "--mindir", tmp_path / "trained.mindir", "--topk", 1, "--json", tmp_path / "m.json")
-    assert via_mindir.returncode == 0, via_mindir.stderr[-2000:]
+    code, _, _ = predict(val7, "--mindir", tmp_path / "trained.mindir", "--topk", 1, "--json", tmp_path / "m.json")
+    assert code == 0
     mindir = json.loads((tmp_path / "m.json").read_text())["results"]
     assert [r["topk"][0]["label"] for r in mindir] == [r["topk"][0]["label"] for r in results]
 

@@ -1,6 +1,7 @@
 """validate.py: mindcv's metrics on the embedded digits, every sample counted, JSON / per-class / PNG, bad input,
 the checkpoint's record (classes, preprocessing) honoured, outputs never overwrite inputs."""
 import ast
+import functools
 import json
 import math
 import os
@@ -19,7 +20,7 @@ from coat_ms.evaluation import MetricSums, cell_predictor
 from coat_ms.inference import classify, list_image_files
 from helpers import one_error_line, refused
 
-import validate as validate_cli  # noqa: E402  (called in-process for its one-line errors)
+import validate as validate_cli  # noqa: E402  (called in-process; its exit-code contract once as a subprocess)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ARCH = {"embed_dims": [32, 32, 32, 32], "serial_depths": [1, 1, 1, 1]}
@@ -61,23 +62,29 @@ def setup(tmp_path_factory):
     return root, model
 
 
+@pytest.fixture
+def validate(run_in_process):
+    """validate.py's ``main(argv)`` in this process: returns (exit code, what it printed, what it logged)."""
+    return functools.partial(run_in_process, validate_cli.main)
+
+
 def run_validate(*args):
     return subprocess.run([sys.executable, os.path.join(REPO, "validate.py"), *map(str, args)], capture_output=True,
                           text=True, timeout=600, cwd=REPO)
 
 
-def test_validate_counts_every_sample_and_matches_per_image_predictions(setup):
+def test_validate_counts_every_sample_and_matches_per_image_predictions(setup, validate):
     root, model = setup
-    proc = run_validate("-c", root / "tiny.yaml", "--data_dir", root / "digits", "--ckpt_path", root / "tiny.ckpt",
-                        "--json", root / "v.json", "--per_class", "--confusion", root / "cm.png", "--no_progress")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    line = next(l for l in proc.stdout.splitlines() if l.startswith("{'Top_1_Accuracy'"))
+    code, out, _ = validate("-c", root / "tiny.yaml", "--data_dir", root / "digits", "--ckpt_path", root / "tiny.ckpt",
+                            "--json", root / "v.json", "--per_class", "--confusion", root / "cm.png", "--no_progress")
+    assert code == 0
+    line = next(l for l in out.splitlines() if l.startswith("{'Top_1_Accuracy'"))
     printed = ast.literal_eval(line)
     saved = json.loads((root / "v.json").read_text())
     assert printed == {k: saved[k] for k in ("Top_1_Accuracy", "Top_5_Accuracy", "Loss")}
     # 359 images with batch 64: the last batch of 39 counts too
     assert saved["num_samples"] == 359 and np.sum(saved["confusion"]) == 359
-    assert proc.stdout.count("  class ") == 10
+    assert out.count("  class ") == 10
     assert (root / "cm.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     # Independent path: each image decoded and preprocessed on its own (predict), no padding, no loader.
@@ -95,12 +102,12 @@ def test_validate_counts_every_sample_and_matches_per_image_predictions(setup):
     assert 0.0 < saved["Loss"] < 50
 
 
-def test_batch_size_does_not_change_the_metrics(setup):
+def test_batch_size_does_not_change_the_metrics(setup, validate):
     root, _ = setup
     a = json.loads((root / "v.json").read_text())
-    proc = run_validate("-c", root / "tiny.yaml", "--data_dir", root / "digits", "--ckpt_path", root / "tiny.ckpt",
-                        "--batch_size", 100, "--json", root / "v100.json", "--no_progress")
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    code, _, _ = validate("-c", root / "tiny.yaml", "--data_dir", root / "digits", "--ckpt_path", root / "tiny.ckpt",
+                          "--batch_size", 100, "--json", root / "v100.json", "--no_progress")
+    assert code == 0
     b = json.loads((root / "v100.json").read_text())
     assert b["num_samples"] == 359
     assert b["Top_1_Accuracy"] == a["Top_1_Accuracy"] and b["Top_5_Accuracy"] == a["Top_5_Accuracy"]
@@ -133,7 +140,7 @@ def test_unknown_config_key(setup, tmp_path):
     assert "batchsize" in one_error_line(proc)
 
 
-def test_mindcvs_validate_flags_and_the_checkpoint_record(trained_run, tmp_path):
+def test_mindcvs_validate_flags_and_the_checkpoint_record(trained_run, tmp_path, validate):
     """mindcv's own test passes --dataset imagenet --device_target CPU; a train.py checkpoint needs no model
     flags: model, classes (matched by name) and preprocessing come from its record; with --ema its EMA
     weights are evaluated, as train-time validation did."""
@@ -145,10 +152,11 @@ def test_mindcvs_validate_flags_and_the_checkpoint_record(trained_run, tmp_path)
     shutil.copytree(data / "val" / "7", partial / "val" / "7")
     shutil.copytree(data / "val" / "2", partial / "val" / "2")
     for folder, expect_same in ((data, True), (partial, False)):
-        proc = run_validate("--dataset", "imagenet", "--device_target", "CPU", "--data_dir", folder, "--ckpt_path",
-                            run / "latest.ckpt", "--ema", "--no_progress", "--json", tmp_path / "v.json")
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        assert "evaluating its EMA weights" in proc.stderr and "resize 32 bilinear, centre crop 32x32" in proc.stdout
+        code, out, err = validate("--dataset", "imagenet", "--device_target", "CPU", "--data_dir", folder,
+                                  "--ckpt_path", run / "latest.ckpt", "--ema", "--no_progress", "--json",
+                                  tmp_path / "v.json")
+        assert code == 0
+        assert "evaluating its EMA weights" in err and "resize 32 bilinear, centre crop 32x32" in out
         got = json.loads((tmp_path / "v.json").read_text())
         if expect_same:  # the same numbers training-time validation printed (4 decimals there)
             assert got["num_samples"] == 359
@@ -157,5 +165,5 @@ def test_mindcvs_validate_flags_and_the_checkpoint_record(trained_run, tmp_path)
         else:
             assert got["num_samples"] == len(os.listdir(partial / "val" / "7")) + len(os.listdir(partial / "val" / "2"))
             assert len(got["class_names"]) == 10 and got["per_class"]["7"] is not None and got["per_class"]["0"] is None
-    without = run_validate("--data_dir", data, "--ckpt_path", run / "latest.ckpt", "--no_progress")
-    assert without.returncode == 0 and "EMA" not in without.stderr  # the trained weights, as asked
+    code, _, err = validate("--data_dir", data, "--ckpt_path", run / "latest.ckpt", "--no_progress")
+    assert code == 0 and "EMA" not in err  # the trained weights, as asked

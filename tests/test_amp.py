@@ -41,10 +41,16 @@ def narrow(level="O0", **kwargs):
 
 @pytest.fixture(scope="module")
 def fp32_logits():
-    ms.set_context(mode=ms.GRAPH_MODE)
-    model = narrow()
-    model.set_train(False)
-    return model(ms.Tensor(IMAGES)).asnumpy()
+    """The float32 answer, in PyNative mode (no graph to compile; graph and PyNative agree to 1e-5,
+    tests/test_models.py); the amp levels under test run as graphs."""
+    mode = ms.get_context("mode")
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+    try:
+        model = narrow()
+        model.set_train(False)
+        return model(ms.Tensor(IMAGES)).asnumpy()
+    finally:
+        ms.set_context(mode=mode)
 
 
 def slow_but(*fast):

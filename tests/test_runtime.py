@@ -46,32 +46,25 @@ def _count_trims(monkeypatch):
     return calls
 
 
-def _compile_twice_and_once_more(model):
-    x = ms.Tensor(np.zeros((1, 3, 32, 32), np.float32))
-    first = model(x).asnumpy()
-    np.testing.assert_array_equal(model(x).asnumpy(), first)
-    model(ms.Tensor(np.zeros((2, 3, 32, 32), np.float32))).asnumpy()
+def _compile(model, batch):
+    """Logits of a zero batch: a new graph for each new batch size, the cached one otherwise."""
+    return model(ms.Tensor(np.zeros((batch, 3, 32, 32), np.float32))).asnumpy()
 
 
-def test_heap_is_trimmed_once_per_new_compilation_when_configured(restore_runtime, graph_mode):
+def test_heap_is_trimmed_once_per_new_compilation_only_when_configured(restore_runtime, graph_mode):
     calls = _count_trims(restore_runtime)
+    restore_runtime.setattr(runtime, "_settings", runtime.RuntimeSettings(""))  # as in a fresh process
     model = coat_ms.create_model("coat_lite_tiny", num_classes=3, embed_dims=(16, 16, 16, 16),
                                  serial_depths=(1, 1, 1, 1))
     model.set_train(False)
-    runtime.configure_runtime("CPU")
-    _compile_twice_and_once_more(model)
-    assert len(calls) == 2, "once for the first input shape, once for the new one; not for a cached graph"
-    assert isinstance(runtime.release_freed_host_memory(), bool)
-
-
-def test_no_trim_without_configure_runtime(restore_runtime, graph_mode):
-    calls = _count_trims(restore_runtime)
-    restore_runtime.setattr(runtime, "_settings", runtime.RuntimeSettings(""))
-    model = coat_ms.create_model("coat_lite_tiny", num_classes=3, embed_dims=(16, 16, 16, 16),
-                                 serial_depths=(1, 1, 1, 1))
-    model.set_train(False)
-    _compile_twice_and_once_more(model)
+    _compile(model, 1)  # before configure_runtime (building a model applies none of it): no trim
     assert calls == []
+    runtime.configure_runtime("CPU")
+    _compile(model, 2)
+    np.testing.assert_array_equal(_compile(model, 2), _compile(model, 2))
+    _compile(model, 3)
+    assert len(calls) == 2, "once for each new input shape; not for a cached graph"
+    assert isinstance(runtime.release_freed_host_memory(), bool)
 
 
 @pytest.mark.artefacts

@@ -227,7 +227,7 @@ def test_output_folder_that_is_a_file_and_a_full_disk(digits, tmp_path, in_proce
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (60_000, 60_000))
     out = tmp_path / "full_disk"
-    p = train(*tiny_args(digits, out, 1), preexec_fn=small_files)
+    p = train(*tiny_args(digits, out, 1, "--val_while_train", "False"), preexec_fn=small_files)
     line = one_error_line(p)
     assert "cannot write" in line and "latest.ckpt" in line
     assert not out.exists()  # no temp file keeps holding the space, and no empty run folder stays behind
@@ -235,7 +235,7 @@ def test_output_folder_that_is_a_file_and_a_full_disk(digits, tmp_path, in_proce
 
 def test_ctrl_c_stops_training_promptly_with_the_last_checkpoint_intact(digits, tmp_path):
     out = tmp_path / "run"
-    args = tiny_args(digits, out, 200)
+    args = tiny_args(digits, out, 200, "--val_while_train", "False")  # Ctrl-C meets training steps
     args[args.index("--num_samples") + 1] = "400"
     proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "train.py"), *map(str, args)], cwd=ROOT, env=ENV,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

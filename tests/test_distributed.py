@@ -56,7 +56,7 @@ def test_train_py_data_parallel_validates_on_every_rank(kind, tmp_path, in_proce
     fixed loss scale 1024 on CPU: the recipe test of the default run), under msrun
     the demo recipe with --distribute. Both ranks train and validate their share of the val split; the reduced
     metrics equal single-process validate.py on the same checkpoint."""
-    data = small_imagefolder(tmp_path / "data", classes=(0, 1, 2), per_class=20, image_size=32, fmt="png")
+    data = small_imagefolder(tmp_path / "data", classes=(0, 1, 2), per_class=12, image_size=32, fmt="png")
     if kind == "mpirun":  # at the recipe's own amp_level and loss scale, as the Ascend ranks run it
         out = tmp_path / "train_output"
         args = [os.path.join(ROOT, "train.py"), *SEED_COMMAND, "--data_dir", data, *DATA_AND_DEVICE,
@@ -75,10 +75,10 @@ def test_train_py_data_parallel_validates_on_every_rank(kind, tmp_path, in_proce
     rows = (out / "results.csv").read_text().strip().splitlines()
     assert len(rows) == 3  # header + one row per epoch, written once (by rank 0)
     steps = [int(r.split(",")[1]) for r in rows[1:]]
-    assert steps == [60 // 8, 2 * (60 // 8)]  # global batch 2 x 4: each rank read half of the data
+    assert steps == [36 // 8, 2 * (36 // 8)]  # global batch 2 x 4: each rank read half of the data
     trained = metrics_line(logs)
-    # 60 val images: each rank evaluated its 30 and the sums were reduced (rank 0 alone would say 30)
-    assert "validation (60 images)" in logs
+    # 36 val images: each rank evaluated its 18 and the sums were reduced (rank 0 alone would say 18)
+    assert "validation (36 images)" in logs
     # single-process validate.py, in-process (its exit-code contract is tests/test_validate.py's)
     import json
 

@@ -22,8 +22,8 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.slow)
     if not getattr(config.option, "loadgroup", False):
         return
-    sharing = {test_file(item) for item in items if SHARED_RUN in item.fixturenames}
-    groups = {id(item): SHARED_RUN if test_file(item) in sharing else test_file(item) for item in items}
+    sharing = {file_of(item) for item in items if SHARED_RUN in item.fixturenames}
+    groups = {id(item): SHARED_RUN if file_of(item) in sharing else file_of(item) for item in items}
     for item in items:
         item.add_marker(pytest.mark.xdist_group(groups[id(item)]))
     order = {name: rank for rank, name in enumerate(LONGEST_GROUPS)}
@@ -38,5 +38,5 @@ def pytest_collection_finish(session):
                                 "pytest >= 9.2): install the pytest version pyproject.toml pins")
 
 
-def test_file(item):
+def file_of(item):
     return item.nodeid.split("::", 1)[0]

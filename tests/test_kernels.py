@@ -100,6 +100,47 @@ def test_forward_and_gradients_match_stock_conv(kernel, mode, exec_mode):
         ms.set_context(mode=ms.GRAPH_MODE)
 
 
+def _numpy_token_dwconv(x, weights, biases, size, c0, residual):
+    """float64 reference: depthwise 'same' convolutions of the image tokens' channel window, CLS row per mode."""
+    H_, W_ = size
+    B = x.shape[0]
+    out_parts, c = [], c0
+    for w, b in zip(weights, biases):
+        n, k = w.shape[0], w.shape[-1]
+        p = k // 2
+        img = np.pad(x[:, 1:, c:c + n].astype(np.float64).reshape(B, H_, W_, n), ((0, 0), (p, p), (p, p), (0, 0)))
+        y = np.zeros((B, H_, W_, n)) + b
+        for dy in range(k):
+            for dx in range(k):
+                y += img[:, dy:dy + H_, dx:dx + W_] * w[:, 0, dy, dx]
+        out_parts.append(y.reshape(B, H_ * W_, n))
+        c += n
+    y = np.concatenate(out_parts, axis=-1)
+    C_ = y.shape[-1]
+    if residual:
+        return np.concatenate((x[:, :1, c0:c0 + C_], y + x[:, 1:, c0:c0 + C_]), axis=1)
+    return np.concatenate((np.zeros((B, 1, C_)), y), axis=1)
+
+
+@pytest.mark.parametrize("mode", [D.MODE_CONV, D.MODE_RESIDUAL])
+def test_register_tiles_match_a_direct_convolution(kernel, mode):
+    """Maps wide enough for the forward's interior register tiles (8 outputs + the kernel's reach) and
+    channel groups that fill 16-lane blocks, cut 16/8/4/1 lanes at the tail and mix kernel sizes
+    within a block (the block runs its largest kernel on the zero-padded taps)."""
+    rng = np.random.default_rng(5)
+    size, c0, splits = (9, 23), 5, ((19, 3), (26, 5), (28, 7))  # 73 channels: 4 x 16 + 8 + 1
+    ks = tuple(k for n, k in splits for _ in range(n))
+    C_ = len(ks)
+    x = rng.standard_normal((2, 1 + size[0] * size[1], c0 + C_ + 3)).astype(np.float32)
+    ws = [rng.standard_normal((n, 1, k, k)).astype(np.float32) for n, k in splits]
+    bs = [rng.standard_normal((n,)).astype(np.float32) for n, _ in splits]
+    taps = D.pack_weights([ms.Tensor(w) for w in ws], D.tap_embeddings(tuple(k for _, k in splits)))
+    meta = D.make_meta(size[0], size[1], 1, c0, C_, 7, ks, mode)
+    got = kernel(ms.Tensor(x), taps, ms.Tensor(np.concatenate(bs)), meta).asnumpy()
+    ref = _numpy_token_dwconv(x, ws, bs, size, c0, mode == D.MODE_RESIDUAL)
+    assert np.abs(got - ref).max() <= 1e-5 * np.abs(ref).max()
+
+
 def test_kernel_detects_a_wrong_shape(kernel):
     x, ws, bs, _ = _data()
     taps = D.pack_weights(ws, EMBED)

@@ -25,12 +25,14 @@ namespace {
 struct Meta {
   int64_t H, W, off, c0, C, K, mode;
   std::vector<int64_t> run_start, run_end, run_k;  // channel runs of equal kernel size
+  std::vector<int64_t> k;                          // kernel size per channel
 };
 
 Meta ReadMeta(const int32_t *m) {
-  Meta s{m[0], m[1], m[2], m[3], m[4], m[5], m[6], {}, {}, {}};
+  Meta s{m[0], m[1], m[2], m[3], m[4], m[5], m[6], {}, {}, {}, {}};
   for (int64_t c = 0; c < s.C; ++c) {
     int64_t k = m[7 + c];
+    s.k.push_back(k);
     if (s.run_k.empty() || s.run_k.back() != k) {
       s.run_start.push_back(c);
       s.run_end.push_back(c + 1);
@@ -66,6 +68,143 @@ void ConvRow(const float *in, int64_t in_stride_tok, const float *w, const Meta 
   }
 }
 
+
+// ---- Forward, register-blocked (the hot path) ----
+// The channels are cut into blocks of L lanes (16, then 8, 4, 1 for the tail), each held as a GCC
+// vector (AVX-512, AVX2 or NEON registers, whatever -march gives). For one output row and block, XB
+// outputs along x accumulate in registers; for each kernel row dy every input token of the window
+// is loaded once and multiplied into all outputs it touches, with the k taps of that row kept in
+// registers. A block runs the largest kernel of its channels: the taps table is zero outside each
+// channel's own kernel (see pack_weights), so the extra products add exact zeros. Per output the
+// sum runs over dy, then dx, from the bias (and x, mode 1), in the order of ConvRow: the results are
+// the same floats.
+template <int L>
+struct Lanes {
+  typedef float vec __attribute__((vector_size(4 * L)));
+  static vec Load(const float *p) {
+    vec v;
+    std::memcpy(&v, p, sizeof(v));
+    return v;
+  }
+  static void Store(float *p, vec v) { std::memcpy(p, &v, sizeof(v)); }
+};
+
+constexpr int64_t kXB = 8;  // outputs along x per register tile
+
+struct RowArgs {
+  const float *in;   // image token (0, 0) at channel 0 of this block
+  int64_t in_stride;  // floats between tokens of `in`
+  const float *taps;  // (K*K, C) at this block's first channel
+  int64_t C, K, H, W;
+  const float *bias;  // at this block's first channel
+  bool residual;      // mode 1: add the input token itself
+  float *out;         // output token (y, 0) at this block's channel
+  int64_t out_stride;
+};
+
+template <int L, int k, bool Edge>
+inline void ConvTile(const RowArgs &a, int64_t y, int64_t x0, int64_t n_out) {
+  using V = Lanes<L>;
+  typedef typename V::vec vec;
+  constexpr int p = k / 2;
+  const int64_t P = a.K / 2;
+  vec acc[kXB];
+  const vec b = V::Load(a.bias);
+#pragma GCC unroll 8
+  for (int i = 0; i < kXB; ++i) {
+    acc[i] = b;
+    if (a.residual && (!Edge || i < n_out)) acc[i] += V::Load(a.in + (y * a.W + x0 + i) * a.in_stride);
+  }
+  for (int dy = -p; dy <= p; ++dy) {
+    const int64_t yy = y + dy;
+    if (yy < 0 || yy >= a.H) continue;
+    vec w[k];
+#pragma GCC unroll 8
+    for (int dx = 0; dx < k; ++dx) w[dx] = V::Load(a.taps + ((dy + P) * a.K + (dx - p + P)) * a.C);
+    const float *row = a.in + yy * a.W * a.in_stride;
+#pragma GCC unroll 16
+    for (int j = 0; j < kXB + 2 * p; ++j) {  // input token x0 - p + j
+      const int64_t xx = x0 - p + j;
+      if (Edge && (xx < 0 || xx >= a.W)) continue;
+      const vec s = V::Load(row + xx * a.in_stride);
+#pragma GCC unroll 8
+      for (int dx = -p; dx <= p; ++dx) {  // feeds output i = j - p - dx
+        const int i = j - p - dx;
+        if (i < 0 || i >= kXB || (Edge && i >= n_out)) continue;
+        acc[i] += s * w[dx + p];
+      }
+    }
+  }
+#pragma GCC unroll 8
+  for (int i = 0; i < kXB; ++i)
+    if (!Edge || i < n_out) V::Store(a.out + (x0 + i) * a.out_stride, acc[i]);
+}
+
+template <int L, int k>
+void ConvBlockRow(const RowArgs &a, int64_t y) {
+  constexpr int p = k / 2;
+  for (int64_t x0 = 0; x0 < a.W; x0 += kXB) {
+    const int64_t n_out = a.W - x0 < kXB ? a.W - x0 : kXB;
+    if (x0 - p >= 0 && x0 + kXB + p <= a.W)
+      ConvTile<L, k, false>(a, y, x0, kXB);
+    else
+      ConvTile<L, k, true>(a, y, x0, n_out);
+  }
+}
+
+template <int L>
+bool ConvBlockRowAnyK(const RowArgs &a, int64_t k, int64_t y) {
+  switch (k) {
+    case 1: ConvBlockRow<L, 1>(a, y); return true;
+    case 3: ConvBlockRow<L, 3>(a, y); return true;
+    case 5: ConvBlockRow<L, 5>(a, y); return true;
+    case 7: ConvBlockRow<L, 7>(a, y); return true;
+    default: return false;
+  }
+}
+
+// The kernel sizes the register-blocked path has instances for.
+bool FastKernel(int64_t k) { return k == 1 || k == 3 || k == 5 || k == 7; }
+
+// Channel blocks [start, start + lanes) and the largest kernel size in each.
+struct Blocks {
+  std::vector<int64_t> start, lanes, k;
+};
+
+Blocks MakeBlocks(const Meta &s) {
+  Blocks bl;
+  for (int64_t c = 0; c < s.C;) {
+    const int64_t left = s.C - c, lanes = left >= 16 ? 16 : left >= 8 ? 8 : left >= 4 ? 4 : 1;
+    int64_t k = 0;
+    for (int64_t i = c; i < c + lanes; ++i) k = s.k[i] > k ? s.k[i] : k;
+    bl.start.push_back(c);
+    bl.lanes.push_back(lanes);
+    bl.k.push_back(k);
+    c += lanes;
+  }
+  return bl;
+}
+
+bool FastPathApplies(const Meta &s, const Blocks &bl) {
+  for (int64_t k : bl.k)
+    if (!FastKernel(k) || k > s.K) return false;
+  return true;
+}
+
+void ConvRowFast(const float *xin, int64_t Cx, const float *w, const float *b, const Meta &s, const Blocks &bl,
+                 int64_t y, float *yout) {
+  for (size_t q = 0; q < bl.start.size(); ++q) {
+    const int64_t c = bl.start[q];
+    const RowArgs a{xin + c, Cx, w + c, s.C, s.K, s.H, s.W, b + c, s.mode == 1, yout + c, s.C};
+    switch (bl.lanes[q]) {
+      case 16: ConvBlockRowAnyK<16>(a, bl.k[q], y); break;
+      case 8: ConvBlockRowAnyK<8>(a, bl.k[q], y); break;
+      case 4: ConvBlockRowAnyK<4>(a, bl.k[q], y); break;
+      default: ConvBlockRowAnyK<1>(a, bl.k[q], y); break;
+    }
+  }
+}
+
 }  // namespace
 
 extern "C" {
@@ -81,17 +220,23 @@ int DwConvForward(int nparam, void **params, int *ndims, int64_t **shapes, const
   float *y = static_cast<float *>(params[4]);
   const int64_t B = shapes[0][0], T = shapes[0][1], Cx = shapes[0][2];
   if (s.off + s.H * s.W != T || s.c0 + s.C > Cx) return 2;
+  const Blocks blocks = MakeBlocks(s);
+  const bool fast = FastPathApplies(s, blocks);
 #pragma omp parallel for collapse(2) schedule(static)
   for (int64_t n = 0; n < B; ++n) {
     for (int64_t row = 0; row < s.H; ++row) {
       const float *xin = x + (n * T + s.off) * Cx + s.c0;
       float *yout = y + (n * T + s.off + row * s.W) * s.C;
-      for (int64_t i = 0; i < s.W; ++i) {
-        float *dst = yout + i * s.C;
-        const float *src = xin + (row * s.W + i) * Cx;
-        for (int64_t c = 0; c < s.C; ++c) dst[c] = s.mode == 1 ? src[c] + b[c] : b[c];
+      if (fast) {
+        ConvRowFast(xin, Cx, w, b, s, blocks, row, yout);
+      } else {
+        for (int64_t i = 0; i < s.W; ++i) {
+          float *dst = yout + i * s.C;
+          const float *src = xin + (row * s.W + i) * Cx;
+          for (int64_t c = 0; c < s.C; ++c) dst[c] = s.mode == 1 ? src[c] + b[c] : b[c];
+        }
+        ConvRow(xin, Cx, w, s, row, yout, s.C, false);
       }
-      ConvRow(xin, Cx, w, s, row, yout, s.C, false);
       if (row == 0) {  // leading (CLS) rows
         for (int64_t t = 0; t < s.off; ++t) {
           float *dst = y + (n * T + t) * s.C;

@@ -123,12 +123,14 @@ def _numpy_token_dwconv(x, weights, biases, size, c0, residual):
 
 
 @pytest.mark.parametrize("mode", [D.MODE_CONV, D.MODE_RESIDUAL])
-def test_register_tiles_match_a_direct_convolution(kernel, mode):
+@pytest.mark.parametrize("size", [(9, 23), (56, 40)])
+def test_register_tiles_match_a_direct_convolution(kernel, mode, size):
     """Maps wide enough for the forward's interior register tiles (8 outputs + the kernel's reach) and
     channel groups that fill 16-lane blocks, cut 16/8/4/1 lanes at the tail and mix kernel sizes
-    within a block (the block runs its largest kernel on the zero-padded taps)."""
+    within a block (the block runs its largest kernel on the zero-padded taps). The 56 x 40 map is
+    above the work at which a call splits its rows across threads (fastmath.h), the small one below."""
     rng = np.random.default_rng(5)
-    size, c0, splits = (9, 23), 5, ((19, 3), (26, 5), (28, 7))  # 73 channels: 4 x 16 + 8 + 1
+    c0, splits = 5, ((19, 3), (26, 5), (28, 7))  # 73 channels: 4 x 16 + 8 + 1
     ks = tuple(k for n, k in splits for _ in range(n))
     C_ = len(ks)
     x = rng.standard_normal((2, 1 + size[0] * size[1], c0 + C_ + 3)).astype(np.float32)
@@ -150,8 +152,11 @@ def test_kernel_detects_a_wrong_shape(kernel):
 
 
 def test_build_failure_falls_back_with_a_warning(monkeypatch, tmp_path, caplog):
+    from coat_ms.kernels import load_kernel
     from coat_ms.models.backend import resolve_backend
 
+    # the other kernels are built (once per process) before the compiler is taken away
+    assert all(load_kernel(name) is not None for name in ("rowops", "gelu", "attention"))
     monkeypatch.setenv("COAT_MS_KERNEL_CACHE", str(tmp_path))
     monkeypatch.setenv("CXX", str(tmp_path / "no-such-compiler"))
     with pytest.raises(KernelBuildError):
@@ -273,8 +278,10 @@ class AttentionCase(nn.Cell):
         return (y * self.g).sum()
 
 
-# 8 and 19 are compiled head widths of the CoaT family, 5 takes the generic loop
-@pytest.mark.parametrize("heads,head_chs,batch,tokens", [(3, 8, 2, 50), (2, 19, 3, 17), (4, 5, 1, 9)])
+# 8 and 19 are compiled head widths of the CoaT family, 5 takes the generic loop; the last case is above
+# the work at which a call splits across threads (fastmath.h), the others run on the calling thread
+@pytest.mark.parametrize("heads,head_chs,batch,tokens", [(3, 8, 2, 50), (2, 19, 3, 17), (4, 5, 1, 9),
+                                                          (2, 19, 2, 1800)])
 @pytest.mark.parametrize("exec_mode", [ms.GRAPH_MODE, ms.PYNATIVE_MODE])
 def test_attention_kernel_matches_stock_ops_forward_and_backward(heads, head_chs, batch, tokens, exec_mode):
     """The fused factorized attention + crpe product (coat_ms/kernels/attention.cc) against numpy and the stock ops."""
@@ -396,3 +403,16 @@ def test_benchmark_cli_rejects_bad_arguments():
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith("error: unknown model(s) no_such_model")
+
+
+@pytest.mark.parametrize("user_value", [None, "5"])
+def test_first_kernel_limits_openmp_spinning_unless_the_user_chose(user_value):
+    """libgomp reads GOMP_SPINCOUNT once, when the first kernel loads it: the loader sets it before that."""
+    env = {k: v for k, v in os.environ.items() if k != "GOMP_SPINCOUNT"}
+    if user_value is not None:
+        env["GOMP_SPINCOUNT"] = user_value
+    code = ("import os; from coat_ms.kernels import load_kernel; assert 'GOMP_SPINCOUNT' not in os.environ or "
+            "os.environ['GOMP_SPINCOUNT'] == '5'; assert load_kernel('rowops') is not None; "
+            "print(os.environ['GOMP_SPINCOUNT'])")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.split() == [user_value or loader.OPENMP_SPIN[1]]

@@ -24,6 +24,7 @@ namespace {
 using coat_ms::ExpNeg;
 
 constexpr int64_t kChunks = 4;  // token chunks per image (fixed, not the thread count)
+constexpr int kTokenBlock = 4;  // token rows per update of the per-head products
 
 struct Shape {
   int64_t batch, tokens, channels, heads, head_chs;
@@ -42,6 +43,9 @@ bool ReadShape(int *ndims, int64_t **shapes, const float *cfg, Shape *s) {
   return true;
 }
 
+// Cost weight of one call for coat_ms::ParallelFor (each pass does ~head-width products per element).
+inline int64_t Work(const Shape &s) { return 2 * s.batch * s.tokens * s.channels; }
+
 // Tokens [t0, t1) of chunk i.
 inline void Chunk(int64_t n, int64_t i, int64_t *t0, int64_t *t1) {
   *t0 = i * n / kChunks;
@@ -53,28 +57,42 @@ inline void Chunk(int64_t n, int64_t i, int64_t *t0, int64_t *t1) {
 // (fully vectorised, masked tails); CH = 0 is the generic version.
 #define HEAD_CHS const int64_t ch = CH > 0 ? CH : ch_runtime
 
-// y[0:Ch] += a * x[0:Ch]
-template <int CH>
-inline void Axpy(float a, const float *x, int64_t ch_runtime, float *y) {
-  HEAD_CHS;
-#pragma omp simd
-  for (int64_t i = 0; i < ch; ++i) y[i] += a * x[i];
-}
-
-// m[h][j][:] += a[h*Ch + j] * b[h*Ch + :]  (the outer products of k^T v and q^T dout)
-template <int CH>
-inline void OuterAccumulate(const float *a, const float *b, int64_t heads, int64_t ch_runtime, float *m) {
+// m[h][j][:] += a[u][h*Ch + j] * b[u][h*Ch + :] for the TB token rows u = 0, 1, ... in order (the outer
+// products of k^T v and q^T dout). Each row of m is loaded and stored once per TB tokens, not once per
+// token; the additions happen in the same order as one token at a time, so the floats are the same.
+template <int CH, int TB>
+inline void OuterAccumulate(const float *const *a, const float *const *b, int64_t heads, int64_t ch_runtime,
+                            float *m) {
   HEAD_CHS;
   for (int64_t h = 0; h < heads; ++h)
-    for (int64_t j = 0; j < ch; ++j) Axpy<CH>(a[h * ch + j], b + h * ch, ch, m + (h * ch + j) * ch);
+    for (int64_t j = 0; j < ch; ++j) {
+      float *row = m + (h * ch + j) * ch;
+      float f[TB];
+      for (int u = 0; u < TB; ++u) f[u] = a[u][h * ch + j];
+#pragma omp simd
+      for (int64_t i = 0; i < ch; ++i) {
+        float acc = row[i];
+        for (int u = 0; u < TB; ++u) acc += f[u] * b[u][h * ch + i];
+        row[i] = acc;
+      }
+    }
 }
 
-// out[h*Ch + :] += sum_j a[h*Ch + j] * m[h][j][:]  (a token row times each head's block)
+// out[h*Ch + :] += sum_j a[h*Ch + j] * m[h][j][:]  (a token row times each head's block), j in order;
+// the sum for each output channel is kept in a register over j.
 template <int CH>
 inline void RowTimesBlocks(const float *a, const float *m, int64_t heads, int64_t ch_runtime, float *out) {
   HEAD_CHS;
-  for (int64_t h = 0; h < heads; ++h)
-    for (int64_t j = 0; j < ch; ++j) Axpy<CH>(a[h * ch + j], m + (h * ch + j) * ch, ch, out + h * ch);
+  for (int64_t h = 0; h < heads; ++h) {
+    const float *ah = a + h * ch, *mh = m + h * ch * ch;
+    float *oh = out + h * ch;
+#pragma omp simd
+    for (int64_t i = 0; i < ch; ++i) {
+      float acc = oh[i];
+      for (int64_t j = 0; j < ch; ++j) acc += ah[j] * mh[j * ch + i];
+      oh[i] = acc;
+    }
+  }
 }
 
 // out[h*Ch + j] = f * sum_i b[h*Ch + i] * m[h][j][i]
@@ -99,8 +117,7 @@ void Statistics(const Shape &s, const float *qkv, const float *dout, float *mx, 
   const int64_t n = s.tokens, c = s.channels, c3 = 3 * c, ch = s.head_chs, block = c * ch;
   const int64_t parts = s.batch * kChunks;
   std::vector<float> part(parts * c), part_kv(parts * block), part_dkv(dout ? parts * block : 0);
-#pragma omp parallel for schedule(static)
-  for (int64_t p = 0; p < parts; ++p) {  // partial maxima
+  coat_ms::ParallelFor(parts, Work(s), [&](int64_t p) {  // partial maxima
     int64_t t0, t1;
     Chunk(n, p % kChunks, &t0, &t1);
     float *m = part.data() + p * c;
@@ -110,41 +127,52 @@ void Statistics(const Shape &s, const float *qkv, const float *dout, float *mx, 
 #pragma omp simd
       for (int64_t i = 0; i < c; ++i) m[i] = std::max(m[i], kr[i]);
     }
-  }
+  });
   for (int64_t b = 0; b < s.batch; ++b)
     for (int64_t i = 0; i < c; ++i) {
       float m = -INFINITY;
       for (int64_t k = 0; k < kChunks; ++k) m = std::max(m, part[(b * kChunks + k) * c + i]);
       mx[b * c + i] = m;
     }
-#pragma omp parallel
-  {
-    std::vector<float> e(c);
-#pragma omp for schedule(static)
-    for (int64_t p = 0; p < parts; ++p) {  // partial sums of exp, k^T v and q^T dout
-      const int64_t b = p / kChunks;
-      int64_t t0, t1;
-      Chunk(n, p % kChunks, &t0, &t1);
-      float *sum = part.data() + p * c, *pkv = part_kv.data() + p * block;
-      float *pdkv = dout ? part_dkv.data() + p * block : nullptr;
-      std::fill(sum, sum + c, 0.0f);
-      std::fill(pkv, pkv + block, 0.0f);
-      if (pdkv) std::fill(pdkv, pdkv + block, 0.0f);
-      const float *m = mx + b * c;
-      for (int64_t t = t0; t < t1; ++t) {
-        const float *qr = qkv + (b * n + t) * c3, *kr = qr + c, *vr = qr + 2 * c;
+  coat_ms::ParallelFor(parts, Work(s), [&](int64_t p) {  // partial sums of exp, k^T v and q^T dout
+    std::vector<float> e(kTokenBlock * c);
+    const int64_t b = p / kChunks;
+    int64_t t0, t1;
+    Chunk(n, p % kChunks, &t0, &t1);
+    float *sum = part.data() + p * c, *pkv = part_kv.data() + p * block;
+    float *pdkv = dout ? part_dkv.data() + p * block : nullptr;
+    std::fill(sum, sum + c, 0.0f);
+    std::fill(pkv, pkv + block, 0.0f);
+    if (pdkv) std::fill(pdkv, pdkv + block, 0.0f);
+    const float *m = mx + b * c;
+    for (int64_t t = t0; t < t1; t += kTokenBlock) {
+      const int64_t tb = std::min<int64_t>(kTokenBlock, t1 - t);
+      const float *er[kTokenBlock], *vr[kTokenBlock], *qr[kTokenBlock], *gr[kTokenBlock];
+      for (int64_t u = 0; u < tb; ++u) {
+        const float *row = qkv + (b * n + t + u) * c3, *kr = row + c;
+        float *eu = e.data() + u * c;
 #pragma omp simd
         for (int64_t i = 0; i < c; ++i) {
-          e[i] = ExpNeg(kr[i] - m[i]);
-          sum[i] += e[i];
+          eu[i] = ExpNeg(kr[i] - m[i]);
+          sum[i] += eu[i];
         }
-        OuterAccumulate<CH>(e.data(), vr, s.heads, ch, pkv);
-        if (pdkv) OuterAccumulate<CH>(qr, dout + (b * n + t) * c, s.heads, ch, pdkv);
+        er[u] = eu;
+        vr[u] = row + 2 * c;
+        qr[u] = row;
+        gr[u] = dout ? dout + (b * n + t + u) * c : nullptr;
+      }
+      if (tb == kTokenBlock) {
+        OuterAccumulate<CH, kTokenBlock>(er, vr, s.heads, ch, pkv);
+        if (pdkv) OuterAccumulate<CH, kTokenBlock>(qr, gr, s.heads, ch, pdkv);
+      } else {
+        for (int64_t u = 0; u < tb; ++u) {
+          OuterAccumulate<CH, 1>(er + u, vr + u, s.heads, ch, pkv);
+          if (pdkv) OuterAccumulate<CH, 1>(qr + u, gr + u, s.heads, ch, pdkv);
+        }
       }
     }
-  }
-#pragma omp parallel for schedule(static)
-  for (int64_t b = 0; b < s.batch; ++b) {  // combine the chunks in order
+  });
+  coat_ms::ParallelFor(s.batch, Work(s), [&](int64_t b) {  // combine the chunks in order
     for (int64_t i = 0; i < c; ++i) {
       float sum = 0.0f;
       for (int64_t k = 0; k < kChunks; ++k) sum += part[(b * kChunks + k) * c + i];
@@ -159,7 +187,7 @@ void Statistics(const Shape &s, const float *qkv, const float *dout, float *mx, 
       kv[b * block + r] = s.scale * inv_sum[b * c + r / ch] * a;  // row r of head block = channel r / ch
       if (dout) dkv[b * block + r] = d;
     }
-  }
+  });
 }
 
 template <int CH>
@@ -167,8 +195,7 @@ void Forward(const Shape &s, const float *qkv, const float *conv, float *out) {
   const int64_t n = s.tokens, c = s.channels, c3 = 3 * c, ch = s.head_chs, block = c * ch;
   std::vector<float> mx(s.batch * c), inv_sum(s.batch * c), kv(s.batch * block);
   Statistics<CH>(s, qkv, nullptr, mx.data(), inv_sum.data(), kv.data(), nullptr);
-#pragma omp parallel for schedule(static)
-  for (int64_t p = 0; p < s.batch * kChunks; ++p) {  // out = q kv + q * conv
+  coat_ms::ParallelFor(s.batch * kChunks, Work(s), [&](int64_t p) {  // out = q kv + q * conv
     const int64_t b = p / kChunks;
     int64_t t0, t1;
     Chunk(n, p % kChunks, &t0, &t1);
@@ -179,7 +206,7 @@ void Forward(const Shape &s, const float *qkv, const float *conv, float *out) {
       for (int64_t i = 0; i < c; ++i) orow[i] = qr[i] * cr[i];
       RowTimesBlocks<CH>(qr, kv.data() + b * block, s.heads, ch, orow);
     }
-  }
+  });
 }
 
 template <int CH>
@@ -189,39 +216,34 @@ void Backward(const Shape &s, const float *qkv, const float *conv, const float *
   std::vector<float> mx(s.batch * c), inv_sum(s.batch * c), kv(s.batch * block), dkv(s.batch * block);
   std::vector<float> part_dot(parts * c);
   Statistics<CH>(s, qkv, dout, mx.data(), inv_sum.data(), kv.data(), dkv.data());
-#pragma omp parallel
-  {
+  coat_ms::ParallelFor(parts, Work(s), [&](int64_t p) {  // dconv, dq, dv, dksm (in dk's place), partial sum(ksm * dksm)
     std::vector<float> e(c);
-#pragma omp for schedule(static)
-    for (int64_t p = 0; p < parts; ++p) {  // dconv, dq, dv, dksm (in dk's place), partial sum(ksm * dksm)
-      const int64_t b = p / kChunks;
-      int64_t t0, t1;
-      Chunk(n, p % kChunks, &t0, &t1);
-      const float *m = mx.data() + b * c, *is = inv_sum.data() + b * c;
-      const float *kvb = kv.data() + b * block, *dkvb = dkv.data() + b * block;
-      float *dot = part_dot.data() + p * c;
-      std::fill(dot, dot + c, 0.0f);
-      for (int64_t t = t0; t < t1; ++t) {
-        const float *qr = qkv + (b * n + t) * c3, *kr = qr + c, *vr = qr + 2 * c;
-        const float *gr = dout + (b * n + t) * c, *cr = conv + (b * n + t) * c;
-        float *dqr = dqkv + (b * n + t) * c3, *dkr = dqr + c, *dvr = dqr + 2 * c;
-        float *dcr = dconv + (b * n + t) * c;
-        RowDotBlocks<CH>(gr, kvb, s.heads, ch, 1.0f, dqr);
-        RowDotBlocks<CH>(vr, dkvb, s.heads, ch, s.scale, dkr);
+    const int64_t b = p / kChunks;
+    int64_t t0, t1;
+    Chunk(n, p % kChunks, &t0, &t1);
+    const float *m = mx.data() + b * c, *is = inv_sum.data() + b * c;
+    const float *kvb = kv.data() + b * block, *dkvb = dkv.data() + b * block;
+    float *dot = part_dot.data() + p * c;
+    std::fill(dot, dot + c, 0.0f);
+    for (int64_t t = t0; t < t1; ++t) {
+      const float *qr = qkv + (b * n + t) * c3, *kr = qr + c, *vr = qr + 2 * c;
+      const float *gr = dout + (b * n + t) * c, *cr = conv + (b * n + t) * c;
+      float *dqr = dqkv + (b * n + t) * c3, *dkr = dqr + c, *dvr = dqr + 2 * c;
+      float *dcr = dconv + (b * n + t) * c;
+      RowDotBlocks<CH>(gr, kvb, s.heads, ch, 1.0f, dqr);
+      RowDotBlocks<CH>(vr, dkvb, s.heads, ch, s.scale, dkr);
 #pragma omp simd
-        for (int64_t i = 0; i < c; ++i) {
-          dcr[i] = qr[i] * gr[i];
-          dqr[i] += cr[i] * gr[i];
-          e[i] = s.scale * ExpNeg(kr[i] - m[i]) * is[i];  // scale * ksm
-          dot[i] += e[i] * dkr[i];
-          dvr[i] = 0.0f;
-        }
-        RowTimesBlocks<CH>(e.data(), dkvb, s.heads, ch, dvr);
+      for (int64_t i = 0; i < c; ++i) {
+        dcr[i] = qr[i] * gr[i];
+        dqr[i] += cr[i] * gr[i];
+        e[i] = s.scale * ExpNeg(kr[i] - m[i]) * is[i];  // scale * ksm
+        dot[i] += e[i] * dkr[i];
+        dvr[i] = 0.0f;
       }
+      RowTimesBlocks<CH>(e.data(), dkvb, s.heads, ch, dvr);
     }
-  }
-#pragma omp parallel for schedule(static)
-  for (int64_t p = 0; p < parts; ++p) {  // dk = ksm * (dksm - sum_N(ksm * dksm))
+  });
+  coat_ms::ParallelFor(parts, Work(s), [&](int64_t p) {  // dk = ksm * (dksm - sum_N(ksm * dksm))
     const int64_t b = p / kChunks;
     int64_t t0, t1;
     Chunk(n, p % kChunks, &t0, &t1);
@@ -236,7 +258,7 @@ void Backward(const Shape &s, const float *qkv, const float *conv, const float *
 #pragma omp simd
       for (int64_t i = 0; i < c; ++i) dkr[i] = ExpNeg(kr[i] - m[i]) * is[i] * (dkr[i] - inv_scale * dot[i]);
     }
-  }
+  });
 }
 
 using ForwardFn = void (*)(const Shape &, const float *, const float *, float *);

@@ -20,6 +20,8 @@
 #include <cstring>
 #include <vector>
 
+#include "fastmath.h"
+
 namespace {
 
 struct Meta {
@@ -222,30 +224,28 @@ int DwConvForward(int nparam, void **params, int *ndims, int64_t **shapes, const
   if (s.off + s.H * s.W != T || s.c0 + s.C > Cx) return 2;
   const Blocks blocks = MakeBlocks(s);
   const bool fast = FastPathApplies(s, blocks);
-#pragma omp parallel for collapse(2) schedule(static)
-  for (int64_t n = 0; n < B; ++n) {
-    for (int64_t row = 0; row < s.H; ++row) {
-      const float *xin = x + (n * T + s.off) * Cx + s.c0;
-      float *yout = y + (n * T + s.off + row * s.W) * s.C;
-      if (fast) {
-        ConvRowFast(xin, Cx, w, b, s, blocks, row, yout);
-      } else {
-        for (int64_t i = 0; i < s.W; ++i) {
-          float *dst = yout + i * s.C;
-          const float *src = xin + (row * s.W + i) * Cx;
-          for (int64_t c = 0; c < s.C; ++c) dst[c] = s.mode == 1 ? src[c] + b[c] : b[c];
-        }
-        ConvRow(xin, Cx, w, s, row, yout, s.C, false);
+  coat_ms::ParallelFor(B * s.H, B * T * s.C, [&](int64_t r) {  // one image row per task
+    const int64_t n = r / s.H, row = r % s.H;
+    const float *xin = x + (n * T + s.off) * Cx + s.c0;
+    float *yout = y + (n * T + s.off + row * s.W) * s.C;
+    if (fast) {
+      ConvRowFast(xin, Cx, w, b, s, blocks, row, yout);
+    } else {
+      for (int64_t i = 0; i < s.W; ++i) {
+        float *dst = yout + i * s.C;
+        const float *src = xin + (row * s.W + i) * Cx;
+        for (int64_t c = 0; c < s.C; ++c) dst[c] = s.mode == 1 ? src[c] + b[c] : b[c];
       }
-      if (row == 0) {  // leading (CLS) rows
-        for (int64_t t = 0; t < s.off; ++t) {
-          float *dst = y + (n * T + t) * s.C;
-          const float *src = x + (n * T + t) * Cx + s.c0;
-          for (int64_t c = 0; c < s.C; ++c) dst[c] = s.mode == 1 ? src[c] : 0.0f;
-        }
+      ConvRow(xin, Cx, w, s, row, yout, s.C, false);
+    }
+    if (row == 0) {  // leading (CLS) rows
+      for (int64_t t = 0; t < s.off; ++t) {
+        float *dst = y + (n * T + t) * s.C;
+        const float *src = x + (n * T + t) * Cx + s.c0;
+        for (int64_t c = 0; c < s.C; ++c) dst[c] = s.mode == 1 ? src[c] : 0.0f;
       }
     }
-  }
+  });
   return 0;
 }
 
@@ -260,29 +260,27 @@ int DwConvBackwardInput(int nparam, void **params, int *ndims, int64_t **shapes,
   float *dx = static_cast<float *>(params[4]);
   const int64_t B = shapes[4][0], T = shapes[4][1], Cx = shapes[4][2];
   if (s.off + s.H * s.W != T || s.c0 + s.C > Cx || shapes[0][2] != s.C) return 2;
-#pragma omp parallel for collapse(2) schedule(static)
-  for (int64_t n = 0; n < B; ++n) {
-    for (int64_t row = 0; row < s.H; ++row) {
-      const float *g = dy + (n * T + s.off) * s.C;
-      float *out = dx + (n * T + s.off + row * s.W) * Cx;
-      for (int64_t i = 0; i < s.W; ++i) {
-        float *dst = out + i * Cx;
-        const float *src = g + (row * s.W + i) * s.C;
+  coat_ms::ParallelFor(B * s.H, B * T * s.C, [&](int64_t r) {  // one image row per task
+    const int64_t n = r / s.H, row = r % s.H;
+    const float *g = dy + (n * T + s.off) * s.C;
+    float *out = dx + (n * T + s.off + row * s.W) * Cx;
+    for (int64_t i = 0; i < s.W; ++i) {
+      float *dst = out + i * Cx;
+      const float *src = g + (row * s.W + i) * s.C;
+      std::memset(dst, 0, sizeof(float) * Cx);
+      if (s.mode == 1)
+        for (int64_t c = 0; c < s.C; ++c) dst[s.c0 + c] = src[c];
+    }
+    ConvRow(g, s.C, w, s, row, out + s.c0, Cx, true);
+    if (row == 0) {
+      for (int64_t t = 0; t < s.off; ++t) {
+        float *dst = dx + (n * T + t) * Cx;
         std::memset(dst, 0, sizeof(float) * Cx);
         if (s.mode == 1)
-          for (int64_t c = 0; c < s.C; ++c) dst[s.c0 + c] = src[c];
-      }
-      ConvRow(g, s.C, w, s, row, out + s.c0, Cx, true);
-      if (row == 0) {
-        for (int64_t t = 0; t < s.off; ++t) {
-          float *dst = dx + (n * T + t) * Cx;
-          std::memset(dst, 0, sizeof(float) * Cx);
-          if (s.mode == 1)
-            for (int64_t c = 0; c < s.C; ++c) dst[s.c0 + c] = dy[(n * T + t) * s.C + c];
-        }
+          for (int64_t c = 0; c < s.C; ++c) dst[s.c0 + c] = dy[(n * T + t) * s.C + c];
       }
     }
-  }
+  });
   return 0;
 }
 
@@ -301,8 +299,7 @@ int DwConvBackwardWeight(int nparam, void **params, int *ndims, int64_t **shapes
   // One accumulator block per image row chunk; summed at the end (deterministic order).
   const int64_t chunks = rows < 64 ? rows : 64;
   std::vector<float> acc(chunks * (KK + 1) * s.C, 0.0f);
-#pragma omp parallel for schedule(static)
-  for (int64_t ch = 0; ch < chunks; ++ch) {
+  coat_ms::ParallelFor(chunks, B * T * s.C, [&](int64_t ch) {
     float *a = acc.data() + ch * (KK + 1) * s.C;
     for (int64_t r = ch * rows / chunks; r < (ch + 1) * rows / chunks; ++r) {
       const int64_t n = r / s.H, y = r % s.H;
@@ -328,7 +325,7 @@ int DwConvBackwardWeight(int nparam, void **params, int *ndims, int64_t **shapes
         }
       }
     }
-  }
+  });
   std::memset(dwb, 0, sizeof(float) * (KK + 1) * s.C);
   for (int64_t ch = 0; ch < chunks; ++ch) {
     const float *a = acc.data() + ch * (KK + 1) * s.C;

@@ -56,14 +56,14 @@ int GeluForward(int nparam, void **params, int *ndims, int64_t **shapes, const c
   const float *x = static_cast<const float *>(params[0]);
   float *y = static_cast<float *>(params[1]);
   const int64_t n = NumElements(ndims[0], shapes[0]);
-#pragma omp parallel for schedule(static)
-  for (int64_t b = 0; b < n; b += kBlock) {
+  coat_ms::ParallelFor((n + kBlock - 1) / kBlock, n, [&](int64_t block) {
+    const int64_t b = block * kBlock;
     const int m = static_cast<int>(b + kBlock < n ? kBlock : n - b);
     const float *xb = x + b;
     float *yb = y + b;
 #pragma omp simd
     for (int i = 0; i < m; ++i) yb[i] = xb[i] * Phi(xb[i]);
-  }
+  });
   return 0;
 }
 
@@ -75,8 +75,8 @@ int GeluBackward(int nparam, void **params, int *ndims, int64_t **shapes, const 
   const float *dy = static_cast<const float *>(params[1]);
   float *dx = static_cast<float *>(params[2]);
   const int64_t n = NumElements(ndims[0], shapes[0]);
-#pragma omp parallel for schedule(static)
-  for (int64_t b = 0; b < n; b += kBlock) {
+  coat_ms::ParallelFor((n + kBlock - 1) / kBlock, 2 * n, [&](int64_t block) {
+    const int64_t b = block * kBlock;
     const int m = static_cast<int>(b + kBlock < n ? kBlock : n - b);
     const float *xb = x + b, *gb = dy + b;
     float *db = dx + b;
@@ -85,7 +85,7 @@ int GeluBackward(int nparam, void **params, int *ndims, int64_t **shapes, const 
       const float v = xb[i];
       db[i] = gb[i] * (Phi(v) + v * kInvSqrt2Pi * ExpNeg(-0.5f * v * v));
     }
-  }
+  });
   return 0;
 }
 
@@ -99,8 +99,7 @@ int GeluBiasForward(int nparam, void **params, int *ndims, int64_t **shapes, con
   float *y = static_cast<float *>(params[2]);
   const int64_t c = shapes[0][ndims[0] - 1], m = NumElements(ndims[0], shapes[0]) / c;
   if (shapes[1][0] != c) return 2;
-#pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < m; ++i) {
+  coat_ms::ParallelFor(m, m * c, [&](int64_t i) {
     const float *xr = x + i * c;
     float *yr = y + i * c;
 #pragma omp simd
@@ -108,7 +107,7 @@ int GeluBiasForward(int nparam, void **params, int *ndims, int64_t **shapes, con
       const float v = xr[j] + bias[j];
       yr[j] = v * Phi(v);
     }
-  }
+  });
   return 0;
 }
 
@@ -121,8 +120,7 @@ int GeluBiasBackward(int nparam, void **params, int *ndims, int64_t **shapes, co
   const float *dy = static_cast<const float *>(params[2]);
   float *dx = static_cast<float *>(params[3]);
   const int64_t c = shapes[0][ndims[0] - 1], m = NumElements(ndims[0], shapes[0]) / c;
-#pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < m; ++i) {
+  coat_ms::ParallelFor(m, 2 * m * c, [&](int64_t i) {
     const float *xr = x + i * c, *gr = dy + i * c;
     float *out = dx + i * c;
 #pragma omp simd
@@ -130,7 +128,7 @@ int GeluBiasBackward(int nparam, void **params, int *ndims, int64_t **shapes, co
       const float v = xr[j] + bias[j];
       out[j] = gr[j] * (Phi(v) + v * kInvSqrt2Pi * ExpNeg(-0.5f * v * v));
     }
-  }
+  });
   return 0;
 }
 

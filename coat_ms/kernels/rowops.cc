@@ -54,15 +54,14 @@ int LayerNormForward(int nparam, void **params, int *ndims, int64_t **shapes, co
   int64_t m, c;
   RowsCols(ndims[0], shapes[0], &m, &c);
   if (shapes[1][0] != c) return 2;
-#pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < m; ++i) {
+  coat_ms::ParallelFor(m, m * c, [&](int64_t i) {
     const float *xr = x + i * c;
     float *yr = y + i * c;
     float mu, rs;
     RowStats(xr, c, eps, &mu, &rs);
 #pragma omp simd
     for (int64_t j = 0; j < c; ++j) yr[j] = (xr[j] - mu) * rs * g[j] + b[j];
-  }
+  });
   return 0;
 }
 
@@ -79,8 +78,7 @@ int LayerNormBackwardInput(int nparam, void **params, int *ndims, int64_t **shap
   int64_t m, c;
   RowsCols(ndims[0], shapes[0], &m, &c);
   const float inv_c = 1.0f / static_cast<float>(c);
-#pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < m; ++i) {
+  coat_ms::ParallelFor(m, 2 * m * c, [&](int64_t i) {
     const float *xr = x + i * c, *dr = dy + i * c;
     float *out = dx + i * c;
     float mu, rs;
@@ -96,7 +94,7 @@ int LayerNormBackwardInput(int nparam, void **params, int *ndims, int64_t **shap
     s2 *= inv_c;
 #pragma omp simd
     for (int64_t j = 0; j < c; ++j) out[j] = rs * (dr[j] * g[j] - s1 - (xr[j] - mu) * rs * s2);
-  }
+  });
   return 0;
 }
 
@@ -112,8 +110,7 @@ int LayerNormBackwardParams(int nparam, void **params, int *ndims, int64_t **sha
   RowsCols(ndims[0], shapes[0], &m, &c);
   const int64_t chunks = Chunks(m);
   std::vector<float> acc(chunks * 2 * c, 0.0f);
-#pragma omp parallel for schedule(static)
-  for (int64_t ch = 0; ch < chunks; ++ch) {
+  coat_ms::ParallelFor(chunks, 2 * m * c, [&](int64_t ch) {
     float *dg = acc.data() + ch * 2 * c, *db = dg + c;
     for (int64_t i = ch * m / chunks; i < (ch + 1) * m / chunks; ++i) {
       const float *xr = x + i * c, *dr = dy + i * c;
@@ -125,7 +122,7 @@ int LayerNormBackwardParams(int nparam, void **params, int *ndims, int64_t **sha
         db[j] += dr[j];
       }
     }
-  }
+  });
   std::memset(dgb, 0, sizeof(float) * 2 * c);
   for (int64_t ch = 0; ch < chunks; ++ch)
     for (int64_t j = 0; j < 2 * c; ++j) dgb[j] += acc[ch * 2 * c + j];
@@ -142,13 +139,12 @@ int BiasAddForward(int nparam, void **params, int *ndims, int64_t **shapes, cons
   int64_t m, c;
   RowsCols(ndims[0], shapes[0], &m, &c);
   if (shapes[1][0] != c) return 2;
-#pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < m; ++i) {
+  coat_ms::ParallelFor(m, m * c / 2, [&](int64_t i) {
     const float *xr = x + i * c;
     float *yr = y + i * c;
 #pragma omp simd
     for (int64_t j = 0; j < c; ++j) yr[j] = xr[j] + b[j];
-  }
+  });
   return 0;
 }
 
@@ -162,15 +158,14 @@ int ColumnSum(int nparam, void **params, int *ndims, int64_t **shapes, const cha
   RowsCols(ndims[0], shapes[0], &m, &c);
   const int64_t chunks = Chunks(m);
   std::vector<float> acc(chunks * c, 0.0f);
-#pragma omp parallel for schedule(static)
-  for (int64_t ch = 0; ch < chunks; ++ch) {
+  coat_ms::ParallelFor(chunks, m * c / 2, [&](int64_t ch) {
     float *a = acc.data() + ch * c;
     for (int64_t i = ch * m / chunks; i < (ch + 1) * m / chunks; ++i) {
       const float *dr = dy + i * c;
 #pragma omp simd
       for (int64_t j = 0; j < c; ++j) a[j] += dr[j];
     }
-  }
+  });
   std::memset(db, 0, sizeof(float) * c);
   for (int64_t ch = 0; ch < chunks; ++ch)
     for (int64_t j = 0; j < c; ++j) db[j] += acc[ch * c + j];

@@ -20,10 +20,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 WORKER = r"""
 import json, sys, time
+import coat_ms
 import numpy as np
 import mindspore as ms
 from coat_ms.runtime import configure_runtime
-import coat_ms
 configure_runtime()
 ms.set_context(mode=ms.GRAPH_MODE)
 model, batch, calls = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])

@@ -4,6 +4,9 @@ The public names load on first use, so ``import coat_ms.config`` (and every CLI'
 runs before MindSpore is imported.
 """
 from .errors import CheckpointError, CoatError, UnknownModelError
+from .openmp import cap_spinning
+
+cap_spinning()  # before MindSpore loads libgomp (coat_ms/openmp.py)
 
 __version__ = "0.1.0"
 

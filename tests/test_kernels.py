@@ -405,14 +405,21 @@ def test_benchmark_cli_rejects_bad_arguments():
     assert proc.stderr.strip().splitlines()[-1].startswith("error: unknown model(s) no_such_model")
 
 
-@pytest.mark.parametrize("user_value", [None, "5"])
-def test_first_kernel_limits_openmp_spinning_unless_the_user_chose(user_value):
-    """libgomp reads GOMP_SPINCOUNT once, when the first kernel loads it: the loader sets it before that."""
-    env = {k: v for k, v in os.environ.items() if k != "GOMP_SPINCOUNT"}
-    if user_value is not None:
-        env["GOMP_SPINCOUNT"] = user_value
-    code = ("import os; from coat_ms.kernels import load_kernel; assert 'GOMP_SPINCOUNT' not in os.environ or "
-            "os.environ['GOMP_SPINCOUNT'] == '5'; assert load_kernel('rowops') is not None; "
-            "print(os.environ['GOMP_SPINCOUNT'])")
+@pytest.mark.parametrize("first,user_spin,spin,parallel_work", [
+    ("coat_ms", None, "1000", None),        # coat_ms first: spin capped, small calls on the calling thread
+    ("mindspore", None, None, "0"),         # libgomp already loaded with its long spin: every call split
+    ("coat_ms", "5", "5", None),            # the user's short spin is kept
+    ("coat_ms", "300000", "300000", "0"),   # the user's long spin is kept, and every call split
+])
+def test_openmp_spin_and_kernel_threading_follow_the_import_order(first, user_spin, spin, parallel_work):
+    """libgomp reads GOMP_SPINCOUNT once, when it loads (with MindSpore); coat_ms/openmp.py."""
+    env = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY",
+                                                             "COAT_MS_KERNEL_PARALLEL_WORK")}
+    if user_spin is not None:
+        env["GOMP_SPINCOUNT"] = user_spin
+    second = "mindspore" if first == "coat_ms" else "coat_ms"
+    code = (f"import os, {first}, {second}; from coat_ms.kernels import load_kernel; "
+            "assert load_kernel('rowops') is not None; "
+            "print(os.environ.get('GOMP_SPINCOUNT'), os.environ.get('COAT_MS_KERNEL_PARALLEL_WORK'))")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
-    assert out.split() == [user_value or loader.OPENMP_SPIN[1]]
+    assert out.split() == [str(spin), str(parallel_work)]

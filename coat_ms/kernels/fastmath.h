@@ -1,6 +1,7 @@
 // Shared vectorisable math for the CPU kernels (header-only, included by the .cc files).
 #pragma once
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 
 namespace coat_ms {
@@ -9,13 +10,22 @@ namespace coat_ms {
 // the 2-core VMs measured here (a chain of 300 small Custom ops: 59 us each with 2 threads, 5 us with
 // one), as much as a LayerNorm over 800 tokens of 152 channels takes on one thread. So a kernel call
 // splits its loop across threads only when its `work` (elements x a per-kernel cost weight) reaches
-// kParallelWork; below it the loop runs on the calling thread without entering OpenMP at all (an
-// `if(false)` clause still starts a one-thread team, which made whole forwards 2-3x slower).
+// ParallelWork(); below it the loop runs on the calling thread without entering OpenMP at all (an
+// `if(false)` clause would still start a one-thread team). coat_ms/openmp.py sets
+// COAT_MS_KERNEL_PARALLEL_WORK=0 (split every call) where libgomp's worker spins long after each region.
 constexpr int64_t kParallelWork = int64_t{1} << 17;
+
+inline int64_t ParallelWork() {
+  static const int64_t work = [] {
+    const char *v = std::getenv("COAT_MS_KERNEL_PARALLEL_WORK");
+    return v && *v ? std::atoll(v) : kParallelWork;
+  }();
+  return work;
+}
 
 template <typename Body>
 inline void ParallelFor(int64_t n, int64_t work, Body body) {
-  if (work >= kParallelWork) {
+  if (work >= ParallelWork()) {
 #pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < n; ++i) body(i);
   } else {

@@ -8,16 +8,10 @@ A kernel that fails to build or disagrees with its reference is logged once as a
 reported as unavailable (None), and the backend then leaves it out.
 """
 import logging
-import os
+
+from ..openmp import choose_kernel_threading
 
 logger = logging.getLogger(__name__)
-
-# The kernels' OpenMP runtime (the system libgomp, loaded with the first kernel) lets an idle worker
-# thread spin 300,000 rounds before it sleeps. Between the kernels of a graph that spinning takes a core
-# from MindSpore's own operators: coat_tiny at batch 1 ran at 166-200 ms per image with it, 78-80 ms with
-# 1,000 rounds (benchmarks/openmp_spin.py). libgomp reads the setting once, when it loads, so it is set
-# here, before the first kernel; a value the user set is kept.
-OPENMP_SPIN = ("GOMP_SPINCOUNT", "1000")
 
 KERNEL_NAMES = ("dwconv", "rowops", "gelu", "attention")
 
@@ -27,7 +21,7 @@ _LOADED = {}  # name -> {"ops": ... or None, "reason": str}
 def load(name, factory):
     """``factory()`` builds and self-checks the kernel's primitives; returns them, or None if that failed."""
     if name not in _LOADED:
-        os.environ.setdefault(*OPENMP_SPIN)
+        choose_kernel_threading()  # before the first kernel call reads it
         try:
             _LOADED[name] = {"ops": factory(), "reason": ""}
         except Exception as exc:  # any failure means: use the stock op, loudly

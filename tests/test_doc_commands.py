@@ -50,6 +50,7 @@ RUNNERS = {
     r"benchmarks/bench\.py": "--models coat_lite_tiny --batches 1 --reps 1 --mindcv-reps 1 "
                                                "--out bench_out",
     r"benchmarks/profile_ops\.py": "--steps 1",
+    r"benchmarks/openmp_spin\.py": "--rounds 1 --calls 1 --batches 1 --settings 1000,300000",
     r"benchmarks/profile_onnx\.py": "--runs 1",
     r"benchmarks/int8_study\.py": "--digits_epochs 2 --photo_epochs 1",
     r"benchmarks/bench_convert\.py": "",

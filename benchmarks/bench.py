@@ -13,7 +13,8 @@ and MindSpore), timed at the start of the same run in rounds of its own (between
 slowed them down), gives the practical GFLOP/s limit. FLOPs come from ``coat_ms.flops.count_macs``
 (2 FLOPs per MAC). timm-bf16 (``torch.autocast("cpu", dtype=torch.bfloat16)``) runs where the CPU has
 bfloat16 instructions. The ONNX files are made before a model's rounds (benchmarks/bench_onnx.py) and
-timed in the same interleaved rounds as the frameworks.
+timed in interleaved rounds of their own, after coat_ms and timm (ONNX Runtime's spinning threads slowed
+the other frameworks' next calls down).
 """
 import argparse
 import json
@@ -364,10 +365,14 @@ def _measure_model(result, name, frameworks, phases, args, onnx_dir):
         frameworks = [f for f in frameworks if f not in failed]
     for task_kind, batch in phases:
         names = frameworks if task_kind == "infer" else [f for f in ("coat_ms", "timm") if f in frameworks]
-        # coat_ms and timm interleaved; mindcv in rounds of its own afterwards: its multi-second calls
-        # between timm's slowed timm's next calls (coat_lite_tiny batch 8: 1074, 674 ms in the rounds
-        # after a mindcv call, 523, 341 ms once mindcv's repetitions were over)
-        groups = [[f for f in names if f != "mindcv"], [f for f in names if f == "mindcv"]]
+        # coat_ms and timm (fp32, bf16) interleaved; the ONNX Runtime files interleaved among themselves in
+        # rounds of their own, after them: ORT's worker threads spin after each run, and between the
+        # frameworks' calls they took the cores from the next call (coat_ms's coat_lite_tiny batch 1:
+        # 66 ms with them in the same rounds, 32-37 ms without); mindcv last, in rounds of its own: its
+        # multi-second calls between timm's slowed timm's next calls (coat_lite_tiny batch 8: 1074, 674 ms
+        # in the rounds after a mindcv call, 523, 341 ms once mindcv's repetitions were over)
+        groups = [[f for f in names if f not in ONNX_FRAMEWORKS and f != "mindcv"],
+                  [f for f in names if f in ONNX_FRAMEWORKS], [f for f in names if f == "mindcv"]]
         for group in filter(None, groups):
             reps = args.mindcv_reps if group == ["mindcv"] else args.reps
             _measure_group(entry, name, task_kind, batch, group, reps, args.mindcv_blocking_run, onnx_dir)

@@ -165,10 +165,10 @@ class _MatmulWorker:
 def worker_main(spec):
     framework, model_name, task, folder = (spec.split(":", 3) + [""])[:4]
     os.environ.setdefault("GLOG_v", "3")
-    if framework != "coat_ms":  # start as its users' processes do: without the OpenMP spin cap of coat_ms
-        from coat_ms.openmp import SPIN_ENV, environ_for_child  # (main() imported coat_ms, which set it)
-        if SPIN_ENV not in environ_for_child():
-            os.environ.pop(SPIN_ENV, None)
+    if framework != "coat_ms":  # start as its users' processes do: without the OpenMP spin cap that
+        from coat_ms.openmp import uncap_spinning  # main()'s import of coat_ms set in this process
+
+        uncap_spinning()
     if framework in ONNX_FRAMEWORKS:
         worker = OrtWorker(framework, model_name, task, folder)
     else:
@@ -200,10 +200,7 @@ def worker_env(framework, mindcv_blocking_run=False):
     default runtime, as its users do, unless asked for the same setting as coat_ms.
     """
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # so workers import this coat_ms
-    from coat_ms.openmp import environ_for_child
-
-    # without the OpenMP spin cap importing coat_ms set here: a coat_ms worker sets it again itself
-    env = dict(environ_for_child(), GLOG_v="3", PYTHONWARNINGS="ignore",
+    env = dict(os.environ, GLOG_v="3", PYTHONWARNINGS="ignore",
                PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
     if framework == "mindcv":
         env.pop(BLOCKING_RUN, None)

@@ -6,8 +6,8 @@ kernels of a graph that spinning takes a core from MindSpore's own operators. co
 * caps the spin at 1,000 rounds (``GOMP_SPINCOUNT=1000``) when the package is imported, if libgomp
   is not loaded yet (``import mindspore`` loads it; libgomp reads the setting once, when it loads) and
   the user has not chosen a spin count or wait policy; and
-* runs small kernel calls on the calling thread (waking the sleeping worker costs ~50 us per call
-  on the 2-core VMs measured here), but only where the spin is capped: with libgomp's default spin,
+* runs small kernel calls on the calling thread (waking the sleeping worker costs more than a small
+  call's work on the 2-core VMs measured here), but only where the spin is capped: with libgomp's default spin,
   that mix made coat_tiny's batch-1 forward 2x slower (166-200 ms against 92 with every call split),
   so there every call is split across threads as before. The choice is handed to the kernels as
   ``COAT_MS_KERNEL_PARALLEL_WORK`` (the work above which a call is split; 0 = always), read once by
@@ -24,7 +24,9 @@ SPIN_ENV, SPIN_CAP = "GOMP_SPINCOUNT", 1000
 WAIT_ENV = "OMP_WAIT_POLICY"
 PARALLEL_WORK_ENV = "COAT_MS_KERNEL_PARALLEL_WORK"
 
-capped_here = False  # whether cap_spinning set GOMP_SPINCOUNT in this process (the user did not)
+MARK_ENV = "COAT_MS_CAPPED_GOMP_SPINCOUNT"  # set with the cap: the value is coat_ms's, not the user's
+
+capped_here = False  # whether GOMP_SPINCOUNT in this process is coat_ms's cap (set here or by a coat_ms parent)
 
 
 def libgomp_loaded():
@@ -37,25 +39,32 @@ def libgomp_loaded():
 
 
 def cap_spinning():
-    """Set GOMP_SPINCOUNT=1000 if libgomp has not loaded and the user chose no spin count or wait policy."""
+    """Set GOMP_SPINCOUNT=1000 if libgomp has not loaded and the user chose no spin count or wait policy.
+
+    A child process inherits the cap with its mark, so it still knows the value is coat_ms's."""
     global capped_here
-    if SPIN_ENV not in os.environ and WAIT_ENV not in os.environ and not libgomp_loaded():
+    if os.environ.get(MARK_ENV) == "1" and os.environ.get(SPIN_ENV) == str(SPIN_CAP):
+        capped_here = True
+    elif SPIN_ENV not in os.environ and WAIT_ENV not in os.environ and not libgomp_loaded():
         os.environ[SPIN_ENV] = str(SPIN_CAP)
+        os.environ[MARK_ENV] = "1"
         capped_here = True
 
 
-def environ_for_child(env=None):
-    """A copy of ``env`` (default: os.environ) without the spin cap this process set, for child processes
-    that should start as the user's shell would (a PyTorch process reads GOMP_SPINCOUNT too, and its
-    operators slow down with the cap: timm's coat_tiny forward took 163 ms instead of 104-109)."""
-    env = dict(os.environ if env is None else env)
-    if capped_here and env.get(SPIN_ENV) == str(SPIN_CAP):
-        del env[SPIN_ENV]
-    return env
+def uncap_spinning():
+    """Undo ``cap_spinning`` in this process, before libgomp loads: for a process that should start as the
+    user's shell would (the benchmark's timm, ONNX Runtime and mindcv workers: PyTorch's bundled libgomp
+    reads GOMP_SPINCOUNT too, and its operators slowed down with the cap)."""
+    global capped_here
+    if capped_here:
+        os.environ.pop(SPIN_ENV, None)
+        os.environ.pop(MARK_ENV, None)
+        capped_here = False
 
 
 def spinning_is_capped():
-    """Whether the idle worker sleeps soon: a passive wait policy or a spin count of at most 10x the cap."""
+    """Whether the idle worker sleeps soon: a passive wait policy or a spin count of at most 10x the cap
+    (10000 measured as fast as 1000 with small calls on the calling thread: benchmarks/openmp_spin.py)."""
     if os.environ.get(WAIT_ENV, "").strip().lower() == "passive":
         return True
     try:

@@ -12,6 +12,7 @@ import pytest
 from mindspore import nn, ops
 
 from coat_ms.kernels import dwconv as D
+from coat_ms import openmp
 from coat_ms.kernels import loader
 from coat_ms.kernels.build import KernelBuildError, build
 
@@ -414,7 +415,7 @@ def test_benchmark_cli_rejects_bad_arguments():
 def test_openmp_spin_and_kernel_threading_follow_the_import_order(first, user_spin, spin, parallel_work):
     """libgomp reads GOMP_SPINCOUNT once, when it loads (with MindSpore); coat_ms/openmp.py."""
     env = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY",
-                                                             "COAT_MS_KERNEL_PARALLEL_WORK")}
+                                                             "COAT_MS_KERNEL_PARALLEL_WORK", openmp.MARK_ENV)}
     if user_spin is not None:
         env["GOMP_SPINCOUNT"] = user_spin
     second = "mindspore" if first == "coat_ms" else "coat_ms"
@@ -423,3 +424,17 @@ def test_openmp_spin_and_kernel_threading_follow_the_import_order(first, user_sp
             "print(os.environ.get('GOMP_SPINCOUNT'), os.environ.get('COAT_MS_KERNEL_PARALLEL_WORK'))")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
     assert out.split() == [str(spin), str(parallel_work)]
+
+
+@pytest.mark.parametrize("marked", [True, False])
+def test_a_child_can_undo_only_the_cap_coat_ms_set(marked):
+    """The benchmark's timm workers start without coat_ms's cap, which their parent passed on with its
+    mark; a GOMP_SPINCOUNT=1000 without the mark is the user's and stays."""
+    env = {k: v for k, v in os.environ.items() if k != openmp.MARK_ENV}
+    env["GOMP_SPINCOUNT"] = "1000"
+    if marked:
+        env[openmp.MARK_ENV] = "1"
+    code = ("import os; from coat_ms.openmp import uncap_spinning; uncap_spinning(); "
+            "print(os.environ.get('GOMP_SPINCOUNT'))")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["None" if marked else "1000"]

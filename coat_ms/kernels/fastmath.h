@@ -6,9 +6,9 @@
 
 namespace coat_ms {
 
-// Waking OpenMP's sleeping worker thread costs ~50 us per parallel region inside a MindSpore graph on
-// the 2-core VMs measured here (a chain of 300 small Custom ops: 59 us each with 2 threads, 5 us with
-// one), as much as a LayerNorm over 800 tokens of 152 channels takes on one thread. So a kernel call
+// Waking OpenMP's sleeping worker thread is expensive inside a MindSpore graph on the 2-core VMs
+// measured here (a chain of small Custom ops ran about ten times slower per op with two threads than with
+// one); a LayerNorm over 800 tokens of 152 channels takes about as long on one thread. So a kernel call
 // splits its loop across threads only when its `work` (elements x a per-kernel cost weight) reaches
 // ParallelWork(); below it the loop runs on the calling thread without entering OpenMP at all (an
 // `if(false)` clause would still start a one-thread team). coat_ms/openmp.py sets

@@ -1,4 +1,4 @@
-// LayerNorm and bias-add over the last axis, forward and backward, for MindSpore's CPU backend
+// LayerNorm, bias-add and residual adds over the last axis, forward and backward, for MindSpore's CPU backend
 // (ops.Custom, func_type="aot").
 //
 // Why: in a CoaT training step on MindSpore 2.10's CPU backend, LayerNormGrad and BiasAddGrad took
@@ -38,6 +38,14 @@ inline void RowStats(const float *x, int64_t c, float eps, float *mean, float *r
 
 int64_t Chunks(int64_t m) { return m < 64 ? m : 64; }
 
+// y row = (x row - mean) * rstd * gamma + beta
+inline void NormRow(const float *xr, const float *g, const float *b, int64_t c, float eps, float *yr) {
+  float mu, rs;
+  RowStats(xr, c, eps, &mu, &rs);
+#pragma omp simd
+  for (int64_t j = 0; j < c; ++j) yr[j] = (xr[j] - mu) * rs * g[j] + b[j];
+}
+
 }  // namespace
 
 extern "C" {
@@ -54,13 +62,28 @@ int LayerNormForward(int nparam, void **params, int *ndims, int64_t **shapes, co
   int64_t m, c;
   RowsCols(ndims[0], shapes[0], &m, &c);
   if (shapes[1][0] != c) return 2;
+  coat_ms::ParallelFor(m, m * c, [&](int64_t i) { NormRow(x + i * c, g, b, c, eps, y + i * c); });
+  return 0;
+}
+
+// params = {x (M, C), gamma (C), beta (C), eps (1), y (M, C + 1)}: the LayerNorm with a column of ones
+// appended, so that the Linear it feeds takes its bias inside the matmul ([W | b]) instead of in a pass
+// of its own over the (much wider) output.
+int LayerNormOnesForward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
+                         void *stream, void *extra) {
+  if (nparam != 5) return 1;
+  const float *x = static_cast<const float *>(params[0]);
+  const float *g = static_cast<const float *>(params[1]);
+  const float *b = static_cast<const float *>(params[2]);
+  const float eps = *static_cast<const float *>(params[3]);
+  float *y = static_cast<float *>(params[4]);
+  int64_t m, c;
+  RowsCols(ndims[0], shapes[0], &m, &c);
+  if (shapes[1][0] != c || shapes[4][ndims[4] - 1] != c + 1) return 2;
   coat_ms::ParallelFor(m, m * c, [&](int64_t i) {
-    const float *xr = x + i * c;
-    float *yr = y + i * c;
-    float mu, rs;
-    RowStats(xr, c, eps, &mu, &rs);
-#pragma omp simd
-    for (int64_t j = 0; j < c; ++j) yr[j] = (xr[j] - mu) * rs * g[j] + b[j];
+    float *yr = y + i * (c + 1);
+    NormRow(x + i * c, g, b, c, eps, yr);
+    yr[c] = 1.0f;
   });
   return 0;
 }
@@ -144,6 +167,47 @@ int BiasAddForward(int nparam, void **params, int *ndims, int64_t **shapes, cons
     float *yr = y + i * c;
 #pragma omp simd
     for (int64_t j = 0; j < c; ++j) yr[j] = xr[j] + b[j];
+  });
+  return 0;
+}
+
+// params = {x (M, C), y (M, C), b (C), out (M, C)}: out = x + (y + b), a residual add taking the branch's
+// last Linear before its bias (one pass instead of a bias add and an add; same floats as the two).
+int ResidualBiasAdd(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *stream,
+                    void *extra) {
+  if (nparam != 4) return 1;
+  const float *x = static_cast<const float *>(params[0]);
+  const float *y = static_cast<const float *>(params[1]);
+  const float *b = static_cast<const float *>(params[2]);
+  float *out = static_cast<float *>(params[3]);
+  int64_t m, c;
+  RowsCols(ndims[0], shapes[0], &m, &c);
+  if (shapes[2][0] != c) return 2;
+  coat_ms::ParallelFor(m, m * c / 2, [&](int64_t i) {
+    const float *xr = x + i * c, *yr = y + i * c;
+    float *o = out + i * c;
+#pragma omp simd
+    for (int64_t j = 0; j < c; ++j) o[j] = xr[j] + (yr[j] + b[j]);
+  });
+  return 0;
+}
+
+// params = {x, a, b, c, out}, all (M, C): out = x + ((a + b) + c) (a parallel block's cross-scale sum and
+// residual in one pass instead of three)
+int ResidualSum3(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *stream,
+                 void *extra) {
+  if (nparam != 5) return 1;
+  const float *x = static_cast<const float *>(params[0]);
+  const float *a = static_cast<const float *>(params[1]);
+  const float *b = static_cast<const float *>(params[2]);
+  const float *c3 = static_cast<const float *>(params[3]);
+  float *out = static_cast<float *>(params[4]);
+  int64_t m, c;
+  RowsCols(ndims[0], shapes[0], &m, &c);
+  coat_ms::ParallelFor(m, m * c / 2, [&](int64_t i) {
+    const int64_t r = i * c;
+#pragma omp simd
+    for (int64_t j = r; j < r + c; ++j) out[j] = x[j] + ((a[j] + b[j]) + c3[j]);
   });
   return 0;
 }

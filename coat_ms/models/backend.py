@@ -33,11 +33,15 @@ BACKEND_NAMES = ("cpu_kernels", "stock")
 
 # operator -> the kernels it needs (the attention kernel takes crpe's convolution in the token layout
 # that only the dwconv kernel produces; the bias-fused GELU's bias gradient is the rowops column sum)
-_OP_NEEDS = {"layer_norm": ("rowops",), "bias_add": ("rowops",), "gelu": ("gelu",), "bias_gelu": ("gelu", "rowops"),
+_OP_NEEDS = {"layer_norm": ("rowops",), "layer_norm_ones": ("rowops",), "bias_add": ("rowops",), "residual_bias_add": ("rowops",),
+             "residual_sum3": ("rowops",), "gelu": ("gelu",), "bias_gelu": ("gelu", "rowops"),
              "dwconv": ("dwconv",), "attention": ("attention", "dwconv")}
 
-_OP_GETTERS = {"layer_norm": rowops.layer_norm_op, "bias_add": rowops.bias_add_op, "gelu": gelu.gelu_op,
-               "bias_gelu": gelu.bias_gelu_op, "dwconv": dwconv.dwconv_op, "attention": attention.factor_attention_op}
+_OP_GETTERS = {"layer_norm": rowops.layer_norm_op, "layer_norm_ones": rowops.layer_norm_ones_op,
+               "bias_add": rowops.bias_add_op,
+               "residual_bias_add": rowops.residual_bias_add_op, "residual_sum3": rowops.residual_sum3_op,
+               "gelu": gelu.gelu_op, "bias_gelu": gelu.bias_gelu_op, "dwconv": dwconv.dwconv_op,
+               "attention": attention.factor_attention_op}
 
 # how the parallel blocks resize token grids on each operator set
 _TOKEN_RESIZE = {"cpu_kernels": "separable", "stock": "interpolate"}
@@ -68,6 +72,11 @@ class Backend:
         if not all(kernel in self.kernels for kernel in _OP_NEEDS[name]):
             return None
         return _OP_GETTERS[name]()
+
+    @property
+    def fuses_blocks(self):
+        """Whether blocks run their fused form (coat.py ``_runs_fused``): it needs every kernel."""
+        return all(kernel in self.kernels for kernel in KERNEL_NAMES)
 
     @property
     def token_resize(self):

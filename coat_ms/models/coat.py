@@ -60,6 +60,13 @@ def _take_indices(count, indices):
     return take
 
 
+def _runs_fused(block):
+    """Whether a block runs its fused CPU-kernel form: the backend has all the kernels
+    (``Backend.fuses_blocks``) and the branches are deterministic (evaluation, or training without drop path and
+    dropout), so a Linear's bias can move into the matmul before it or the residual add after it."""
+    return block.fused and (not block.training or block.deterministic)
+
+
 class ConvPosEnc(nn.Cell):
     """cpe: image tokens + depthwise 3x3 conv of themselves; the CLS token passes through.
 
@@ -158,10 +165,18 @@ class FactorAttnConvRelPosEnc(nn.Cell):
         self.attention_config = attention_config(num_heads, self.scale)
 
     def construct(self, x, size):
+        return self.proj_drop(self.proj(self.attend(x, size)))
+
+    def fused(self, x_ones, size):
+        """CPU kernels, dropout off: the attention on ``LayerNorm.with_ones`` output (qkv's bias inside its
+        matmul), before proj's bias."""
+        return self.proj.unbiased(self.attend(x_ones, size, augmented=True))
+
+    def attend(self, x, size, augmented=False):
+        """The attended tokens (B, N, C), before ``proj``; ``augmented``: x carries a ones column (kernels)."""
         if self.kernel is not None:  # token layout throughout: no split, transpose or strided slice
-            qkv = self.qkv(x)
-            attended = self.kernel(qkv, self.crpe.conv_tokens(qkv, size), self.attention_config)
-            return self.proj_drop(self.proj(attended))
+            qkv = self.qkv.augmented(x) if augmented else self.qkv(x)
+            return self.kernel(qkv, self.crpe.conv_tokens(qkv, size), self.attention_config)
         B, N, C = x.shape
         h = self.num_heads
         qkv = self.qkv(x).reshape(B, N, 3, h, C // h).transpose(2, 0, 3, 1, 4)
@@ -171,8 +186,7 @@ class FactorAttnConvRelPosEnc(nn.Cell):
         k_softmax = ops.softmax(k.astype(ms.float32), axis=2).astype(k.dtype)
         factor_att = ops.matmul(q, ops.matmul(k_softmax.transpose(0, 1, 3, 2), v))  # (B, h, N, Ch)
         x = self.scale * factor_att + self.crpe(q, v, size)
-        x = x.transpose(0, 2, 1, 3).reshape(B, N, C)
-        return self.proj_drop(self.proj(x))
+        return x.transpose(0, 2, 1, 3).reshape(B, N, C)
 
 
 class SerialBlock(nn.Cell):
@@ -193,11 +207,20 @@ class SerialBlock(nn.Cell):
         self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
         self.norm2 = LayerNorm(dim, BLOCK_NORM_EPS, backend=backend)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=proj_drop, backend=backend)
+        # CPU kernels (_runs_fused): qkv's and fc1's biases inside their matmuls (the norms append a ones
+        # column), proj's and fc2's added by the residual adds; no pass of its own for any bias
+        self.fused = backend.fuses_blocks
+        self.residual_add = backend.op("residual_bias_add")
+        self.deterministic = drop_path == 0.0 and proj_drop == 0.0
 
     def construct(self, x, size):
         y = self.cpe(x, size)
         if self.cpe_residual:
             x = y
+        if _runs_fused(self):
+            attn = self.factoratt_crpe
+            x = self.residual_add(x, attn.fused(self.norm1.with_ones(y), size), attn.proj.bias)
+            return self.residual_add(x, self.mlp.fused(self.norm2.with_ones(x)), self.mlp.fc2.bias)
         x = x + self.drop_path(self.factoratt_crpe(self.norm1(y), size))
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
@@ -231,6 +254,11 @@ class ParallelBlock(nn.Cell):
         self.norm24 = LayerNorm(dims[3], BLOCK_NORM_EPS, backend=backend)
         self.mlp2 = self.mlp3 = self.mlp4 = Mlp(dims[1], int(dims[1] * mlp_ratios[1]), drop=proj_drop,
                                                 backend=backend)
+        # CPU kernels (_runs_fused): as SerialBlock, and the cross-scale sum with its residual in one pass
+        self.fused = backend.fuses_blocks
+        self.residual_add = backend.op("residual_bias_add")
+        self.residual_sum = backend.op("residual_sum3")
+        self.deterministic = drop_path == 0.0 and proj_drop == 0.0
 
     def interpolate(self, x, size, target, factors=None):
         """Resize the image tokens of x from grid ``size`` to grid ``target``; CLS rides along.
@@ -243,20 +271,39 @@ class ParallelBlock(nn.Cell):
             return resize_separable(x, size, target, factors)
         return resize_interpolate(x, size, target, self.align_corners)
 
+    @staticmethod
+    def _fused_attention(attn, norm, x, size):
+        """A scale's attention in the fused form, proj's bias included (the resizes take the sum)."""
+        return attn.proj(attn.attend(norm.with_ones(x), size, augmented=True))
+
     def construct(self, x1, x2, x3, x4, sizes, resize_factors=None):
         """``resize_factors``: optional, for the separable resize, the factor pairs (3->2, 4->3, 4->2, 2->3,
         3->4, 2->4) from ``token_resize_factors``; without them each block computes its own."""
         _, s2, s3, s4 = sizes
         f = resize_factors if resize_factors is not None else (None,) * 6
-        cur2 = self.factoratt_crpe2(self.norm12(x2), s2)
-        cur3 = self.factoratt_crpe3(self.norm13(x3), s3)
-        cur4 = self.factoratt_crpe4(self.norm14(x4), s4)
+        fused = _runs_fused(self)
+        if fused:
+            cur2 = self._fused_attention(self.factoratt_crpe2, self.norm12, x2, s2)
+            cur3 = self._fused_attention(self.factoratt_crpe3, self.norm13, x3, s3)
+            cur4 = self._fused_attention(self.factoratt_crpe4, self.norm14, x4, s4)
+        else:
+            cur2 = self.factoratt_crpe2(self.norm12(x2), s2)
+            cur3 = self.factoratt_crpe3(self.norm13(x3), s3)
+            cur4 = self.factoratt_crpe4(self.norm14(x4), s4)
         up3_2 = self.interpolate(cur3, s3, s2, f[0])
         up4_3 = self.interpolate(cur4, s4, s3, f[1])
         up4_2 = self.interpolate(cur4, s4, s2, f[2])
         down2_3 = self.interpolate(cur2, s2, s3, f[3])
         down3_4 = self.interpolate(cur3, s3, s4, f[4])
         down2_4 = self.interpolate(cur2, s2, s4, f[5])
+        if fused:
+            x2 = self.residual_sum(x2, cur2, up3_2, up4_2)
+            x3 = self.residual_sum(x3, cur3, up4_3, down2_3)
+            x4 = self.residual_sum(x4, cur4, down3_4, down2_4)
+            x2 = self.residual_add(x2, self.mlp2.fused(self.norm22.with_ones(x2)), self.mlp2.fc2.bias)
+            x3 = self.residual_add(x3, self.mlp3.fused(self.norm23.with_ones(x3)), self.mlp3.fc2.bias)
+            x4 = self.residual_add(x4, self.mlp4.fused(self.norm24.with_ones(x4)), self.mlp4.fc2.bias)
+            return x1, x2, x3, x4
         x2 = x2 + self.drop_path(cur2 + up3_2 + up4_2)
         x3 = x3 + self.drop_path(cur3 + up4_3 + down2_3)
         x4 = x4 + self.drop_path(cur4 + down3_4 + down2_4)

@@ -43,6 +43,7 @@ class LayerNorm(nn.LayerNorm):
         self.layer_norm = ops.LayerNorm(begin_norm_axis=-1, begin_params_axis=-1, epsilon=eps)
         # CPU: one C++ pass forward and backward (MindSpore's LayerNormGrad is slow there)
         self.kernel = backend.op("layer_norm")
+        self.ones_kernel = backend.op("layer_norm_ones")
         self.eps_tensor = Tensor(np.array([eps], np.float32))
 
     def construct(self, x):
@@ -51,6 +52,11 @@ class LayerNorm(nn.LayerNorm):
         y, _, _ = self.layer_norm(x.astype(ms.float32), self.weight.astype(ms.float32),
                                   self.bias.astype(ms.float32))
         return y.astype(x.dtype)
+
+    def with_ones(self, x):
+        """CPU kernels: the LayerNorm with a column of ones appended, (..., C) -> (..., C + 1), for
+        ``Linear.augmented``."""
+        return self.ones_kernel(x, self.weight, self.bias, self.eps_tensor)
 
     def extend_repr(self):
         return f"{self.dim}, eps={self.eps}"
@@ -72,8 +78,20 @@ class Linear(nn.Dense):
     def construct(self, x):
         if self.kernel is None:
             return super().construct(x)
+        return self.kernel(self.unbiased(x), self.bias)
+
+    def unbiased(self, x):
+        """x @ weight^T without the bias, for a kernel that adds the bias in a later pass (CPU kernels)."""
+        return self._matmul(x, self.weight)
+
+    def augmented(self, x_ones):
+        """The layer on an input with a column of ones appended (``LayerNorm.with_ones``): [x, 1] @ [W | b]^T,
+        the bias taken inside the matmul instead of in a pass over the output (CPU kernels)."""
+        return self._matmul(x_ones, ops.concat((self.weight, self.bias.reshape(-1, 1)), axis=1))
+
+    def _matmul(self, x, weight):
         shape = x.shape
-        y = self.kernel(self.matmul(x.reshape(-1, shape[-1]), self.weight), self.bias)
+        y = self.matmul(x.reshape(-1, shape[-1]), weight)
         return y.reshape(shape[:-1] + (y.shape[-1],))
 
 
@@ -179,12 +197,15 @@ class Mlp(nn.Cell):
 
     def construct(self, x):
         if self.kernel is not None:
-            shape = x.shape
-            h = self.kernel(self.fc1.matmul(x.reshape(-1, shape[-1]), self.fc1.weight), self.fc1.bias)
-            x = self.drop(h.reshape(shape[:-1] + (h.shape[-1],)))
+            x = self.drop(self.kernel(self.fc1.unbiased(x), self.fc1.bias))
         else:
             x = self.drop(self.act(self.fc1(x)))
         return self.drop(self.fc2(x))
+
+    def fused(self, x_ones):
+        """CPU kernels, dropout off: the MLP on ``LayerNorm.with_ones`` output (fc1's bias inside its matmul),
+        without fc2's bias, which the residual add adds (``residual_bias_add``)."""
+        return self.fc2.unbiased(self.act(self.fc1.augmented(x_ones)))
 
 
 class DropPath(nn.Cell):

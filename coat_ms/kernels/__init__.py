@@ -4,11 +4,11 @@ A model uses them only when its backend is ``cpu_kernels`` (coat_ms/models/backe
 once, when the model is built); everything else keeps MindSpore's stock operators.
 See docs/performance.md.
 """
-from . import attention, dwconv, gelu, rowops
+from . import attention, crossscale, dwconv, gelu, rowops
 from .dwconv import MODE_CONV, MODE_RESIDUAL, kernel_size_table, make_meta, pack_weights, tap_embeddings
 from .loader import KERNEL_NAMES, reason
 
-_MODULES = {"dwconv": dwconv, "rowops": rowops, "gelu": gelu, "attention": attention}
+_MODULES = {"dwconv": dwconv, "rowops": rowops, "gelu": gelu, "attention": attention, "crossscale": crossscale}
 assert set(_MODULES) == set(KERNEL_NAMES)
 
 

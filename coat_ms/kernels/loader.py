@@ -2,7 +2,8 @@
 
 The kernels: ``dwconv`` (depthwise convolutions on token maps: cpe and crpe), ``rowops`` (LayerNorm,
 bias add and its column-sum gradient), ``gelu`` (exact GELU, alone and with fc1's bias fused in),
-``attention`` (factorized attention with crpe's product). Whether a model uses them is not decided
+``attention`` (factorized attention with crpe's product), ``crossscale`` (a parallel block's cross-scale
+resizes and sums). Whether a model uses them is not decided
 here: that is the model's backend (coat_ms/models/backend.py), chosen once when the model is built.
 A kernel that fails to build or disagrees with its reference is logged once as a warning and
 reported as unavailable (None), and the backend then leaves it out.
@@ -13,7 +14,7 @@ from ..openmp import choose_kernel_threading
 
 logger = logging.getLogger(__name__)
 
-KERNEL_NAMES = ("dwconv", "rowops", "gelu", "attention")
+KERNEL_NAMES = ("dwconv", "rowops", "gelu", "attention", "crossscale")
 
 _LOADED = {}  # name -> {"ops": ... or None, "reason": str}
 

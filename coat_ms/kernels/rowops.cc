@@ -192,26 +192,6 @@ int ResidualBiasAdd(int nparam, void **params, int *ndims, int64_t **shapes, con
   return 0;
 }
 
-// params = {x, a, b, c, out}, all (M, C): out = x + ((a + b) + c) (a parallel block's cross-scale sum and
-// residual in one pass instead of three)
-int ResidualSum3(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *stream,
-                 void *extra) {
-  if (nparam != 5) return 1;
-  const float *x = static_cast<const float *>(params[0]);
-  const float *a = static_cast<const float *>(params[1]);
-  const float *b = static_cast<const float *>(params[2]);
-  const float *c3 = static_cast<const float *>(params[3]);
-  float *out = static_cast<float *>(params[4]);
-  int64_t m, c;
-  RowsCols(ndims[0], shapes[0], &m, &c);
-  coat_ms::ParallelFor(m, m * c / 2, [&](int64_t i) {
-    const int64_t r = i * c;
-#pragma omp simd
-    for (int64_t j = r; j < r + c; ++j) out[j] = x[j] + ((a[j] + b[j]) + c3[j]);
-  });
-  return 0;
-}
-
 // params = {dy (M, C), db (C)}: db = column sums of dy
 int ColumnSum(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *stream,
               void *extra) {

@@ -1,9 +1,9 @@
-"""LayerNorm and bias-add over the last axis as MindSpore AOT custom ops with their own backward (CPU only).
+"""LayerNorm, bias-add and residual add over the last axis as MindSpore AOT custom ops with their own backward (CPU only).
 
 ``layer_norm_op()`` -> ``ln(x, gamma, beta, eps)`` where ``eps`` is a float32 Tensor of shape (1,);
 ``layer_norm_ones_op()`` -> the same with a column of ones appended (a following Linear's bias in its matmul);
 ``bias_add_op()`` -> ``add(x, b)``; ``residual_bias_add_op()`` -> ``add(x, y, b)`` = x + (y + b);
-``residual_sum3_op()`` -> ``add(x, a, b, c)`` = x + ((a + b) + c); ``column_sum_op()`` -> a bias gradient.
+``column_sum_op()`` -> a bias gradient.
 Each returns None where the kernel is unavailable (failed to build or to pass its self-check).
 C++ in rowops.cc; forward and gradients are checked against the stock ops in tests/test_kernels.py.
 """
@@ -37,16 +37,12 @@ def _make_ops(lib):
     def residual_bias_bprop(x, y, b, out, dout):
         return dout, dout, col_sum(dout)
 
-    def sum3_bprop(x, a, b, c, out, dout):
-        return dout, dout, dout, dout
-
     return {"column_sum": col_sum,
             "layer_norm": custom("LayerNormForward", lambda x, g, b, eps: x, ln_bprop),
             "layer_norm_ones": custom("LayerNormOnesForward", lambda x, g, b, eps: x[:-1] + [x[-1] + 1],
                                       ln_ones_bprop),
             "bias_add": custom("BiasAddForward", lambda x, b: x, bias_bprop),
-            "residual_bias_add": custom("ResidualBiasAdd", lambda x, y, b: x, residual_bias_bprop),
-            "residual_sum3": custom("ResidualSum3", lambda x, a, b, c: x, sum3_bprop)}
+            "residual_bias_add": custom("ResidualBiasAdd", lambda x, y, b: x, residual_bias_bprop)}
 
 
 def _self_check(made):
@@ -62,9 +58,7 @@ def _self_check(made):
     err = max(err, float(np.abs(ones - np.concatenate([ref, np.ones_like(ref[..., :1])], -1)).max()))
     y = x[::-1].copy()
     add_err = max(add_err, float(np.abs(made["residual_bias_add"](ms.Tensor(x), ms.Tensor(y), ms.Tensor(b)).asnumpy()
-                                        - (x + (y + b))).max()),
-                  float(np.abs(made["residual_sum3"](ms.Tensor(x), ms.Tensor(y), ms.Tensor(x), ms.Tensor(y)).asnumpy()
-                               - (x + ((y + x) + y))).max()))
+                                        - (x + (y + b))).max()))
     if err > 1e-4 or add_err > 1e-6:
         raise KernelBuildError(f"row kernels disagree with numpy on the self-check (layer norm {err:.3g}, "
                                f"bias add {add_err:.3g})")
@@ -103,11 +97,6 @@ def bias_add_op():
 def residual_bias_add_op():
     """``add(x, y, b)`` = x + (y + b): a residual add taking the branch's last Linear before its bias."""
     return _get("residual_bias_add")
-
-
-def residual_sum3_op():
-    """``add(x, a, b, c)`` = x + ((a + b) + c): a parallel block's cross-scale sum and its residual."""
-    return _get("residual_sum3")
 
 
 def column_sum_op():

@@ -15,7 +15,7 @@ read here and nowhere else:
 
     COAT_MS_CPU_KERNELS=0                        "auto" means stock on CPU too
     COAT_MS_CPU_KERNELS_OFF=attention,gelu       cpu_kernels without the named kernels (dwconv, rowops,
-                                                 gelu, attention), to measure what each brings
+                                                 gelu, attention, crossscale), to measure what each brings
 
 Layers take the Backend in their constructors and ask it once for their operator (``backend.op``);
 nothing else looks at the device or the environment. A model moves to another operator set with
@@ -25,7 +25,7 @@ import dataclasses
 import os
 
 from ..errors import CoatError
-from ..kernels import KERNEL_NAMES, attention, dwconv, gelu, load_kernel, rowops
+from ..kernels import KERNEL_NAMES, attention, crossscale, dwconv, gelu, load_kernel, rowops
 
 SWITCH = "COAT_MS_CPU_KERNELS"
 SWITCH_OFF = "COAT_MS_CPU_KERNELS_OFF"
@@ -33,15 +33,14 @@ BACKEND_NAMES = ("cpu_kernels", "stock")
 
 # operator -> the kernels it needs (the attention kernel takes crpe's convolution in the token layout
 # that only the dwconv kernel produces; the bias-fused GELU's bias gradient is the rowops column sum)
-_OP_NEEDS = {"layer_norm": ("rowops",), "layer_norm_ones": ("rowops",), "bias_add": ("rowops",), "residual_bias_add": ("rowops",),
-             "residual_sum3": ("rowops",), "gelu": ("gelu",), "bias_gelu": ("gelu", "rowops"),
-             "dwconv": ("dwconv",), "attention": ("attention", "dwconv")}
+_OP_NEEDS = {"layer_norm": ("rowops",), "layer_norm_ones": ("rowops",), "bias_add": ("rowops",),
+             "residual_bias_add": ("rowops",), "gelu": ("gelu",), "bias_gelu": ("gelu", "rowops"),
+             "dwconv": ("dwconv",), "attention": ("attention", "dwconv"), "cross_scale_sum": ("crossscale",)}
 
 _OP_GETTERS = {"layer_norm": rowops.layer_norm_op, "layer_norm_ones": rowops.layer_norm_ones_op,
-               "bias_add": rowops.bias_add_op,
-               "residual_bias_add": rowops.residual_bias_add_op, "residual_sum3": rowops.residual_sum3_op,
+               "bias_add": rowops.bias_add_op, "residual_bias_add": rowops.residual_bias_add_op,
                "gelu": gelu.gelu_op, "bias_gelu": gelu.bias_gelu_op, "dwconv": dwconv.dwconv_op,
-               "attention": attention.factor_attention_op}
+               "attention": attention.factor_attention_op, "cross_scale_sum": crossscale.cross_scale_sum_op}
 
 # how the parallel blocks resize token grids on each operator set
 _TOKEN_RESIZE = {"cpu_kernels": "separable", "stock": "interpolate"}

@@ -60,6 +60,14 @@ def _take_indices(count, indices):
     return take
 
 
+def parallel_resize_factors(sizes, align_corners):
+    """The separable resize matrices of a parallel block, in the order its construct takes them: the pairs
+    3->2, 4->3, 4->2, 2->3, 3->4, 2->4 (``token_resize_factors``) for the scales' grid ``sizes``."""
+    _, s2, s3, s4 = sizes
+    return tuple(token_resize_factors(src, dst, align_corners)
+                 for src, dst in ((s3, s2), (s4, s3), (s4, s2), (s2, s3), (s3, s4), (s2, s4)))
+
+
 def _runs_fused(block):
     """Whether a block runs its fused CPU-kernel form: the backend has all the kernels
     (``Backend.fuses_blocks``) and the branches are deterministic (evaluation, or training without drop path and
@@ -254,10 +262,10 @@ class ParallelBlock(nn.Cell):
         self.norm24 = LayerNorm(dims[3], BLOCK_NORM_EPS, backend=backend)
         self.mlp2 = self.mlp3 = self.mlp4 = Mlp(dims[1], int(dims[1] * mlp_ratios[1]), drop=proj_drop,
                                                 backend=backend)
-        # CPU kernels (_runs_fused): as SerialBlock, and the cross-scale sum with its residual in one pass
+        # CPU kernels (_runs_fused): as SerialBlock, and each scale's resizes, sum and residual in one op
         self.fused = backend.fuses_blocks
         self.residual_add = backend.op("residual_bias_add")
-        self.residual_sum = backend.op("residual_sum3")
+        self.cross_scale_sum = backend.op("cross_scale_sum")
         self.deterministic = drop_path == 0.0 and proj_drop == 0.0
 
     def interpolate(self, x, size, target, factors=None):
@@ -281,29 +289,28 @@ class ParallelBlock(nn.Cell):
         3->4, 2->4) from ``token_resize_factors``; without them each block computes its own."""
         _, s2, s3, s4 = sizes
         f = resize_factors if resize_factors is not None else (None,) * 6
-        fused = _runs_fused(self)
-        if fused:
+        if _runs_fused(self):
             cur2 = self._fused_attention(self.factoratt_crpe2, self.norm12, x2, s2)
             cur3 = self._fused_attention(self.factoratt_crpe3, self.norm13, x3, s3)
             cur4 = self._fused_attention(self.factoratt_crpe4, self.norm14, x4, s4)
-        else:
-            cur2 = self.factoratt_crpe2(self.norm12(x2), s2)
-            cur3 = self.factoratt_crpe3(self.norm13(x3), s3)
-            cur4 = self.factoratt_crpe4(self.norm14(x4), s4)
+            if resize_factors is None:
+                f = parallel_resize_factors(sizes, self.align_corners)
+            x2 = self.cross_scale_sum(x2, cur2, cur3, cur4, f[0][0], f[0][1], f[2][0], f[2][1])
+            x3 = self.cross_scale_sum(x3, cur3, cur4, cur2, f[1][0], f[1][1], f[3][0], f[3][1])
+            x4 = self.cross_scale_sum(x4, cur4, cur3, cur2, f[4][0], f[4][1], f[5][0], f[5][1])
+            x2 = self.residual_add(x2, self.mlp2.fused(self.norm22.with_ones(x2)), self.mlp2.fc2.bias)
+            x3 = self.residual_add(x3, self.mlp3.fused(self.norm23.with_ones(x3)), self.mlp3.fc2.bias)
+            x4 = self.residual_add(x4, self.mlp4.fused(self.norm24.with_ones(x4)), self.mlp4.fc2.bias)
+            return x1, x2, x3, x4
+        cur2 = self.factoratt_crpe2(self.norm12(x2), s2)
+        cur3 = self.factoratt_crpe3(self.norm13(x3), s3)
+        cur4 = self.factoratt_crpe4(self.norm14(x4), s4)
         up3_2 = self.interpolate(cur3, s3, s2, f[0])
         up4_3 = self.interpolate(cur4, s4, s3, f[1])
         up4_2 = self.interpolate(cur4, s4, s2, f[2])
         down2_3 = self.interpolate(cur2, s2, s3, f[3])
         down3_4 = self.interpolate(cur3, s3, s4, f[4])
         down2_4 = self.interpolate(cur2, s2, s4, f[5])
-        if fused:
-            x2 = self.residual_sum(x2, cur2, up3_2, up4_2)
-            x3 = self.residual_sum(x3, cur3, up4_3, down2_3)
-            x4 = self.residual_sum(x4, cur4, down3_4, down2_4)
-            x2 = self.residual_add(x2, self.mlp2.fused(self.norm22.with_ones(x2)), self.mlp2.fc2.bias)
-            x3 = self.residual_add(x3, self.mlp3.fused(self.norm23.with_ones(x3)), self.mlp3.fc2.bias)
-            x4 = self.residual_add(x4, self.mlp4.fused(self.norm24.with_ones(x4)), self.mlp4.fc2.bias)
-            return x1, x2, x3, x4
         x2 = x2 + self.drop_path(cur2 + up3_2 + up4_2)
         x3 = x3 + self.drop_path(cur3 + up4_3 + down2_3)
         x4 = x4 + self.drop_path(cur4 + down3_4 + down2_4)
@@ -530,10 +537,7 @@ class CoaT(nn.Cell):
             _, s2, s3, s4 = sizes
             factors = None
             if self.token_resize == "separable":  # the matrices once for all parallel blocks
-                ac = self.align_corners
-                factors = (token_resize_factors(s3, s2, ac), token_resize_factors(s4, s3, ac),
-                           token_resize_factors(s4, s2, ac), token_resize_factors(s2, s3, ac),
-                           token_resize_factors(s3, s4, ac), token_resize_factors(s2, s4, ac))
+                factors = parallel_resize_factors(sizes, self.align_corners)
             for blk in self.parallel_blocks:  # each block's outputs x2, x3, x4 take three positions
                 if stop is None or pos <= stop:
                     x2, x3, x4 = self.cpe2(x2, s2), self.cpe3(x3, s3), self.cpe4(x4, s4)

@@ -215,8 +215,8 @@ class SerialBlock(nn.Cell):
         self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
         self.norm2 = LayerNorm(dim, BLOCK_NORM_EPS, backend=backend)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=proj_drop, backend=backend)
-        # CPU kernels (_runs_fused): qkv's and fc1's biases inside their matmuls (the norms append a ones
-        # column), proj's and fc2's added by the residual adds; no pass of its own for any bias
+        # CPU kernels (_runs_fused): qkv's bias inside its matmul (norm1 appends a ones column), proj's and
+        # fc2's added by the residual adds, fc1's by the GELU: no pass of its own for any bias
         self.fused = backend.fuses_blocks
         self.residual_add = backend.op("residual_bias_add")
         self.deterministic = drop_path == 0.0 and proj_drop == 0.0
@@ -228,7 +228,7 @@ class SerialBlock(nn.Cell):
         if _runs_fused(self):
             attn = self.factoratt_crpe
             x = self.residual_add(x, attn.fused(self.norm1.with_ones(y), size), attn.proj.bias)
-            return self.residual_add(x, self.mlp.fused(self.norm2.with_ones(x)), self.mlp.fc2.bias)
+            return self.residual_add(x, self.mlp.fused(self.norm2(x)), self.mlp.fc2.bias)
         x = x + self.drop_path(self.factoratt_crpe(self.norm1(y), size))
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
@@ -298,9 +298,9 @@ class ParallelBlock(nn.Cell):
             x2 = self.cross_scale_sum(x2, cur2, cur3, cur4, f[0][0], f[0][1], f[2][0], f[2][1])
             x3 = self.cross_scale_sum(x3, cur3, cur4, cur2, f[1][0], f[1][1], f[3][0], f[3][1])
             x4 = self.cross_scale_sum(x4, cur4, cur3, cur2, f[4][0], f[4][1], f[5][0], f[5][1])
-            x2 = self.residual_add(x2, self.mlp2.fused(self.norm22.with_ones(x2)), self.mlp2.fc2.bias)
-            x3 = self.residual_add(x3, self.mlp3.fused(self.norm23.with_ones(x3)), self.mlp3.fc2.bias)
-            x4 = self.residual_add(x4, self.mlp4.fused(self.norm24.with_ones(x4)), self.mlp4.fc2.bias)
+            x2 = self.residual_add(x2, self.mlp2.fused(self.norm22(x2)), self.mlp2.fc2.bias)
+            x3 = self.residual_add(x3, self.mlp3.fused(self.norm23(x3)), self.mlp3.fc2.bias)
+            x4 = self.residual_add(x4, self.mlp4.fused(self.norm24(x4)), self.mlp4.fc2.bias)
             return x1, x2, x3, x4
         cur2 = self.factoratt_crpe2(self.norm12(x2), s2)
         cur3 = self.factoratt_crpe3(self.norm13(x3), s3)

@@ -202,10 +202,9 @@ class Mlp(nn.Cell):
             x = self.drop(self.act(self.fc1(x)))
         return self.drop(self.fc2(x))
 
-    def fused(self, x_ones):
-        """CPU kernels, dropout off: the MLP on ``LayerNorm.with_ones`` output (fc1's bias inside its matmul),
-        without fc2's bias, which the residual add adds (``residual_bias_add``)."""
-        return self.fc2.unbiased(self.act(self.fc1.augmented(x_ones)))
+    def fused(self, x):
+        """CPU kernels, dropout off: the MLP without fc2's bias, which the residual add adds (``residual_bias_add``)."""
+        return self.fc2.unbiased(self.kernel(self.fc1.unbiased(x), self.fc1.bias))
 
 
 class DropPath(nn.Cell):

@@ -15,6 +15,7 @@ from coat_ms.kernels import dwconv as D
 from coat_ms import openmp
 from coat_ms.kernels import loader
 from coat_ms.kernels.build import KernelBuildError, build
+from coat_ms.models.tokens import resize_separable, token_resize_factors
 
 H, W, C0 = 5, 7, 3
 SPLITS = ((3, 3), (4, 5), (4, 7))  # (channels, kernel) as crpe's 3/5/7 groups, small
@@ -210,28 +211,38 @@ def test_gelu_kernel_matches_stock_exact_gelu_forward_and_backward():
 
 
 class RowCase(nn.Cell):
-    """sum(f(x, gamma, beta) * g) for one row op, ours (the C++ kernel) or MindSpore's stock op."""
+    """sum(f(x, gamma, beta) * g) for one row op, ours (the C++ kernel) or MindSpore's stock ops."""
 
     def __init__(self, kind, ours, g):
         super().__init__()
         from coat_ms.kernels import rowops
         self.kind, self.ours, self.g = kind, ours, g
         self.ln, self.add = rowops.layer_norm_op(), rowops.bias_add_op()
+        self.ln_ones, self.residual = rowops.layer_norm_ones_op(), rowops.residual_bias_add_op()
         self.stock_ln = ops.LayerNorm(begin_norm_axis=-1, begin_params_axis=-1, epsilon=1e-6)
         self.eps = ms.Tensor([1e-6], ms.float32)
 
     def construct(self, x, gamma, beta):
         if self.kind == "layer_norm":
             y = self.ln(x, gamma, beta, self.eps) if self.ours else self.stock_ln(x, gamma, beta)[0]
+        elif self.kind == "layer_norm_ones":  # the ones column feeds a weighted sum too: its gradient is dropped
+            if self.ours:
+                y = self.ln_ones(x, gamma, beta, self.eps)
+            else:
+                y = ops.concat((self.stock_ln(x, gamma, beta)[0], ops.ones(x.shape[:-1] + (1,), x.dtype)), axis=-1)
+            return (y[..., :-1] * self.g).sum() + (y[..., -1] * self.g[..., 0]).sum()
+        elif self.kind == "residual_bias_add":  # x + (y + b) with y = x * gamma
+            y = self.residual(x, x * gamma, beta) if self.ours else x + (x * gamma + beta)
         else:
             y = self.add(x, beta) if self.ours else x + beta
         return (y * self.g).sum()
 
 
-@pytest.mark.parametrize("kind", ["layer_norm", "bias_add"])
+@pytest.mark.parametrize("kind", ["layer_norm", "layer_norm_ones", "bias_add", "residual_bias_add"])
 @pytest.mark.parametrize("exec_mode", [ms.GRAPH_MODE, ms.PYNATIVE_MODE])
 def test_row_kernels_match_stock_ops_forward_and_backward(kind, exec_mode):
-    """LayerNorm and bias add (coat_ms/kernels/rowops.cc) against MindSpore's own ops."""
+    """LayerNorm (alone and with the ones column), bias add and the residual add with a bias
+    (coat_ms/kernels/rowops.cc) against MindSpore's own ops."""
     ms.set_context(mode=exec_mode)
     try:
         rng = np.random.default_rng(5)
@@ -250,7 +261,51 @@ def test_row_kernels_match_stock_ops_forward_and_backward(kind, exec_mode):
             if np.abs(b.asnumpy()).max() > 0:  # gamma has no gradient in bias_add
                 assert _rel(a, b) <= 1e-5
                 used += 1
-        assert used == {"layer_norm": 3, "bias_add": 2}[kind]
+        assert used == (2 if kind == "bias_add" else 3)
+    finally:
+        ms.set_context(mode=ms.GRAPH_MODE)
+
+
+class CrossScaleCase(nn.Cell):
+    """sum(x + ((cur + resize(a)) + resize(b)) * g): the crossscale kernel or the stock-op separable resizes."""
+
+    def __init__(self, ours, sizes, factors, g):
+        super().__init__()
+        from coat_ms.kernels.crossscale import cross_scale_sum_op
+        self.ours, self.sizes, self.factors, self.g = ours, sizes, factors, g
+        self.op = cross_scale_sum_op()
+
+    def construct(self, x, cur, a, b):
+        (fa, fb), (s, sa, sb) = self.factors, self.sizes
+        if self.ours:
+            y = self.op(x, cur, a, b, fa[0], fa[1], fb[0], fb[1])
+        else:
+            y = x + ((cur + resize_separable(a, sa, s, fa)) + resize_separable(b, sb, s, fb))
+        return (y * self.g).sum()
+
+
+@pytest.mark.parametrize("align_corners", [False, True])
+@pytest.mark.parametrize("exec_mode", [ms.GRAPH_MODE, ms.PYNATIVE_MODE])
+def test_cross_scale_kernel_matches_stock_resizes_forward_and_backward(align_corners, exec_mode):
+    """A parallel block's per-scale resizes and sums (coat_ms/kernels/crossscale.cc) against the separable
+    stock-op resizes, up (2x, 4x) and down, to and from 1 x 1 grids, with the CLS rows riding along."""
+    ms.set_context(mode=exec_mode)
+    try:
+        rng = np.random.default_rng(8)
+        for s, sa, sb in (((4, 6), (2, 3), (1, 2)), ((2, 3), (4, 6), (8, 12)), ((1, 1), (2, 2), (4, 4)),
+                          ((4, 4), (1, 1), (2, 2))):
+            def tokens(size):
+                return ms.Tensor(rng.standard_normal((2, 1 + size[0] * size[1], 5)).astype(np.float32))
+            args = (tokens(s), tokens(s), tokens(sa), tokens(sb))
+            factors = (token_resize_factors(sa, s, align_corners), token_resize_factors(sb, s, align_corners))
+            g = tokens(s)
+            ours, stock = CrossScaleCase(True, (s, sa, sb), factors, g), CrossScaleCase(False, (s, sa, sb), factors, g)
+            ref = float(stock(*args).asnumpy())
+            assert abs(float(ours(*args).asnumpy()) - ref) <= 1e-5 * max(1.0, abs(ref)), (s, sa, sb)
+            got = ms.grad(ours, grad_position=(0, 1, 2, 3))(*args)
+            want = ms.grad(stock, grad_position=(0, 1, 2, 3))(*args)
+            for a, b in zip(got, want):
+                assert a.shape == b.shape and _rel(a, b) <= 1e-5, (s, sa, sb)
     finally:
         ms.set_context(mode=ms.GRAPH_MODE)
 

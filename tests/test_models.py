@@ -266,7 +266,8 @@ def test_backend_is_chosen_once_at_build_and_passed_to_every_layer(monkeypatch):
 
     model = coat_ms.create_model("coat_tiny", **NARROW_TINY)  # the CPU target: C++ kernels
     assert model.backend.name == "cpu_kernels"
-    assert model.backend.kernels == {"dwconv", "rowops", "gelu", "attention"}
+    assert model.backend.kernels == {"dwconv", "rowops", "gelu", "attention", "crossscale"}
+    assert model.backend.fuses_blocks and model.serial_blocks1[0].fused and model.parallel_blocks[0].fused
     assert None not in _kernel_cells(model).values(), "with every kernel in use, each layer has its kernel"
     assert model.parallel_blocks[0].token_resize == "separable"
 
@@ -283,18 +284,20 @@ def test_kernels_switched_off_by_name(monkeypatch):
 
     monkeypatch.setenv(SWITCH_OFF, "gelu, rowops")
     model = coat_ms.create_model("coat_lite_tiny", embed_dims=(32, 32, 32, 32), serial_depths=(1, 1, 1, 1))
-    assert model.backend.kernels == {"dwconv", "attention"}
+    assert model.backend.kernels == {"dwconv", "attention", "crossscale"}
     block = model.serial_blocks1[0]
     assert block.norm1.kernel is None and block.mlp.kernel is None and block.mlp.act.kernel is None
     assert block.cpe.kernel is not None and block.factoratt_crpe.kernel is not None
+    assert not block.fused, "the fused block form needs every kernel"
 
     # the attention kernel reads the dwconv kernel's token-layout output: it goes with it
     monkeypatch.setenv(SWITCH_OFF, "dwconv")
-    assert coat_ms.create_model("coat_lite_tiny", embed_dims=(32, 32, 32, 32)).backend.kernels == {"rowops", "gelu"}
+    assert coat_ms.create_model("coat_lite_tiny", embed_dims=(32, 32, 32, 32)).backend.kernels == {
+        "rowops", "gelu", "crossscale"}
 
 
 @pytest.mark.parametrize("env,value,words", [
-    ("COAT_MS_CPU_KERNELS_OFF", "gemm", ["unknown kernel(s) gemm", "dwconv, rowops, gelu, attention"]),
+    ("COAT_MS_CPU_KERNELS_OFF", "gemm", ["unknown kernel(s) gemm", "dwconv, rowops, gelu, attention, crossscale"]),
     ("COAT_MS_CPU_KERNELS", "maybe", ["COAT_MS_CPU_KERNELS='maybe'", "use 0"])])
 def test_malformed_kernel_switch_is_a_clear_error(monkeypatch, env, value, words):
     monkeypatch.setenv(env, value)
@@ -337,6 +340,32 @@ def test_with_backend_computes_the_same_function_on_a_copy_of_the_weights(pynati
     model.parallel_blocks[0].mlp2.fc2 = nn.Dense(128, 32, has_bias=False)  # a changed model cannot be rebuilt
     with pytest.raises(coat_ms.CoatError, match="changed after it was built"):
         model.with_backend("stock")
+
+
+def test_fused_block_form_trains_like_stock_operators(graph_mode):
+    """With every kernel, blocks run their fused form (biases inside matmuls and residual adds, one op per
+    scale for the cross-scale sums) in evaluation and in training without drop path: loss and every
+    parameter's gradient agree with the stock operators. With drop path, training runs the plain form."""
+    model = coat_ms.create_model("coat_tiny", num_classes=5, **NARROW_TINY)
+    twin = model.with_backend("stock")
+    x, y = random_images((2, 3, 64, 64), seed=11), ms.Tensor(np.array([1, 3], np.int32))
+    for m in (model, twin):
+        m.set_train(True)
+    assert all(b.fused and b.deterministic for b in (model.serial_blocks1[0], model.parallel_blocks[0]))
+
+    def loss_and_grads(m):
+        net = nn.WithLossCell(m, nn.SoftmaxCrossEntropyWithLogits(sparse=True, reduction="mean"))
+        return ms.value_and_grad(net, None, m.trainable_params())(x, y)
+
+    (loss_k, grads_k), (loss_s, grads_s) = loss_and_grads(model), loss_and_grads(twin)
+    assert abs(float(loss_k.asnumpy()) - float(loss_s.asnumpy())) <= 1e-5
+    names = [p.name for p in model.trainable_params()]
+    assert names == [p.name for p in twin.trainable_params()]
+    for name, a, b in zip(names, grads_k, grads_s):
+        a, b = a.asnumpy(), b.asnumpy()
+        assert np.abs(a - b).max() <= 1e-4 * max(1e-3, np.abs(b).max()), name
+    dropping = coat_ms.create_model("coat_tiny", drop_path_rate=0.1, **NARROW_TINY)
+    assert dropping.parallel_blocks[0].fused and not dropping.parallel_blocks[0].deterministic
 
 
 def test_building_a_model_changes_no_process_state():

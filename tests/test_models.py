@@ -256,9 +256,13 @@ def test_buildable_through_mindcv_create_model():
 NARROW_TINY = dict(embed_dims=(32, 32, 32, 32), serial_depths=(1, 1, 1, 1), parallel_depth=1)
 
 
+KERNEL_ATTRIBUTES = ("kernel", "ones_kernel", "residual_add", "cross_scale_sum")
+
+
 def _kernel_cells(model):
-    """{cell path: kernel primitive or None} for every layer that can run a C++ kernel."""
-    return {name: cell.kernel for name, cell in model.cells_and_names() if hasattr(cell, "kernel")}
+    """{(cell path, attribute): kernel primitive or None} for every operator a layer or block can run as C++."""
+    return {(name, attr): getattr(cell, attr) for name, cell in model.cells_and_names()
+            for attr in KERNEL_ATTRIBUTES if hasattr(cell, attr)}
 
 
 def test_backend_is_chosen_once_at_build_and_passed_to_every_layer(monkeypatch):

@@ -370,6 +370,9 @@ def test_fused_block_form_trains_like_stock_operators(graph_mode):
         assert np.abs(a - b).max() <= 1e-4 * max(1e-3, np.abs(b).max()), name
     dropping = coat_ms.create_model("coat_tiny", drop_path_rate=0.1, **NARROW_TINY)
     assert dropping.parallel_blocks[0].fused and not dropping.parallel_blocks[0].deterministic
+    unbiased = coat_ms.create_model("coat_tiny", qkv_bias=False, **NARROW_TINY)  # no bias to take into the matmul
+    assert not unbiased.serial_blocks1[0].fused
+    assert unbiased(x).shape == (2, 1000)
 
 
 def test_building_a_model_changes_no_process_state():

@@ -70,7 +70,7 @@ def parallel_resize_factors(sizes, align_corners):
 
 def _runs_fused(block):
     """Whether a block runs its fused CPU-kernel form: the backend has all the kernels
-    (``Backend.fuses_blocks``) and the branches are deterministic (evaluation, or training without drop path and
+    (``Backend.fuses_blocks``), qkv has a bias, and the branches are deterministic (evaluation, or training without drop path and
     dropout), so a Linear's bias can move into the matmul before it or the residual add after it."""
     return block.fused and (not block.training or block.deterministic)
 
@@ -217,7 +217,7 @@ class SerialBlock(nn.Cell):
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=proj_drop, backend=backend)
         # CPU kernels (_runs_fused): qkv's bias inside its matmul (norm1 appends a ones column), proj's and
         # fc2's added by the residual adds, fc1's by the GELU: no pass of its own for any bias
-        self.fused = backend.fuses_blocks
+        self.fused = backend.fuses_blocks and bool(qkv_bias)
         self.residual_add = backend.op("residual_bias_add")
         self.deterministic = drop_path == 0.0 and proj_drop == 0.0
 
@@ -263,7 +263,7 @@ class ParallelBlock(nn.Cell):
         self.mlp2 = self.mlp3 = self.mlp4 = Mlp(dims[1], int(dims[1] * mlp_ratios[1]), drop=proj_drop,
                                                 backend=backend)
         # CPU kernels (_runs_fused): as SerialBlock, and each scale's resizes, sum and residual in one op
-        self.fused = backend.fuses_blocks
+        self.fused = backend.fuses_blocks and bool(qkv_bias)
         self.residual_add = backend.op("residual_bias_add")
         self.cross_scale_sum = backend.op("cross_scale_sum")
         self.deterministic = drop_path == 0.0 and proj_drop == 0.0

@@ -7,7 +7,8 @@ and in ONNX Runtime: our ONNX file vs timm's own ONNX export, and our INT8 file 
 
 Every (framework, model, task) lives in its own worker process, so peak resident memory is that
 framework's alone. The parent drives the workers round-robin, one timed call at a time, so load
-changes on the machine hit coat_ms and timm alike; medians are reported. mindcv runs in rounds of its
+changes on the machine hit coat_ms and timm alike; medians are reported. Each timed call follows an
+untimed call of the same worker (as in a loop of its own, not right after another framework's call). mindcv runs in rounds of its
 own after them (its multi-second calls slowed timm's next calls down). A large fp32 matmul (torch
 and MindSpore), timed at the start of the same run in rounds of its own (between the model calls it
 slowed them down), gives the practical GFLOP/s limit. FLOPs come from ``coat_ms.flops.count_macs``
@@ -289,8 +290,14 @@ def _measure_group(entry, name, task_kind, batch, frameworks, reps, mindcv_block
         workers[f] = w
         _log(f"[{name}] {f} {task_kind} batch {batch}: compile + first call {r['seconds']:.1f} s")
     times = {f: [] for f in workers}
+    # Where frameworks alternate, each timed call follows an untimed call of its own framework, as in a user's
+    # loop: right after another framework's call, that framework's OpenMP threads were still spinning
+    # (coat_tiny batch 1 took 75-90 ms after timm-bf16's calls, 73-74 ms in runs without them).
+    lead_in = len(workers) > 1
     for rep in range(reps):
         for f, w in workers.items():
+            if lead_in:
+                w.ask(cmd="call", batch=batch)
             r = w.ask(cmd="call", batch=batch)
             if "seconds" in r:
                 times[f].append(r["seconds"])

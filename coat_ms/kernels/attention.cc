@@ -112,18 +112,13 @@ inline void RowDotBlocks(const float *b, const float *m, int64_t heads, int64_t 
     }
 }
 
-// Softmax statistics of k over the tokens (max, 1/sum of exp), kv = scale * softmax(k)^T v per head and,
-// when q and dout are given, dkv = q^T dout per head; all per image: mx, inv_sum (B, C), kv, dkv (B, C*Ch).
-template <int CH>
-void Statistics(const Shape &s, const float *qkv, const float *dout, float *mx, float *inv_sum, float *kv,
-                float *dkv) {
-  const int64_t n = s.tokens, c = s.channels, c3 = 3 * c, ch = s.head_chs, block = c * ch;
-  const int64_t parts = s.batch * kChunks;
-  std::vector<float> part(parts * c), part_kv(parts * block), part_dkv(dout ? parts * block : 0);
-  coat_ms::ParallelFor(parts, Work(s), [&](int64_t p) {  // partial maxima
+// mx (B, C) = the maximum of k over each image's tokens, from per-chunk partials in part (B * kChunks, C).
+void TokenMaxima(const Shape &s, const float *qkv, float *part, float *mx) {
+  const int64_t n = s.tokens, c = s.channels, c3 = 3 * c;
+  coat_ms::ParallelFor(s.batch * kChunks, Work(s), [&](int64_t p) {
     int64_t t0, t1;
     Chunk(n, p % kChunks, &t0, &t1);
-    float *m = part.data() + p * c;
+    float *m = part + p * c;
     std::fill(m, m + c, -INFINITY);
     for (int64_t t = t0; t < t1; ++t) {
       const float *kr = qkv + ((p / kChunks) * n + t) * c3 + c;
@@ -137,6 +132,17 @@ void Statistics(const Shape &s, const float *qkv, const float *dout, float *mx, 
       for (int64_t k = 0; k < kChunks; ++k) m = std::max(m, part[(b * kChunks + k) * c + i]);
       mx[b * c + i] = m;
     }
+}
+
+// Softmax statistics of k over the tokens (max, 1/sum of exp), kv = scale * softmax(k)^T v per head and,
+// when q and dout are given, dkv = q^T dout per head; all per image: mx, inv_sum (B, C), kv, dkv (B, C*Ch).
+template <int CH>
+void Statistics(const Shape &s, const float *qkv, const float *dout, float *mx, float *inv_sum, float *kv,
+                float *dkv) {
+  const int64_t n = s.tokens, c = s.channels, c3 = 3 * c, ch = s.head_chs, block = c * ch;
+  const int64_t parts = s.batch * kChunks;
+  std::vector<float> part(parts * c), part_kv(parts * block), part_dkv(dout ? parts * block : 0);
+  TokenMaxima(s, qkv, part.data(), mx);
   coat_ms::ParallelFor(parts, Work(s), [&](int64_t p) {  // partial sums of exp, k^T v and q^T dout
     std::vector<float> e(kTokenBlock * c);
     const int64_t b = p / kChunks;
@@ -225,20 +231,12 @@ constexpr int RowBlock(int ch) {
 }
 
 template <int CH>
-struct Padded {
+struct Padded : coat_ms::Lanes<(CH <= 8 ? 8 : 16)> {  // vec, Load, Store of L lanes
   static constexpr int L = CH <= 8 ? 8 : 16;          // lanes per vector
   static constexpr int NV = (CH + L - 1) / L;         // vectors per head row
   static constexpr int CHP = NV * L;                  // padded head width
   static constexpr int RB = RowBlock(CH);             // rows per block of the kv update (<= 28 accumulators)
   static constexpr int TT = 4;                        // tokens per tile of the output product
-  typedef float vec __attribute__((vector_size(4 * L)));
-  static vec Load(const float *p) {
-    vec v;
-    std::memcpy(&v, p, sizeof(v));
-    return v;
-  }
-  static void Store(float *p, vec v) { std::memcpy(p, &v, sizeof(v)); }
-  static vec Splat(float f) { return vec{} + f; }
   // dst[h * CHP + i] = src[h * CH + i] for i < CH (pads untouched)
   static void Spread(const float *src, int64_t heads, float *dst) {
     for (int64_t h = 0; h < heads; ++h) std::memcpy(dst + h * CHP, src + h * CH, sizeof(float) * CH);
@@ -306,23 +304,7 @@ void StatisticsPadded(const Shape &s, const float *qkv, float *kvp) {
   const int64_t n = s.tokens, c = s.channels, c3 = 3 * c, block = c * P::CHP, heads = s.heads;
   const int64_t parts = s.batch * kChunks;
   std::vector<float> mx(s.batch * c), part(parts * c), part_kv(parts * block);
-  coat_ms::ParallelFor(parts, Work(s), [&](int64_t p) {  // partial maxima
-    int64_t t0, t1;
-    Chunk(n, p % kChunks, &t0, &t1);
-    float *m = part.data() + p * c;
-    std::fill(m, m + c, -INFINITY);
-    for (int64_t t = t0; t < t1; ++t) {
-      const float *kr = qkv + ((p / kChunks) * n + t) * c3 + c;
-#pragma omp simd
-      for (int64_t i = 0; i < c; ++i) m[i] = std::max(m[i], kr[i]);
-    }
-  });
-  for (int64_t b = 0; b < s.batch; ++b)
-    for (int64_t i = 0; i < c; ++i) {
-      float m = -INFINITY;
-      for (int64_t k = 0; k < kChunks; ++k) m = std::max(m, part[(b * kChunks + k) * c + i]);
-      mx[b * c + i] = m;
-    }
+  TokenMaxima(s, qkv, part.data(), mx.data());
   coat_ms::ParallelFor(parts, Work(s), [&](int64_t p) {  // partial sums of exp and of softmax(k)^T v
     constexpr int TB = 8;
     std::vector<float> e(TB * c), vpad(TB * heads * P::CHP, 0.0f);

@@ -80,16 +80,7 @@ void ConvRow(const float *in, int64_t in_stride_tok, const float *w, const Meta 
 // channel's own kernel (see pack_weights), so the extra products add exact zeros. Per output the
 // sum runs over dy, then dx, from the bias (and x, mode 1), in the order of ConvRow: the results are
 // the same floats.
-template <int L>
-struct Lanes {
-  typedef float vec __attribute__((vector_size(4 * L)));
-  static vec Load(const float *p) {
-    vec v;
-    std::memcpy(&v, p, sizeof(v));
-    return v;
-  }
-  static void Store(float *p, vec v) { std::memcpy(p, &v, sizeof(v)); }
-};
+using coat_ms::Lanes;
 
 constexpr int64_t kXB = 8;  // outputs along x per register tile
 

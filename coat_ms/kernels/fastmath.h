@@ -33,6 +33,19 @@ inline void ParallelFor(int64_t n, int64_t work, Body body) {
   }
 }
 
+// L float lanes as one GCC vector (AVX-512, AVX2 or NEON registers, whatever -march gives), loaded and
+// stored unaligned.
+template <int L>
+struct Lanes {
+  typedef float vec __attribute__((vector_size(4 * L)));
+  static vec Load(const float *p) {
+    vec v;
+    std::memcpy(&v, p, sizeof(v));
+    return v;
+  }
+  static void Store(float *p, vec v) { std::memcpy(p, &v, sizeof(v)); }
+};
+
 inline float ExpNeg(float x) {  // exp(x) for x <= 0
   x = x < -87.0f ? -87.0f : x;
   // round to nearest by the 1.5 * 2^23 trick (std::floor/nearbyint block gcc's vectoriser)

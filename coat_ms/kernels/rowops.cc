@@ -46,6 +46,25 @@ inline void NormRow(const float *xr, const float *g, const float *b, int64_t c, 
   for (int64_t j = 0; j < c; ++j) yr[j] = (xr[j] - mu) * rs * g[j] + b[j];
 }
 
+// params = {x (M, C), gamma (C), beta (C), eps (1), y (M, C + ones)}; ones: a column of 1 after the C
+// normalised channels of each row
+int NormForward(void **params, int *ndims, int64_t **shapes, int64_t ones) {
+  const float *x = static_cast<const float *>(params[0]);
+  const float *g = static_cast<const float *>(params[1]);
+  const float *b = static_cast<const float *>(params[2]);
+  const float eps = *static_cast<const float *>(params[3]);
+  float *y = static_cast<float *>(params[4]);
+  int64_t m, c;
+  RowsCols(ndims[0], shapes[0], &m, &c);
+  if (shapes[1][0] != c || shapes[4][ndims[4] - 1] != c + ones) return 2;
+  coat_ms::ParallelFor(m, m * c, [&](int64_t i) {
+    float *yr = y + i * (c + ones);
+    NormRow(x + i * c, g, b, c, eps, yr);
+    if (ones) yr[c] = 1.0f;
+  });
+  return 0;
+}
+
 }  // namespace
 
 extern "C" {
@@ -53,17 +72,7 @@ extern "C" {
 // params = {x (M, C), gamma (C), beta (C), eps (1), y (M, C)}
 int LayerNormForward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *stream,
                      void *extra) {
-  if (nparam != 5) return 1;
-  const float *x = static_cast<const float *>(params[0]);
-  const float *g = static_cast<const float *>(params[1]);
-  const float *b = static_cast<const float *>(params[2]);
-  const float eps = *static_cast<const float *>(params[3]);
-  float *y = static_cast<float *>(params[4]);
-  int64_t m, c;
-  RowsCols(ndims[0], shapes[0], &m, &c);
-  if (shapes[1][0] != c) return 2;
-  coat_ms::ParallelFor(m, m * c, [&](int64_t i) { NormRow(x + i * c, g, b, c, eps, y + i * c); });
-  return 0;
+  return nparam != 5 ? 1 : NormForward(params, ndims, shapes, 0);
 }
 
 // params = {x (M, C), gamma (C), beta (C), eps (1), y (M, C + 1)}: the LayerNorm with a column of ones
@@ -71,21 +80,7 @@ int LayerNormForward(int nparam, void **params, int *ndims, int64_t **shapes, co
 // of its own over the (much wider) output.
 int LayerNormOnesForward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
                          void *stream, void *extra) {
-  if (nparam != 5) return 1;
-  const float *x = static_cast<const float *>(params[0]);
-  const float *g = static_cast<const float *>(params[1]);
-  const float *b = static_cast<const float *>(params[2]);
-  const float eps = *static_cast<const float *>(params[3]);
-  float *y = static_cast<float *>(params[4]);
-  int64_t m, c;
-  RowsCols(ndims[0], shapes[0], &m, &c);
-  if (shapes[1][0] != c || shapes[4][ndims[4] - 1] != c + 1) return 2;
-  coat_ms::ParallelFor(m, m * c, [&](int64_t i) {
-    float *yr = y + i * (c + 1);
-    NormRow(x + i * c, g, b, c, eps, yr);
-    yr[c] = 1.0f;
-  });
-  return 0;
+  return nparam != 5 ? 1 : NormForward(params, ndims, shapes, 1);
 }
 
 // params = {x (M, C), gamma (C), dy (M, C), eps (1), dx (M, C)}
